@@ -1,0 +1,5 @@
+import sys
+
+from rhythmflow.cli import main
+
+sys.exit(main())

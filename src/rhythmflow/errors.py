@@ -1,0 +1,64 @@
+"""Typed errors. Every user-facing failure is one of these; the CLI maps each to an exit code.
+
+Exit codes (documented in the README):
+    0 success, 1 unexpected internal error, 2 usage / bad input, 3 missing or corrupt asset,
+    4 not enough memory or time budget, 5 timeout (resume state saved), 6 numerical failure,
+    130 cancelled (Ctrl-C / SIGTERM; resume state saved).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_ASSET = 3
+EXIT_RESOURCES = 4
+EXIT_TIMEOUT = 5
+EXIT_NUMERICAL = 6
+EXIT_CANCELLED = 130
+
+
+class RhythmflowError(Exception):
+    """Base class of all errors the user can act on; the message says what to do."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(RhythmflowError, ValueError):
+    """Bad arguments or bad input data (a file, a setting, a combination of options)."""
+
+    exit_code = EXIT_USAGE
+
+
+class LrcError(UsageError):
+    """Malformed LRC lyrics; the message names the file line."""
+
+
+class LyricsError(UsageError):
+    """A lyric line that cannot be turned into phonemes (the message names the line)."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint file that is not a DiffRhythm checkpoint, is truncated, or does not match."""
+
+
+class AssetError(RhythmflowError):
+    """A model asset is missing or corrupt; the message names the file, the repo and the fix."""
+
+    exit_code = EXIT_ASSET
+
+
+class DependencyError(AssetError):
+    """An optional dependency or system package (espeak-ng, onnxruntime, muq) is missing."""
+
+
+class ResourceError(RhythmflowError):
+    """The job does not fit in the available memory or the given time budget."""
+
+    exit_code = EXIT_RESOURCES
+
+
+class NumericalError(RhythmflowError):
+    """NaN or Inf appeared in the sampler state."""
+
+    exit_code = EXIT_NUMERICAL

@@ -1,0 +1,42 @@
+"""Shared fixtures. Golden data comes from RHYTHMFLOW_GOLDEN_DIR (default ../shared/golden);
+model-release assets from RHYTHMFLOW_ASSETS_DIR (default ../shared/assets)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("RHYTHMFLOW_GOLDEN_DIR", REPO.parent / "shared" / "golden"))
+ASSETS_DIR = Path(os.environ.get("RHYTHMFLOW_ASSETS_DIR", REPO.parent / "shared" / "assets"))
+
+# The asset resolver reads this; tests never touch the network.
+os.environ.setdefault("RHYTHMFLOW_ASSETS_DIR", str(ASSETS_DIR))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def golden_subdir(name: str) -> Path:
+    """A golden sub-folder; missing golden data is a failure, never a skip."""
+    path = GOLDEN_DIR / name
+    if not path.is_dir():
+        pytest.fail(f"golden data folder {path} is missing (set RHYTHMFLOW_GOLDEN_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_model_dir() -> Path:
+    return golden_subdir("model")
+
+
+@pytest.fixture(scope="session")
+def golden_lyrics_dir() -> Path:
+    return golden_subdir("lyrics")
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    if not ASSETS_DIR.is_dir():
+        pytest.fail(f"assets folder {ASSETS_DIR} is missing (set RHYTHMFLOW_ASSETS_DIR)")
+    return ASSETS_DIR
