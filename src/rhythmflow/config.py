@@ -1,0 +1,137 @@
+"""Frozen configuration dataclasses. Unknown keys raise; merging uses ``is not None``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rhythmflow.errors import UsageError
+
+COND_DIM = 512  # hard-wired in the original: time / start / duration / style width
+TIME_SINUS_DIM = 256
+FRAME_RATE = 44100 / 2048  # latent frames per second
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Architecture of the DiffRhythm velocity network (a DiT over VAE latents).
+
+    ``heads`` is the *effective* attention head count. The original builds a ``LlamaConfig``
+    without passing its ``heads`` argument, so the transformers default of 32 always applies;
+    configs that say otherwise (e.g. ``heads=8``) are read through :meth:`from_official`.
+    """
+
+    dim: int = 2048
+    depth: int = 16
+    ff_mult: int = 4
+    text_dim: int = 512
+    conv_layers: int = 4
+    mel_dim: int = 64
+    text_num_embeds: int = 363
+    max_frames: int = 2048
+    heads: int = 32
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise UsageError(f"dim={self.dim} must split into {self.heads} heads of even size")
+        if self.text_dim != COND_DIM:
+            raise UsageError(f"text_dim must be {COND_DIM} (the text-fusion layers are 512 wide)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def has_duration_embed(self) -> bool:
+        """The original adds a song-duration embedding only for max_frames == 6144 exactly."""
+        return self.max_frames == 6144
+
+    @property
+    def n_fusion(self) -> int:
+        return self.depth // 2
+
+    @property
+    def ff_dim(self) -> int:
+        return self.dim * self.ff_mult
+
+    @property
+    def in_features(self) -> int:
+        return 2 * self.mel_dim + self.text_dim + 2 * COND_DIM
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
+        """Build from our own format; unknown keys raise."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UsageError(f"unknown DiTConfig keys {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_official(cls, d: dict[str, Any], *, max_frames: int | None = None) -> DiTConfig:
+        """Build from an official DiffRhythm config (``{"model": {...}}``, the golden
+        ``{"dit_kwargs": {...}}`` or the flat DiT kwargs). ``heads``/``dim_head`` are ignored as
+        upstream ignores them; other unknown keys raise."""
+        kw = d.get("model", d.get("dit_kwargs", d))
+        if not isinstance(kw, dict):
+            raise UsageError("model config: expected a JSON object with the DiT arguments")
+        ignored = {"heads", "dim_head", "dropout", "qk_norm", "pe_attn_head", "long_skip_connection"}
+        known = {"dim", "depth", "ff_mult", "text_dim", "conv_layers", "mel_dim",
+                 "text_num_embeds", "max_frames"}
+        unknown = sorted(set(kw) - known - ignored)
+        if unknown:
+            raise UsageError(f"model config: unknown keys {unknown}; known: {sorted(known)}")
+        args = {k: v for k, v in kw.items() if k in known}
+        if max_frames is not None:
+            args["max_frames"] = max_frames
+        return cls(**args)
+
+
+def load_config_file(path: str | Path, *, max_frames: int | None = None) -> DiTConfig:
+    """Read a model config JSON file (official or our own ``DiTConfig.to_dict`` format)."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"model config {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"model config {path} is not valid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise UsageError(f"model config {path}: expected a JSON object")
+    names = {f.name for f in dataclasses.fields(DiTConfig)}
+    if set(d) <= names and "heads" not in d:
+        cfg = DiTConfig.from_dict(d)
+        return dataclasses.replace(cfg, max_frames=max_frames) if max_frames else cfg
+    return DiTConfig.from_official(d, max_frames=max_frames)
+
+
+_FULL = dict(dim=2048, depth=16, ff_mult=4, text_dim=512, conv_layers=4, mel_dim=64,
+             text_num_embeds=363)
+
+#: The four official models. All share the architecture; "full" models have 6144 frames.
+PRESETS: dict[str, DiTConfig] = {
+    "v1.0-base": DiTConfig(**_FULL, max_frames=2048),
+    "v1.0-full": DiTConfig(**_FULL, max_frames=6144),
+    "v1.2-base": DiTConfig(**_FULL, max_frames=2048),
+    "v1.2-full": DiTConfig(**_FULL, max_frames=6144),
+}
+
+#: Short names accepted by the command line.
+MODEL_ALIASES = {"base": "v1.2-base", "full": "v1.2-full"}
+
+
+def preset(name: str) -> DiTConfig:
+    key = MODEL_ALIASES.get(name, name)
+    if key not in PRESETS:
+        raise UsageError(
+            f"unknown model {name!r}; choose one of {sorted(PRESETS) + sorted(MODEL_ALIASES)}"
+        )
+    return PRESETS[key]
