@@ -83,9 +83,24 @@ class DiTConfig:
         kw = d.get("model", d.get("dit_kwargs", d))
         if not isinstance(kw, dict):
             raise UsageError("model config: expected a JSON object with the DiT arguments")
-        ignored = {"heads", "dim_head", "dropout", "qk_norm", "pe_attn_head", "long_skip_connection"}
-        known = {"dim", "depth", "ff_mult", "text_dim", "conv_layers", "mel_dim",
-                 "text_num_embeds", "max_frames"}
+        ignored = {
+            "heads",
+            "dim_head",
+            "dropout",
+            "qk_norm",
+            "pe_attn_head",
+            "long_skip_connection",
+        }
+        known = {
+            "dim",
+            "depth",
+            "ff_mult",
+            "text_dim",
+            "conv_layers",
+            "mel_dim",
+            "text_num_embeds",
+            "max_frames",
+        }
         unknown = sorted(set(kw) - known - ignored)
         if unknown:
             raise UsageError(f"model config: unknown keys {unknown}; known: {sorted(known)}")
@@ -113,8 +128,9 @@ def load_config_file(path: str | Path, *, max_frames: int | None = None) -> DiTC
     return DiTConfig.from_official(d, max_frames=max_frames)
 
 
-_FULL = dict(dim=2048, depth=16, ff_mult=4, text_dim=512, conv_layers=4, mel_dim=64,
-             text_num_embeds=363)
+_FULL = dict(
+    dim=2048, depth=16, ff_mult=4, text_dim=512, conv_layers=4, mel_dim=64, text_num_embeds=363
+)
 
 #: The four official models. All share the architecture; "full" models have 6144 frames.
 PRESETS: dict[str, DiTConfig] = {

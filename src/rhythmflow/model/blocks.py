@@ -24,7 +24,8 @@ class TimestepEmbedding(nn.Module):
     def forward(self, v: Tensor) -> Tensor:  # [b] -> [b, c]
         half = self.freq_dim // 2
         f = torch.exp(
-            torch.arange(half, device=v.device, dtype=torch.float32) * -(math.log(10000) / (half - 1))
+            torch.arange(half, device=v.device, dtype=torch.float32)
+            * -(math.log(10000) / (half - 1))
         )
         a = (1000 * v.float())[:, None] * f[None, :]
         emb = torch.cat([a.sin(), a.cos()], dim=-1)

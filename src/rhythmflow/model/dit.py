@@ -59,7 +59,9 @@ class Conditioning:
 
     def select(self, rows: slice) -> Conditioning:
         """A batch slice (e.g. only the conditional rows outside a guidance interval)."""
-        return Conditioning(self.static[rows], tuple(f[rows] for f in self.fusion), self.c_static[rows])
+        return Conditioning(
+            self.static[rows], tuple(f[rows] for f in self.fusion), self.c_static[rows]
+        )
 
 
 class DiT(nn.Module):
@@ -70,8 +72,9 @@ class DiT(nn.Module):
         self.start_time_embed = TimestepEmbedding(COND_DIM)
         if cfg.has_duration_embed:
             self.duration_time_embed = TimestepEmbedding(COND_DIM)
-        self.text_embed = TextEmbedding(cfg.text_num_embeds, cfg.text_dim, cfg.conv_layers,
-                                        cfg.max_frames)
+        self.text_embed = TextEmbedding(
+            cfg.text_num_embeds, cfg.text_dim, cfg.conv_layers, cfg.max_frames
+        )
         self.input_embed = InputEmbedding(cfg.in_features, cfg.dim)
         self.transformer_blocks = nn.ModuleList(
             DecoderLayer(cfg.dim, cfg.heads, cfg.ff_dim, cfg.rms_norm_eps) for _ in range(cfg.depth)
@@ -113,7 +116,9 @@ class DiT(nn.Module):
         """
         b, n, _ = cond.shape
         if text.shape != (b, n):
-            raise ValueError(f"text must be [b, n] = {[b, n]} to match cond, got {list(text.shape)}")
+            raise ValueError(
+                f"text must be [b, n] = {[b, n]} to match cond, got {list(text.shape)}"
+            )
         dt = self.dtype
         cond, style = cond.to(dt), style.to(dt)
         if drop_audio_cond:
