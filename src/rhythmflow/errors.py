@@ -62,3 +62,24 @@ class NumericalError(RhythmflowError):
     """NaN or Inf appeared in the sampler state."""
 
     exit_code = EXIT_NUMERICAL
+
+
+class Interrupted(RhythmflowError):
+    """Sampling stopped before the end; ``state`` (a SamplerState) can resume it."""
+
+    def __init__(self, message: str, state=None, state_path=None) -> None:
+        super().__init__(message)
+        self.state = state
+        self.state_path = state_path
+
+
+class SamplingTimeout(Interrupted):
+    """The --timeout deadline passed during sampling."""
+
+    exit_code = EXIT_TIMEOUT
+
+
+class SamplingCancelled(Interrupted):
+    """Ctrl-C / SIGTERM (or a cancel token) stopped sampling."""
+
+    exit_code = EXIT_CANCELLED

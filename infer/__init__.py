@@ -1,0 +1,1 @@
+"""Seed-compatible entry point: ``python -m infer.infer`` (see infer/infer.py)."""

@@ -1,0 +1,71 @@
+"""The original DiffRhythm command line, as a thin shim over ``rhythmflow generate``.
+
+    python -m infer.infer --lrc-path lyrics.lrc --ref-prompt "pop music" --steps 8 \
+        --audio-length 95 --timeout 1800 --output-dir out
+
+Differences from the original, all deliberate: ``--steps`` counts solver steps (the original's
+``steps=32`` grid was 31 steps); the song is written to ``<output-dir>/output.wav`` (batch:
+output_0.wav …) with a JSON sidecar; on timeout or Ctrl-C the state is saved for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, "", "infer"):  # running from a source checkout without installing
+    _src = Path(__file__).resolve().parents[1] / "src"
+    if _src.is_dir() and str(_src) not in sys.path:
+        sys.path.insert(0, str(_src))
+
+MODEL_BY_REPO = {"ASLP-lab/DiffRhythm-base": "v1.0-base", "ASLP-lab/DiffRhythm-full": "v1.0-full",
+                 "ASLP-lab/DiffRhythm-1_2": "v1.2-base", "ASLP-lab/DiffRhythm-1_2-full": "v1.2-full"}
+
+
+def to_rhythmflow_args(argv: list[str] | None = None) -> list[str]:
+    p = argparse.ArgumentParser(prog="python -m infer.infer",
+                                description="DiffRhythm-compatible inference (rhythmflow)")
+    p.add_argument("--lrc-path")
+    p.add_argument("--ref-prompt")
+    p.add_argument("--ref-audio-path")
+    p.add_argument("--audio-length", type=float, default=95)
+    p.add_argument("--repo-id", help="official model repo id (default: by --audio-length)")
+    p.add_argument("--output-dir", default="infer/example/output")
+    p.add_argument("--chunked", action="store_true", help="chunked VAE decoding (always on)")
+    p.add_argument("--batch-infer-num", type=int, default=1)
+    p.add_argument("--edit", action="store_true")
+    p.add_argument("--ref-song")
+    p.add_argument("--edit-segments")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg-strength", type=float)
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    a, extra = p.parse_known_args(argv)
+    out = ["generate", "--duration", f"{a.audio_length:g}", "--batch", str(a.batch_infer_num),
+           "-o", str(Path(a.output_dir) / "output.wav")]
+    if a.repo_id:
+        if a.repo_id not in MODEL_BY_REPO:
+            p.error(f"--repo-id {a.repo_id}: choose one of {', '.join(MODEL_BY_REPO)}")
+        out += ["--model", MODEL_BY_REPO[a.repo_id]]
+    pairs = [("--lrc", a.lrc_path), ("--style-prompt", a.ref_prompt),
+             ("--style-audio", a.ref_audio_path), ("--ref-song", a.ref_song),
+             ("--edit-segments", a.edit_segments), ("--steps", a.steps),
+             ("--cfg-strength", a.cfg_strength), ("--timeout", a.timeout), ("--seed", a.seed),
+             ("--device", a.device)]
+    out += [x for flag, v in pairs if v is not None for x in (flag, str(v))]
+    if a.edit:
+        out.append("--edit")
+    Path(a.output_dir).mkdir(parents=True, exist_ok=True)
+    return out + extra  # anything else goes to rhythmflow generate as is
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rhythmflow.cli import main as rhythmflow_main
+
+    return rhythmflow_main(to_rhythmflow_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

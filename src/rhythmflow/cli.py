@@ -1,0 +1,185 @@
+"""Command line: ``rhythmflow generate | fetch | diagnose``. ``main(argv) -> exit code``.
+
+Exit codes: see :mod:`rhythmflow.errors` (0 ok, 2 usage, 3 asset, 4 resources, 5 timeout,
+6 numerical, 130 cancelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rhythmflow import errors
+from rhythmflow.console import ProgressView, setup_logging
+
+log = logging.getLogger("rhythmflow")
+
+MODELS = ["base", "full", "v1.2-base", "v1.2-full", "v1.0-base", "v1.0-full"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors → our exit code 2 with a hint
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+        raise SystemExit(errors.EXIT_USAGE)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def _assets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--assets-dir", type=Path, help="local folder laid out as the Hub repos "
+                   "(default: $RHYTHMFLOW_ASSETS_DIR, then the Hugging Face cache)")
+    p.add_argument("--offline", action="store_true",
+                   help="never use the network (also: HF_HUB_OFFLINE=1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rhythmflow", description="DiffRhythm song generation that never stalls.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="generate a song from timed lyrics and a style")
+    g.add_argument("--lrc", type=Path, help="LRC lyrics file (omit for an instrumental)")
+    style = g.add_mutually_exclusive_group(required=True)
+    style.add_argument("--style-prompt", help="text describing the style, e.g. 'jazzy nightclub'")
+    style.add_argument("--style-audio", type=Path, help="reference audio (>= 10 s) for the style")
+    style.add_argument("--style-embedding", type=Path, help="a [1, 512] .npy style embedding")
+    g.add_argument("--negative-style", type=Path, help="negative style .npy (default: the release's)")
+    g.add_argument("--model", choices=MODELS, help="official model (default: base for 95 s, "
+                   "full for longer songs)")
+    g.add_argument("--checkpoint", type=Path, help="a local DiT checkpoint (.pt/.safetensors); "
+                   "the architecture is read from it")
+    g.add_argument("--model-config", type=Path, help="official config JSON for --checkpoint")
+    g.add_argument("--vae", type=Path, help="local TorchScript VAE file (vae_model.pt)")
+    _assets(g)
+    g.add_argument("--duration", type=float, help="song length in seconds: 95 (base) or 96-285 "
+                   "(full); default 95, or 285 with a full model")
+    g.add_argument("--steps", type=int, help="ODE solver steps (default: 8 on CPU, 32 on GPU; "
+                   "the original's steps=32 is 31 of ours)")
+    g.add_argument("--solver", default="euler", help="euler (default), midpoint, heun, rk4")
+    g.add_argument("--schedule", default="uniform", help="time grid: uniform (default) or sway")
+    g.add_argument("--cfg-strength", type=float, default=4.0, help="guidance strength (0 = off)")
+    g.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="apply guidance only for flow time t in [LO, HI] (saves evaluations)")
+    g.add_argument("--seed", type=int, help="random seed (default: random, recorded in sidecar)")
+    g.add_argument("--batch", type=int, default=1, help="songs to generate (seeds seed..seed+N-1)")
+    g.add_argument("--timeout", type=float, help="stop sampling after this many seconds, save the "
+                   "state and exit 5")
+    g.add_argument("--anytime", action="store_true", help="on timeout, still write a (lower "
+                   "quality) song by jumping to the end")
+    g.add_argument("--time-budget", type=float, help="seconds the whole run may take: picks the "
+                   "most steps that fit, or refuses")
+    g.add_argument("--save-state", type=Path, help="where to save the resume state on timeout / "
+                   "Ctrl-C (default: <output>.resume.pt)")
+    g.add_argument("--resume", type=Path, help="resume from a saved state (same command)")
+    g.add_argument("--edit", action="store_true", help="edit a reference song (needs --ref-song "
+                   "and --edit-segments)")
+    g.add_argument("--ref-song", type=Path, help="reference song for --edit")
+    g.add_argument("--edit-segments", help='segments to regenerate, seconds: "[[0, 10], [40, -1]]"')
+    g.add_argument("--keep-last-line", action="store_true", help="keep the last lyric line for "
+                   "95 s songs (the original drops it)")
+    g.add_argument("--no-chunked", dest="chunked", action="store_false",
+                   help="decode the whole song at once (needs more memory)")
+    g.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8 dynamic quantization of linear layers (CPU)")
+    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bf16/fp16 on GPU), "
+                   "float32, bfloat16, float16")
+    g.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    g.add_argument("--skip-estimate", action="store_true", help="do not time one evaluation "
+                   "before sampling")
+    g.add_argument("-o", "--output", type=Path, default=Path("output.wav"),
+                   help="output audio file (default output.wav; batch: name_0.wav, name_1.wav …)")
+    g.add_argument("--format", choices=["wav", "flac", "mp3"], help="audio format (default: from "
+                   "the output suffix, else wav)")
+    g.add_argument("--progress", choices=["bar", "log", "json", "none"], default="bar",
+                   help="progress display on stderr (json: one object per line on stdout)")
+    _common(g)
+
+    f = sub.add_parser("fetch", help="download (or, offline, verify) the files a model needs")
+    f.add_argument("--model", choices=MODELS, default="base")
+    f.add_argument("--with-chinese", action="store_true", help="also the Chinese G2P resources")
+    _assets(f)
+    _common(f)
+
+    d = sub.add_parser("diagnose", help="system report, model size, benchmark, recommendations")
+    d.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    d.add_argument("--smoke", action="store_true", help="run the whole pipeline end to end on a "
+                   "tiny random model (seconds)")
+    d.add_argument("--duration", type=float, default=95.0, help="song length to estimate for")
+    d.add_argument("--bench-frames", type=int, default=128,
+                   help="frames for the full-size transformer benchmark (0 to skip)")
+    _common(d)
+    return parser
+
+
+def _install_signal_handlers(cancel) -> None:
+    def handler(signum, _frame):
+        if cancel.is_set():  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        log.warning("\n%s received: stopping at the next model evaluation and saving the state "
+                    "(press Ctrl-C again to abort)", signal.Signals(signum).name)
+        cancel.cancel(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "generate":
+        from rhythmflow.commands import run_generate
+        from rhythmflow.sampling import CancelToken
+
+        cancel = CancelToken()
+        _install_signal_handlers(cancel)
+        return run_generate(args, ProgressView(args.progress), cancel)
+    if args.command == "fetch":
+        from rhythmflow.commands import run_fetch
+
+        return run_fetch(args)
+    from rhythmflow.diagnostics import run_diagnose
+
+    return run_diagnose(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return _run(args)
+    except errors.RhythmflowError as exc:
+        log.error("error: %s", exc)
+        path = getattr(exc, "state_path", None)
+        if path:
+            log.error("resume with the same command plus: --resume %s", path)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("aborted")
+        return errors.EXIT_CANCELLED
+    except MemoryError:
+        log.error("error: out of memory; try --batch 1, a shorter --duration, --quantize int8 or "
+                  "a machine with more memory")
+        return errors.EXIT_RESOURCES
+
+
+def _json_default(o):
+    return str(o)
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""What the ``generate`` and ``fetch`` subcommands do with parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from rhythmflow import errors
+from rhythmflow.console import ProgressView, StageEvent
+
+log = logging.getLogger("rhythmflow")
+FORMATS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3"}
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise errors.UsageError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise errors.UsageError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte "
+                                f"{exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _segments(text: str | None):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.UsageError(f"--edit-segments is not JSON ({exc.msg}); write it like "
+                                '"[[0, 10], [40, -1]]" (seconds, -1 = song start/end)') from None
+    return value
+
+
+def output_paths(output: Path, fmt: str | None, batch: int) -> list[Path]:
+    """The files a run writes: ``song.wav`` or ``song_0.wav … song_{N-1}.wav``."""
+    suffix = output.suffix.lower()
+    if fmt is None:
+        fmt = FORMATS.get(suffix, "wav")
+    ext = "." + fmt
+    stem = output.with_suffix("") if suffix in FORMATS else output
+    if batch == 1:
+        return [stem.with_name(stem.name + ext)]
+    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(batch)]
+
+
+def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
+    """Cheap checks before anything heavy is loaded."""
+    if args.edit and (args.ref_song is None or args.edit_segments is None):
+        raise errors.UsageError("--edit needs --ref-song FILE and --edit-segments JSON")
+    if not args.edit and (args.ref_song or args.edit_segments):
+        raise errors.UsageError("--ref-song / --edit-segments are only used with --edit")
+    for flag in ("style_audio", "style_embedding", "ref_song", "resume", "checkpoint",
+                 "model_config", "vae", "negative_style"):
+        p = getattr(args, flag)
+        if p is not None and not Path(p).is_file():
+            raise errors.UsageError(f"--{flag.replace('_', '-')} {p}: no such file")
+    if args.checkpoint and args.model:
+        raise errors.UsageError("use either --model or --checkpoint, not both")
+    if args.model_config and not args.checkpoint:
+        raise errors.UsageError("--model-config describes a --checkpoint; pass --checkpoint too")
+    for out in outputs:
+        if not out.parent.exists():
+            raise errors.UsageError(f"output folder {out.parent} does not exist; create it first")
+    if args.timeout is not None and args.timeout <= 0:
+        raise errors.UsageError("--timeout must be a positive number of seconds")
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    if args.checkpoint:
+        return str(args.checkpoint)
+    if args.model:
+        return args.model
+    return "full" if args.duration is not None and args.duration > 95 else "base"
+
+
+def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
+    from rhythmflow.api import SongGenerator
+    from rhythmflow.audio import write_audio, write_sidecar
+
+    outputs = output_paths(args.output, args.format, args.batch)
+    _validate(args, outputs)
+    lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
+    if not args.lrc:
+        log.info("no --lrc given: generating an instrumental")
+    from rhythmflow.lyrics import parse_lrc
+
+    parse_lrc(lrc)  # malformed lyrics fail before the model is loaded
+    segments = _segments(args.edit_segments)
+    save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
+    gen = SongGenerator.from_pretrained(
+        _model_name(args), model_config=args.model_config, vae=args.vae, device=args.device,
+        dtype=args.dtype, threads=args.threads, assets_dir=args.assets_dir,
+        offline=True if args.offline else None, quantize=args.quantize, chunked=args.chunked,
+        on_progress=view)
+    style = args.style_prompt if args.style_prompt is not None else args.style_embedding
+    song = gen.generate(
+        lrc, style=style, style_audio=args.style_audio, negative_style=args.negative_style,
+        duration=args.duration, steps=args.steps, solver=args.solver, schedule=args.schedule,
+        cfg_strength=args.cfg_strength,
+        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        seed=args.seed, batch=args.batch, timeout=args.timeout, anytime=args.anytime,
+        time_budget=args.time_budget, estimate=not args.skip_estimate, on_progress=view,
+        cancel=cancel, resume=args.resume, save_state=save_state,
+        ref_song=args.ref_song if args.edit else None, edit_segments=segments,
+        keep_last_line=args.keep_last_line)
+    view(StageEvent("write", f"writing {len(outputs)} file(s)"))
+    for i, path in enumerate(outputs):
+        write_audio(path, song.audio[i], song.sample_rate)
+        meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
+                    command=vars(args))
+        write_sidecar(path, meta)
+        print(path)
+    if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():
+        Path(save_state).unlink(missing_ok=True)  # the state is used up
+    return errors.EXIT_OK
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from rhythmflow.assets import fetch
+
+    def on_progress(event) -> None:
+        log.debug("%s", event)
+
+    report = fetch(args.model, with_chinese=args.with_chinese,
+                   offline=True if args.offline else None, assets_dir=args.assets_dir,
+                   on_progress=on_progress)
+    for line in report.lines():
+        print(line)
+    return report.exit_code

@@ -1,0 +1,246 @@
+"""``rhythmflow diagnose``: system report, model size, a benchmark, estimates, recommendations.
+
+Works offline: the benchmark builds the full-size architecture with random weights. ``--smoke``
+runs the whole pipeline (lyrics → tiny random DiT → sampler → tiny VAE → audio file) in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rhythmflow.config import FRAME_RATE, PRESETS
+
+log = logging.getLogger("rhythmflow")
+GB = 1024**3
+FULL_LENGTH_EFFICIENCY = 0.85  # forward GFLOP/s / GEMM GFLOP/s at 2048 frames (docs/PERFORMANCE.md)
+
+
+def _cpu_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"machine": platform.machine(), "model": platform.processor() or "?"}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                info["model"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                info["features"] = sorted(
+                    flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
+                             "avx_vnni", "amx_bf16", "amx_tile", "f16c"})
+                break
+    except OSError:
+        pass
+    return info
+
+
+def _version(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        return out.strip().splitlines()[0] if out.strip() else "present"
+    except (OSError, subprocess.SubprocessError):
+        return "present (version unknown)"
+
+
+def _module_version(name: str) -> str | None:
+    if importlib.util.find_spec(name) is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "present"
+
+
+def system_report() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    from rhythmflow.runtime import physical_cores, resolve_runtime
+
+    vm = psutil.virtual_memory()
+    gpu = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            gpu.append({"name": p.name, "memory_gb": round(p.total_memory / GB, 1),
+                        "bf16": torch.cuda.is_bf16_supported()})
+    mps = getattr(torch.backends, "mps", None)
+    runtime = resolve_runtime()
+    return {
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "cpu": _cpu_info(), "physical_cores": physical_cores(),
+        "logical_cpus": psutil.cpu_count(logical=True),
+        "ram_gb": round(vm.total / GB, 1), "ram_available_gb": round(vm.available / GB, 1),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "cuda": gpu, "mps": bool(mps and mps.is_available()),
+        "espeak_ng": _version(["espeak-ng", "--version"]),
+        "onnxruntime": _module_version("onnxruntime"), "phonemizer": _module_version("phonemizer"),
+        "muq": _module_version("muq"),
+        "runtime": {"device": runtime.device, "dtype": runtime.dtype, "threads": runtime.threads,
+                    "default_steps": runtime.default_steps, "reasons": list(runtime.reasons)},
+    }
+
+
+def model_report(duration: float) -> dict[str, Any]:
+    from rhythmflow.perf import forward_flops, param_count
+
+    out = {}
+    for name in ("v1.2-base", "v1.2-full"):
+        cfg = PRESETS[name]
+        seconds = duration if duration > 95 else 285.0
+        frames = min(int(seconds * FRAME_RATE), cfg.max_frames) if cfg.max_frames > 2048 else 2048
+        params = param_count(cfg)
+        out[name] = {
+            "parameters": params, "frames": frames,
+            "memory_gb": {d: round(params * b / GB, 2) for d, b in
+                          (("float32", 4), ("bfloat16", 2), ("float16", 2), ("int8", 1))},
+            "tflop_per_eval": round(forward_flops(cfg, frames, 1)["total"] / 1e12, 2),
+            "tflop_per_guided_eval": round(forward_flops(cfg, frames, 2)["total"] / 1e12, 2),
+        }
+    return out
+
+
+def benchmark(frames: int) -> dict[str, Any]:
+    """fp32 GEMM limit and a full-size random-weight forward at ``frames`` frames."""
+    import torch
+
+    from rhythmflow.model.dit import DiT
+    from rhythmflow.perf import forward_flops, measure_gemm_gflops, time_forward
+
+    gemm = measure_gemm_gflops(1024, 2048, 8192, repeats=2)
+    result: dict[str, Any] = {"gemm_gflops": round(gemm, 1)}
+    if frames <= 0:
+        return result
+    cfg = PRESETS["v1.2-base"]
+    with torch.device("meta"):
+        model = DiT(cfg)
+    model = model.to_empty(device="cpu")  # uninitialised weights: speed does not depend on values
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    from rhythmflow.model.blocks import text_position_table
+
+    model.text_embed.freqs_cis = text_position_table(cfg.max_frames, cfg.text_dim)
+    model.eval().requires_grad_(False)
+    secs = time_forward(model, frames, 2, repeats=1, warmup_frames=16)
+    gflops = forward_flops(cfg, frames, 2)["total"] / secs / 1e9
+    result.update(bench_frames=frames, bench_seconds=round(secs, 2),
+                  forward_gflops=round(gflops, 1), ratio_to_gemm=round(gflops / gemm, 2))
+    return result
+
+
+def estimates(duration: float, gflops: float) -> dict[str, dict[str, float]]:
+    from rhythmflow.perf import estimate_seconds
+
+    out = {}
+    for name in ("v1.2-base", "v1.2-full"):
+        cfg = PRESETS[name]
+        seconds = duration if duration > 95 else 285.0
+        frames = 2048 if cfg.max_frames == 2048 else min(int(seconds * FRAME_RATE), 6144)
+        out[name] = {str(s): round(estimate_seconds(cfg, frames, s, gflops=gflops), 1)
+                     for s in (4, 8, 16, 32)}
+    return out
+
+
+def recommendations(system: dict, est: dict) -> list[str]:
+    rec = []
+    rt = system["runtime"]
+    if rt["device"] == "cpu":
+        base8 = est["v1.2-base"]["8"]
+        rec.append(f"CPU run: keep float32 (float16 is emulated on CPUs); use --steps 8 "
+                   f"(~{base8 / 60:.0f} min for a 95 s song) or --time-budget to let rhythmflow "
+                   f"choose; --cfg-strength 0 halves the work at some loss of adherence.")
+        rec.append(f"threads: {system['physical_cores']} (physical cores); more threads than "
+                   "cores slows GEMMs down.")
+        rec.append("set --timeout so a run never stalls unnoticed; Ctrl-C saves a resumable state.")
+    else:
+        rec.append(f"GPU run: {rt['dtype']}, 32 steps is the original quality.")
+    if system["ram_available_gb"] < 8:
+        rec.append("less than 8 GB free: close programs; the full-size model needs ~4.5 GB in "
+                   "float32 plus activations.")
+    rec.append("VAE decoding is chunked by default (--no-chunked needs several GB more).")
+    if not system["espeak_ng"]:
+        rec.append("espeak-ng is missing: apt-get install espeak-ng (needed for English lyrics).")
+    return rec
+
+
+def smoke(workdir: Path) -> dict[str, Any]:
+    """The whole pipeline on a tiny random model: lyrics → DiT → sampler → VAE → wav."""
+    import torch
+
+    from rhythmflow.api import SongGenerator
+    from rhythmflow.audio import write_audio
+    from rhythmflow.model.testing import TINY, random_dit
+    from rhythmflow.runtime import resolve_runtime
+    from rhythmflow.tiny import build_tiny_vae
+    from rhythmflow.vae import load_vae
+
+    t0 = time.perf_counter()
+    gen = SongGenerator(random_dit(TINY), load_vae(build_tiny_vae(workdir / "vae.pt")),
+                        resolve_runtime("cpu"), identity={"model": "tiny-random"})
+    lrc = "[00:01.00]Smoke test line one\n[00:03.00]And a second line\n[00:05.00]Last\n"
+    g = torch.Generator().manual_seed(0)
+    song = gen.generate(lrc, style=torch.randn(1, 512, generator=g),
+                        negative_style=torch.randn(1, 512, generator=g), steps=2, seed=0,
+                        estimate=False)
+    path = write_audio(workdir / "smoke.wav", song.audio[0], song.sample_rate)
+    return {"ok": True, "seconds": round(time.perf_counter() - t0, 2),
+            "audio_seconds": song.audio.shape[-1] / song.sample_rate, "file": str(path)}
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    report: dict[str, Any] = {"system": system_report(), "model": model_report(args.duration)}
+    log.info("benchmarking the full-size transformer (random weights, %d frames)…",
+             args.bench_frames)
+    report["benchmark"] = bench = benchmark(args.bench_frames)
+    # Below ~128 frames a forward is bound by weight bandwidth, not GEMM throughput: there the
+    # GEMM limit times a typical full-length efficiency is the better predictor.
+    measured = bench.get("forward_gflops") if args.bench_frames >= 128 else None
+    gflops = measured or bench["gemm_gflops"] * FULL_LENGTH_EFFICIENCY
+    report["estimates_seconds"] = estimates(args.duration, gflops)
+    report["recommendations"] = recommendations(report["system"], report["estimates_seconds"])
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["smoke"] = smoke(Path(tmp))
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        _print_text(report)
+    return 0
+
+
+def _print_text(report: dict[str, Any]) -> None:
+    s, b = report["system"], report["benchmark"]
+    lines = [f"CPU: {s['cpu'].get('model')} ({s['physical_cores']} cores, features "
+             f"{', '.join(s['cpu'].get('features', [])) or '?'}); RAM {s['ram_available_gb']}/"
+             f"{s['ram_gb']} GB free; torch {s['torch']}; CUDA {s['cuda'] or 'no'}; "
+             f"espeak-ng {s['espeak_ng'] or 'MISSING'}; onnxruntime {s['onnxruntime'] or 'missing'}",
+             f"GEMM fp32: {b['gemm_gflops']} GFLOP/s"]
+    if "forward_gflops" in b:
+        lines.append(f"full-size forward (batch 2, {b['bench_frames']} frames): "
+                     f"{b['bench_seconds']} s, {b['forward_gflops']} GFLOP/s "
+                     f"({b['ratio_to_gemm']:.0%} of GEMM)")
+    for name, m in report["model"].items():
+        lines.append(f"{name}: {m['parameters'] / 1e9:.2f} B params, {m['memory_gb']['float32']} GB "
+                     f"fp32, {m['tflop_per_guided_eval']} TFLOP per guided step at {m['frames']} frames")
+    for name, e in report["estimates_seconds"].items():
+        lines.append(f"estimate {name}: " + ", ".join(f"{k} steps {v / 60:.1f} min"
+                                                       for k, v in e.items()))
+    lines += [f"- {r}" for r in report["recommendations"]]
+    if "smoke" in report:
+        lines.append(f"smoke test: OK in {report['smoke']['seconds']} s")
+    sys.stdout.write("\n".join(lines) + "\n")
