@@ -311,6 +311,8 @@ class SongGenerator:
         mem = est.estimate_memory(cfg, n, batch=batch, cfg=guided, dtype=self.runtime.dtype,
                                   device=self.runtime.device)
         _emit(on_progress, StageEvent("estimate", f"memory {mem.describe()}"))
+        est.refuse_if_too_big(mem, batch=batch, frames=n, dtype=self.runtime.dtype,
+                              device=self.runtime.device)
         chosen = steps if steps is not None else self.runtime.default_steps
         if steps is not None and steps < 1:
             raise UsageError(f"--steps must be >= 1, got {steps}")

@@ -79,6 +79,25 @@ def _model_name(args: argparse.Namespace) -> str:
     return "full" if args.duration is not None and args.duration > 95 else "base"
 
 
+def _precheck_memory(args: argparse.Namespace) -> None:
+    """Refuse an official model that cannot fit before spending minutes loading it."""
+    if args.checkpoint:
+        return  # the architecture is known after reading the file; generate() checks then
+    from rhythmflow import estimate
+    from rhythmflow.api import default_duration
+    from rhythmflow.config import FRAME_RATE, preset
+    from rhythmflow.runtime import resolve_runtime
+
+    cfg = preset(_model_name(args))
+    duration = args.duration if args.duration is not None else default_duration(cfg)
+    frames = 2048 if cfg.max_frames == 2048 else min(int(duration * FRAME_RATE), cfg.max_frames)
+    rt = resolve_runtime(args.device, args.dtype, args.threads)
+    mem = estimate.estimate_memory(cfg, frames, batch=args.batch, cfg=args.cfg_strength > 0,
+                                   dtype=rt.dtype, quantize=args.quantize, device=rt.device)
+    estimate.refuse_if_too_big(mem, batch=args.batch, frames=frames, dtype=rt.dtype,
+                               device=rt.device)
+
+
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.api import SongGenerator
     from rhythmflow.audio import write_audio, write_sidecar
@@ -92,6 +111,7 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
 
     parse_lrc(lrc)  # malformed lyrics fail before the model is loaded
     segments = _segments(args.edit_segments)
+    _precheck_memory(args)
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
     gen = SongGenerator.from_pretrained(
         _model_name(args), model_config=args.model_config, vae=args.vae, device=args.device,

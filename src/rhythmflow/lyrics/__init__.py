@@ -1,0 +1,31 @@
+"""Lyrics front-end: LRC text → timed lines → phoneme tokens → frame-level token track.
+
+Importing this package is cheap: phonemizer, inflect, torch and the Chinese G2P are loaded on
+first use.
+"""
+
+from __future__ import annotations
+
+from rhythmflow.lyrics.g2p import g2p_phonemes, g2p_tokens
+from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
+from rhythmflow.lyrics.tokens import (
+    DroppedLine,
+    LyricsTrack,
+    Placement,
+    lrc_to_track,
+    place_tokens,
+    tokenize_lines,
+)
+
+__all__ = [
+    "DroppedLine",
+    "LyricLine",
+    "LyricsTrack",
+    "Placement",
+    "g2p_phonemes",
+    "g2p_tokens",
+    "lrc_to_track",
+    "parse_lrc",
+    "place_tokens",
+    "tokenize_lines",
+]

@@ -1,0 +1,178 @@
+"""English segment → ``|``-separated IPA phones, exactly as the original DiffRhythm front-end.
+
+Pipeline for one English segment (see the golden README for the reasons behind each detail):
+
+1. :func:`~rhythmflow.lyrics.g2p.english_text.normalize_english` (abbreviations, numbers);
+2. :func:`clean_punctuation`: CJK punctuation → ASCII, delete every char outside
+   ``[\\w\\s_,.?!;:'…]`` (no space inserted), tighten spaces around punctuation;
+3. espeak-ng via phonemizer (``en-us``, punctuation ``,.?!;:'…`` preserved, no stress, no tie,
+   ``language_switch='remove-flags'``, separators word ``|_|`` / syllable ``-`` / phone ``|``);
+4. each punctuation mark becomes its own phone, a trailing ``|_`` is added after a final phone,
+   and :data:`SPECIAL_PHONES` merges are applied.
+
+The espeak backend is created once per process (it takes about half a second) and shared;
+calls are serialised because espeak-ng is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from typing import Any
+
+from rhythmflow.errors import DependencyError
+from rhythmflow.lyrics.g2p.english_text import normalize_english
+
+log = logging.getLogger(__name__)
+
+PUNCTUATION = ",.?!;:'…"
+ESPEAK_LANGUAGE = "en-us"
+VALIDATED_ESPEAK = (1, 51)
+INSTALL_HINT = (
+    "install espeak-ng (Debian/Ubuntu: `sudo apt-get install espeak-ng`; macOS: "
+    "`brew install espeak-ng`), or point PHONEMIZER_ESPEAK_LIBRARY at libespeak-ng"
+)
+
+# Applied in this order (strings, not regexes), each until nothing changes, only to whole phones.
+SPECIAL_PHONES = (
+    ("t|ɹ", "tɹ"),
+    ("d|ɹ", "dɹ"),
+    ("t|s", "ts"),
+    ("d|z", "dz"),
+    ("ɪ|ɹ", "ɪɹ"),
+    ("ɐ", "ɚ"),
+    ("ᵻ", "ɪ"),
+    ("əl", "l"),
+    ("x", "k"),
+    ("ɬ", "l"),
+    ("ʔ", "t"),
+    ("n̩", "n"),
+    ("oː|ɹ", "oːɹ"),
+)
+_SPECIAL_RES = tuple(
+    (re.compile(r"(^|[_|])" + re.escape(old) + r"([_|]|$)"), new) for old, new in SPECIAL_PHONES
+)
+# A phone string ending in one of these chars gets a trailing word break "|_" (the set includes
+# a backtick, as in the original).
+_FINAL_PHONE_CHARS = "p⁼ʰmftnlkxʃs`ɹaoəɛɪeɑʊŋiuɥwæjː"
+
+_CJK_PUNCTUATION = (
+    ("，", ","),
+    ("。", "."),
+    ("！", "!"),
+    ("？", "?"),
+    ("；", ";"),
+    ("：", ":"),
+    ("、", ","),
+    ("‘", "'"),
+    ("’", "'"),
+    ("⋯", "…"),
+    ("···", "…"),
+    ("・・・", "…"),
+    ("...", "…"),
+)
+_NOT_KEPT = re.compile(r"[^\w\s_,.?!;:'…]")
+_SPACE_AROUND_PUNCT = re.compile(r"\s*([,.?!;:'…])\s*")
+_SPACES = re.compile(r"\s+")
+_PUNCT_CHAR = re.compile(r"([,.?!;:'…])")
+_PIPES = re.compile(r"\|+")
+
+_LOCK = threading.RLock()  # espeak-ng is not thread-safe; also guards backend creation
+
+
+class _PhonemizerLog(logging.LoggerAdapter):
+    """phonemizer warns about word-count mismatches and language switches on ordinary lyrics
+    (both are expected with this configuration); keep those at debug level."""
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+def clean_punctuation(line: str) -> str:
+    """One text line as the original TextTokenizer prepares it for espeak."""
+    line = line.strip()
+    for cjk, ascii_mark in _CJK_PUNCTUATION:
+        line = line.replace(cjk, ascii_mark)
+    line = _NOT_KEPT.sub("", line)
+    line = _SPACE_AROUND_PUNCT.sub(r"\1", line)
+    return _SPACES.sub(" ", line)
+
+
+@functools.cache
+def espeak_backend() -> Any:
+    """The shared phonemizer EspeakBackend (created on first use); DependencyError if missing."""
+    try:
+        from phonemizer.backend import EspeakBackend
+    except ImportError as exc:
+        raise DependencyError(
+            f"English lyrics need the phonemizer package ({exc}); "
+            "run `pip install phonemizer==3.3.0`"
+        ) from exc
+    try:
+        backend = EspeakBackend(
+            ESPEAK_LANGUAGE,
+            punctuation_marks=PUNCTUATION,
+            preserve_punctuation=True,
+            with_stress=False,
+            tie=False,
+            language_switch="remove-flags",
+            words_mismatch="ignore",
+            logger=_PhonemizerLog(logging.getLogger(__name__ + ".phonemizer"), {}),
+        )
+    except (RuntimeError, OSError) as exc:
+        raise DependencyError(
+            f"English lyrics need the espeak-ng speech engine, which could not be loaded ({exc}); "
+            + INSTALL_HINT
+        ) from exc
+    version = tuple(backend.version())
+    if version[:2] != VALIDATED_ESPEAK:
+        log.warning(
+            "espeak-ng %s found; English phonemes were validated against espeak-ng %s and may "
+            "differ slightly with this version",
+            ".".join(map(str, version)),
+            ".".join(map(str, VALIDATED_ESPEAK)),
+        )
+    log.debug("espeak-ng %s backend ready", ".".join(map(str, version)))
+    return backend
+
+
+def espeak_version() -> tuple[int, ...]:
+    """Version of the espeak-ng library phonemizer uses (creates the backend if needed)."""
+    with _LOCK:
+        return tuple(espeak_backend().version())
+
+
+def _phonemize(lines: list[str]) -> str:
+    from phonemizer.separator import Separator
+
+    separator = Separator(word="|_|", syllable="-", phone="|")
+    with _LOCK:
+        backend = espeak_backend()
+        phonemized = backend.phonemize(lines, separator=separator, strip=True, njobs=1)
+    return "\n".join(phonemized)
+
+
+def special_map(phones: str) -> str:
+    """Merge phone pairs / replace phones per :data:`SPECIAL_PHONES` (whole phones only)."""
+    for pattern, new in _SPECIAL_RES:
+        while pattern.search(phones):
+            phones = pattern.sub(lambda m, new=new: m.group(1) + new + m.group(2), phones)
+    return phones
+
+
+def english_phonemes(text: str) -> str:
+    """Phone string of one English segment (no trailing ``|``; the caller appends it).
+
+    Raises IndexError when espeak returns nothing (as the original did); the caller maps errors
+    to LyricsError. DependencyError when espeak-ng / phonemizer are missing.
+    """
+    text = normalize_english(text)
+    lines = [clean_punctuation(line) for line in text.strip("\n").split("\n")]
+    phones = _phonemize(lines)
+    phones = _PUNCT_CHAR.sub(r"|\1|", phones)
+    phones = _PIPES.sub("|", phones).rstrip("|")
+    if phones[-1] in _FINAL_PHONE_CHARS:
+        phones += "|_"
+    return special_map(phones)

@@ -1,0 +1,215 @@
+"""Timed lyric lines → the frame-level lyric token track the DiT is conditioned on.
+
+Placement rules (those of DiffRhythm's ``get_lrc_token``; one latent frame = 2048 samples at
+44.1 kHz, about 46.4 ms):
+
+1. Lines starting at or after ``audio_length`` seconds are dropped (strict ``<``).
+2. With ``max_frames == 2048`` (the 95 s model) the last remaining line is dropped, because the
+   model was trained and used that way; ``keep_last_line=True`` keeps it. Instrumental markers
+   (lines with empty text) place nothing and never count as that last line.
+3. ``end_frame`` is 2048 for ``max_frames == 2048``, else ``int(audio_length * 44100 / 2048)``,
+   capped at ``max_frames``; the track has ``end_frame`` frames (0 = no lyric).
+4. In order, each line's tokens have every period (id 2) turned into a comma (id 1) and one
+   period appended; the line starts at ``max(int(start * 44100 / 2048), end of previous line)``
+   (lines never overlap) and is cut at ``end_frame``.
+
+Unlike the original, nothing here touches Python's global ``random`` state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rhythmflow.errors import LyricsError, UsageError
+from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+HOP = 2048
+BASE_MAX_FRAMES = 2048  # the 95 s model
+COMMA, PERIOD = 1, 2
+PAST_END = "past song end"
+LAST_LINE_RULE = "last line dropped (95 s model rule)"
+AFTER_END_FRAME = "starts after the last frame"
+
+
+@dataclass(frozen=True)
+class DroppedLine:
+    """A lyric line that was not placed, and why (:data:`PAST_END`, :data:`LAST_LINE_RULE`…)."""
+
+    line: LyricLine
+    reason: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one line went: first frame, token count (with the final period), frames written."""
+
+    line: LyricLine
+    frame_start: int
+    n_tokens: int
+    frame_len: int
+
+
+@dataclass(frozen=True, eq=False)  # holds a tensor: compare fields, not tracks
+class LyricsTrack:
+    """The lyric conditioning for one song.
+
+    ``tokens``: int64 tensor ``[1, end_frame]`` (0 = no lyric); ``start_time`` is always 0.0;
+    ``song_duration`` is ``end_frame / max_frames`` rounded through float16 as the model saw it.
+    ``placed``, ``dropped`` and ``truncated`` (lines that lost tokens at ``end_frame``) say what
+    happened to each line.
+    """
+
+    tokens: torch.Tensor
+    end_frame: int
+    start_time: float
+    song_duration: float
+    max_frames: int
+    audio_length: float
+    placed: tuple[Placement, ...] = ()
+    dropped: tuple[DroppedLine, ...] = ()
+    truncated: tuple[LyricLine, ...] = ()
+
+
+def end_frame_for(max_frames: int, audio_length: float) -> int:
+    """Number of frames in the track (see rule 3 in the module docstring)."""
+    if max_frames == BASE_MAX_FRAMES:
+        end = BASE_MAX_FRAMES
+    else:
+        end = int(audio_length * (SAMPLE_RATE / HOP))
+    return min(end, max_frames)
+
+
+def frame_of(seconds: float) -> int:
+    """Latent frame index of a time, truncated toward zero as the original computes it."""
+    return int(seconds * SAMPLE_RATE / HOP)
+
+
+def song_duration_half(end_frame: int, max_frames: int) -> float:
+    """``end_frame / max_frames`` as float32 then float16, returned as a Python float."""
+    import torch
+
+    return float(torch.tensor([end_frame / max_frames], dtype=torch.float32).half()[0])
+
+
+def _check_sizes(max_frames: int, audio_length: float) -> None:
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise UsageError(f"max_frames must be a positive integer, got {max_frames!r}")
+    if not isinstance(audio_length, (int, float)) or not audio_length > 0:
+        raise UsageError(f"audio_length must be a positive number of seconds, got {audio_length!r}")
+
+
+def place_tokens(
+    lines: Sequence[LyricLine],
+    line_tokens: Sequence[Sequence[int]],
+    *,
+    max_frames: int,
+    audio_length: float,
+    keep_last_line: bool = False,
+) -> LyricsTrack:
+    """Place already-tokenised lines (in the given order) into a frame track.
+
+    ``line_tokens[i]`` are the token ids (vocab ids + 1) of ``lines[i]``; lines with empty text
+    are instrumental markers and their tokens are ignored. The order of ``lines`` is used as is
+    (:func:`parse_lrc` returns them sorted by time).
+    """
+    import torch
+
+    _check_sizes(max_frames, audio_length)
+    if len(lines) != len(line_tokens):
+        raise UsageError(f"{len(lines)} lines but {len(line_tokens)} token lists")
+    dropped: list[DroppedLine] = []
+    kept: list[tuple[LyricLine, Sequence[int]]] = []
+    for line, toks in zip(lines, line_tokens, strict=True):
+        if not line.text:
+            continue
+        if line.start < audio_length:
+            kept.append((line, toks))
+        else:
+            dropped.append(DroppedLine(line, PAST_END))
+    if max_frames == BASE_MAX_FRAMES and kept and not keep_last_line:
+        dropped.append(DroppedLine(kept.pop()[0], LAST_LINE_RULE))
+
+    end_frame = end_frame_for(max_frames, audio_length)
+    track = [0] * end_frame
+    placed: list[Placement] = []
+    truncated: list[LyricLine] = []
+    last_end = 0
+    for line, toks in kept:
+        tokens = [COMMA if t == PERIOD else int(t) for t in toks] + [PERIOD]
+        frame_start = max(frame_of(line.start), last_end)
+        if frame_start >= end_frame:
+            dropped.append(DroppedLine(line, AFTER_END_FRAME))
+            last_end = frame_start
+            continue
+        frame_len = min(len(tokens), end_frame - frame_start)
+        track[frame_start : frame_start + frame_len] = tokens[:frame_len]
+        last_end = frame_start + frame_len
+        placed.append(Placement(line, frame_start, len(tokens), frame_len))
+        if frame_len < len(tokens):
+            truncated.append(line)
+    for d in dropped:
+        log.info("lyric line %d (%.2f s) not placed: %s", d.line.line, d.line.start, d.reason)
+    for line in truncated:
+        log.info("lyric line %d (%.2f s) cut at the end of the song", line.line, line.start)
+    return LyricsTrack(
+        tokens=torch.tensor(track, dtype=torch.long).reshape(1, end_frame),
+        end_frame=end_frame,
+        start_time=0.0,
+        song_duration=song_duration_half(end_frame, max_frames),
+        max_frames=max_frames,
+        audio_length=float(audio_length),
+        placed=tuple(placed),
+        dropped=tuple(dropped),
+        truncated=tuple(truncated),
+    )
+
+
+def tokenize_lines(lines: Sequence[LyricLine]) -> list[list[int]]:
+    """Token ids for each line (``[]`` for instrumental markers); a G2P failure is re-raised as
+    LyricsError naming the LRC line number and text."""
+    from rhythmflow.lyrics.g2p import g2p_tokens
+
+    result: list[list[int]] = []
+    for line in lines:
+        if not line.text:
+            result.append([])
+            continue
+        try:
+            result.append(g2p_tokens(line.text))
+        except LyricsError as exc:
+            raise LyricsError(f"LRC line {line.line} ({line.text!r}): {exc}") from exc
+    return result
+
+
+def lrc_to_track(
+    lrc_text: str,
+    *,
+    max_frames: int,
+    audio_length: float,
+    keep_last_line: bool = False,
+) -> LyricsTrack:
+    """LRC text → :class:`LyricsTrack`: :func:`parse_lrc`, G2P of every line (including lines
+    past the song end, so a file's errors do not depend on the song length), then
+    :func:`place_tokens`.
+
+    Raises LrcError (bad LRC), LyricsError (a line that cannot be phonemized; names the LRC
+    line), UsageError (bad sizes), DependencyError/AssetError (missing espeak-ng or resources).
+    """
+    _check_sizes(max_frames, audio_length)
+    lines = parse_lrc(lrc_text)
+    return place_tokens(
+        lines,
+        tokenize_lines(lines),
+        max_frames=max_frames,
+        audio_length=audio_length,
+        keep_last_line=keep_last_line,
+    )

@@ -1,0 +1,210 @@
+"""End-to-end command-line runs on a tiny checkpoint in the official format and a tiny
+TorchScript VAE, both built here. Real espeak-ng, real files, real subprocesses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rhythmflow import errors
+from rhythmflow.cli import main
+from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
+from rhythmflow.tiny import build_tiny_vae
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = dataclasses.replace(TINY, depth=1, dim=32 * 2)
+LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n[00:06.00]The end\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    ckpt = save_checkpoint(random_dit(CFG, seed=7), d / "cfm_model.pt")
+    vae = build_tiny_vae(d / "vae_model.pt")
+    style = d / "style.npy"
+    np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
+    lrc = d / "song.lrc"
+    lrc.write_text(LRC, encoding="utf-8")
+    return {"ckpt": ckpt, "vae": vae, "style": style, "lrc": lrc, "dir": d}
+
+
+def base_args(files, out: Path, *extra: str) -> list[str]:
+    return ["generate", "--lrc", str(files["lrc"]), "--style-embedding", str(files["style"]),
+            "--checkpoint", str(files["ckpt"]), "--vae", str(files["vae"]), "--steps", "3",
+            "--seed", "11", "--skip-estimate", "-o", str(out), *extra]
+
+
+def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "rhythmflow", *args], capture_output=True,
+                          text=True, env=env, timeout=300, **kw)
+
+
+def test_generate_writes_song_and_sidecar(files, tmp_path):
+    out = tmp_path / "song.wav"
+    assert main(base_args(files, out, "--progress", "none")) == 0
+    data, sr = sf.read(out, always_2d=True)
+    assert sr == 44100 and data.shape == (2048 * 2048, 2)
+    assert np.abs(data).max() > 0.9  # peak-normalised like the original
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["seed"] == 11 and meta["settings"]["steps"] == 3
+    assert meta["model"]["config"]["depth"] == 1 and meta["status"] == "completed"
+    assert {"load", "lyrics", "style", "sample", "decode"} <= set(meta["timings"])
+    assert [d["reason"] for d in meta["lyrics"]["dropped"]] and meta["lyrics"]["placed"] == 2
+
+
+def test_batch_writes_every_song_and_item_matches_single_run(files, tmp_path):
+    single, multi = tmp_path / "one.wav", tmp_path / "many.flac"
+    assert main(base_args(files, single, "--progress", "none")) == 0
+    assert main(base_args(files, multi, "--progress", "none", "--batch", "2")) == 0
+    a, _ = sf.read(single)
+    b0, _ = sf.read(tmp_path / "many_0.flac")
+    b1, _ = sf.read(tmp_path / "many_1.flac")
+    # seed + 0: batch size does not change a song (up to float round-off in batched GEMMs)
+    assert np.abs(a - b0).max() < 2e-3
+    assert not np.array_equal(b0, b1)
+    assert json.loads((tmp_path / "many_1.json").read_text())["seed"] == 12
+
+
+def test_progress_json_events_in_order(files, tmp_path):
+    proc = run_cli(base_args(files, tmp_path / "s.wav", "--progress", "json"))
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    stages = [e["stage"] for e in events if e["event"] == "StageEvent"]
+    order = [s for i, s in enumerate(stages) if s not in stages[:i]]
+    assert order == ["load", "lyrics", "style", "estimate", "sample", "decode", "write"]
+    steps = [e for e in events if e["event"] == "SampleEvent"]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(e["total"] == 3 for e in steps)
+    assert steps[-1]["eta"] == 0 and all(e["elapsed"] >= 0 for e in steps)
+    assert any(e["event"] == "DecodeEvent" for e in events)
+
+
+def test_timeout_saves_state_and_resume_finishes_identically(files, tmp_path):
+    ref = tmp_path / "ref.wav"
+    assert main(base_args(files, ref, "--progress", "none")) == 0
+    out = tmp_path / "song.wav"
+    state = tmp_path / "song.resume.pt"
+    proc = run_cli(base_args(files, out, "--timeout", "0.001"))
+    assert proc.returncode == errors.EXIT_TIMEOUT, proc.stderr
+    assert "timeout" in proc.stderr and f"--resume {state}" in proc.stderr
+    assert state.is_file() and not out.exists()
+    assert main(base_args(files, out, "--progress", "none", "--resume", str(state))) == 0
+    assert np.array_equal(sf.read(out)[0], sf.read(ref)[0])
+    assert not state.exists()  # used up
+
+
+def test_ctrl_c_mid_run_saves_state_then_resume_equals_uninterrupted(files, tmp_path):
+    ref = tmp_path / "ref.wav"
+    assert main(base_args(files, ref, "--progress", "none")) == 0
+    out, state = tmp_path / "song.wav", tmp_path / "st.pt"
+    args = base_args(files, out, "--progress", "json", "--save-state", str(state))
+    proc = subprocess.Popen([sys.executable, "-m", "rhythmflow", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if '"SampleEvent"' in line and '"step": 1' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.stdout.read()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == errors.EXIT_CANCELLED, stderr
+    assert state.is_file() and not out.exists() and "cancelled" in stderr
+    assert main(base_args(files, out, "--progress", "none", "--resume", str(state))) == 0
+    assert np.array_equal(sf.read(out)[0], sf.read(ref)[0])
+
+
+def test_seed_compatible_command_line(files, tmp_path):
+    outdir = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "infer.infer", "--lrc-path", str(files["lrc"]), "--steps", "2",
+         "--audio-length", "95", "--timeout", "1800", "--output-dir", str(outdir),
+         "--style-embedding", str(files["style"]), "--checkpoint", str(files["ckpt"]),
+         "--vae", str(files["vae"]), "--skip-estimate", "--progress", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (outdir / "output.wav").is_file() and (outdir / "output.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"--lrc": "missing.lrc"}, errors.EXIT_USAGE, "no such file|does not exist"),
+        ({"lrc_text": "[00:01.00]ok\n[00:75.00]bad seconds\n"}, errors.EXIT_USAGE, "line 2"),
+        ({"--duration": "120"}, errors.EXIT_USAGE, "base models generate exactly 95 s"),
+        ({"--steps": "0"}, errors.EXIT_USAGE, "--steps must be >= 1"),
+        ({"--solver": "magic"}, errors.EXIT_USAGE, "magic"),
+        ({"-o": "no/such/folder/x.wav"}, errors.EXIT_USAGE, "does not exist"),
+        ({"--checkpoint": "vae"}, errors.EXIT_USAGE, "not a PyTorch checkpoint|does not match|not a DiffRhythm"),
+    ],
+)
+def test_bad_input_gives_clear_error_and_writes_nothing(files, tmp_path, change, code, message,
+                                                        capsys):
+    out = tmp_path / "x.wav"
+    args = base_args(files, out, "--progress", "none")
+    for flag, value in change.items():
+        if flag == "lrc_text":
+            bad = tmp_path / "bad.lrc"
+            bad.write_text(value, encoding="utf-8")
+            args[args.index("--lrc") + 1] = str(bad)
+        elif flag in args:
+            target = str(files[value]) if value in files else value
+            args[args.index(flag) + 1] = target if flag != "-o" else str(tmp_path / value)
+        else:
+            args += [flag, value]
+    assert main(args) == code
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(message, err), err
+    assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob("*.json"))
+
+
+def test_unknown_model_is_usage_error(capsys):
+    assert main(["generate", "--style-prompt", "pop", "--model", "v9"]) == errors.EXIT_USAGE
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_offline_without_assets_is_asset_error(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("RHYTHMFLOW_ASSETS_DIR", str(tmp_path / "empty"))
+    rc = main(["generate", "--lrc", str(files["lrc"]), "--style-embedding", str(files["style"]),
+               "--model", "base", "--offline", "--skip-estimate", "-o", str(tmp_path / "o.wav")])
+    assert rc == errors.EXIT_ASSET
+    err = capsys.readouterr().err
+    assert "ASLP-lab/DiffRhythm-1_2" in err and "cfm_model.pt" in err and "fetch" in err
+
+
+def test_insufficient_memory_is_refused_before_loading(files, tmp_path, monkeypatch, capsys):
+    import rhythmflow.estimate as est
+
+    monkeypatch.setattr(est, "available_memory", lambda device: 1 << 30)  # 1 GB free
+    rc = main(["generate", "--lrc", str(files["lrc"]), "--style-prompt", "pop", "--model", "base",
+               "--offline", "-o", str(tmp_path / "o.wav")])
+    assert rc == errors.EXIT_RESOURCES
+    err = capsys.readouterr().err
+    assert "not enough memory" in err and "--quantize int8" in err
+
+
+def test_time_budget_too_small_is_refused(files, tmp_path, capsys):
+    rc = main(base_args(files, tmp_path / "o.wav", "--progress", "none", "--time-budget",
+                        "0.001")[:-0 or None])
+    # base_args passes --skip-estimate; a time budget still calibrates
+    assert rc == errors.EXIT_RESOURCES
+    assert "--time-budget" in capsys.readouterr().err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_time_budget_picks_steps(files, tmp_path):
+    out = tmp_path / "o.wav"
+    args = base_args(files, out, "--progress", "none", "--time-budget", "100000")
+    args.remove("--steps"), args.remove("3")
+    assert main(args) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["steps"] == 32
