@@ -4,6 +4,7 @@ model-release assets from RHYTHMFLOW_ASSETS_DIR (default ../shared/assets)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ ASSETS_DIR = Path(os.environ.get("RHYTHMFLOW_ASSETS_DIR", REPO.parent / "shared"
 # The asset resolver reads this; tests never touch the network.
 os.environ.setdefault("RHYTHMFLOW_ASSETS_DIR", str(ASSETS_DIR))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Checksum markers and style-embedding caches go to a per-session folder, never ~/.cache.
+os.environ.setdefault("RHYTHMFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="rhythmflow-test-cache-"))
 
 
 def golden_subdir(name: str) -> Path:

@@ -208,3 +208,56 @@ def test_time_budget_picks_steps(files, tmp_path):
     args.remove("--steps"), args.remove("3")
     assert main(args) == 0
     assert json.loads(out.with_suffix(".json").read_text())["settings"]["steps"] == 32
+
+
+@pytest.fixture(scope="module")
+def ref_song(files):
+    path = files["dir"] / "reference.wav"
+    rng = np.random.default_rng(3)
+    sf.write(path, 0.3 * rng.standard_normal((96 * 44100, 2)).astype(np.float32), 44100)
+    return path
+
+
+def test_edit_mode_keeps_reference_frames(files, ref_song, tmp_path):
+    import torch
+
+    from rhythmflow.api import SongGenerator
+    from rhythmflow.edit import reference_latents
+
+    gen = SongGenerator.from_pretrained(files["ckpt"], vae=files["vae"], device="cpu")
+    song = gen.generate(LRC, style=str(files["style"]), steps=2, seed=5, estimate=False,
+                        ref_song=ref_song, edit_segments="[[10, 20], [80, -1]]")
+    ref = reference_latents(ref_song, gen.vae, generator=torch.Generator().manual_seed(5))[:, :2048]
+    frames = torch.arange(2048)
+    regenerate = ((frames >= int(10 * 44100 / 2048)) & (frames < int(20 * 44100 / 2048))) | (
+        frames >= int(80 * 44100 / 2048))
+    assert torch.equal(song.latents[0, ~regenerate], ref[0, ~regenerate])
+    assert not torch.allclose(song.latents[0, regenerate], ref[0, regenerate])
+    assert song.metadata["settings"]["edit_segments"] == "[[10, 20], [80, -1]]"
+
+
+@pytest.mark.parametrize(("segments", "message"), [
+    ("[[20, 10]]", "segment"), ("not json", "segment"), ("[]", "empty|segment"),
+    ("[[0, 10], [5, 15]]", "overlap")])
+def test_bad_edit_segments(files, ref_song, tmp_path, capsys, segments, message):
+    out = tmp_path / "e.wav"
+    rc = main(base_args(files, out, "--progress", "none", "--edit", "--ref-song", str(ref_song),
+                        "--edit-segments", segments))
+    assert rc == errors.EXIT_USAGE
+    import re
+
+    assert re.search(message, capsys.readouterr().err, re.I)
+    assert not out.exists()
+
+
+def test_edit_needs_reference_and_segments(files, tmp_path, capsys):
+    assert main(base_args(files, tmp_path / "e.wav", "--edit")) == errors.EXIT_USAGE
+    assert "--ref-song" in capsys.readouterr().err
+
+
+def test_fetch_offline_verifies_local_assets(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    rc = main(["fetch", "--model", "base", "--offline", "--assets-dir", str(tmp_path / "none")])
+    assert rc == errors.EXIT_ASSET
+    out = capsys.readouterr().out
+    assert "MISSING" in out and "cfm_model.pt" in out

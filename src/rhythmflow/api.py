@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,11 +174,14 @@ class SongGenerator:
         raise UsageError("a style is required: a text prompt, a reference audio file or a .npy "
                          "embedding (--style-prompt / --style-audio / --style-embedding)")
 
-    def reference(self, ref_song: str | os.PathLike, segments, frames: int):
-        """Edit mode: the reference latent [1, n, 64] and the generate-mask [n] (True = new)."""
-        from rhythmflow.edit import edit_inputs
+    def reference(self, ref_song: str | os.PathLike, segments, frames: int, seed: int):
+        """Edit mode: the reference latent [1, n, 64] (VAE posterior sample drawn with ``seed``)
+        and the generate-mask [n] (True = regenerate)."""
+        from rhythmflow.edit import plan_edit, reference_latents
 
-        return edit_inputs(self.vae, ref_song, segments, frames)
+        gen = torch.Generator(device=self.runtime.vae_device).manual_seed(seed)
+        plan = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
+        return plan.reference, plan.mask
 
     def decode(self, latents: torch.Tensor, on_progress: Progress | None = None) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -232,6 +236,8 @@ class SongGenerator:
         check_duration(cfg, duration)
         if batch < 1:
             raise UsageError(f"--batch must be >= 1, got {batch}")
+        if seed is None and resume is None:
+            seed = secrets.randbelow(2**31)  # drawn here so the sidecar can reproduce the song
         timings: dict[str, float] = {"load": round(self.load_seconds, 3)}
 
         def stage(name: str, message: str, t0: float | None = None) -> None:
@@ -257,7 +263,8 @@ class SongGenerator:
             if ref_song is None or edit_segments is None:
                 raise UsageError("edit mode needs both --ref-song and --edit-segments")
             t0 = time.perf_counter()
-            reference, mask = self.reference(ref_song, edit_segments, n)
+            state_seed = SamplerState.load(resume).settings.seed if resume is not None else seed
+            reference, mask = self.reference(ref_song, edit_segments, n, state_seed or 0)
             stage("edit", f"{int(mask.sum())} of {n} frames to regenerate", t0)
         dev, dt = self.runtime.device, self.model.dtype
         inputs = prepare_inputs(

@@ -1,18 +1,27 @@
 """Declarative table of model-release assets and their resolution to local files.
 
-Resolution order for an asset: explicit path → local asset root (``assets_dir`` argument or
-``RHYTHMFLOW_ASSETS_DIR``, laid out as the Hub repo's paths) → Hugging Face cache → download
-(unless offline: ``offline=True`` or ``HF_HUB_OFFLINE=1``). Nothing is written relative to the
-current directory. huggingface_hub is imported only when the cache or the network is consulted.
+Order: explicit path → local asset root (``assets_dir`` / ``RHYTHMFLOW_ASSETS_DIR``, laid out as
+``<root>/<repo_id>/<path in repo>``; Space files may also sit at ``<root>/<path in repo>``, as in
+../shared/assets) → Hugging Face cache → download. Offline (``offline=True`` / ``HF_HUB_OFFLINE``)
+never opens a connection. Known sha256 sums are checked once per file; a marker keyed by (real
+path, size, mtime) under :func:`cache_root` avoids re-hashing; ``fetch`` always re-hashes. A
+corrupt file raises AssetError and is never returned. Nothing is written relative to the cwd.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rhythmflow.errors import AssetError
+from rhythmflow.config import MODEL_ALIASES, PRESETS
+from rhythmflow.errors import EXIT_ASSET, EXIT_OK, AssetError, UsageError
+
+log = logging.getLogger(__name__)
 
 SPACE = "ASLP-lab/DiffRhythm"
 
@@ -32,7 +41,9 @@ def _space(name: str, path: str, sha256: str | None = None, size: str = "small")
 
 
 _G2P = "diffrhythm/g2p/sources/g2p_chinese_model/"
+_MULAN, _MUQ, _XLMR = "OpenMuQ/MuQ-MuLan-large", "OpenMuQ/MuQ-large-msd-iter", "xlm-roberta-base"
 
+# fmt: off
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
@@ -40,49 +51,280 @@ ASSETS: dict[str, Asset] = {
         Asset("dit-v1.2-full", "ASLP-lab/DiffRhythm-1_2-full", "model", "cfm_model.pt", None, "2.2 GB"),
         Asset("dit-v1.0-base", "ASLP-lab/DiffRhythm-base", "model", "cfm_model.pt", None, "2.2 GB"),
         Asset("dit-v1.0-full", "ASLP-lab/DiffRhythm-full", "model", "cfm_model.pt", None, "2.2 GB"),
-        Asset(
-            "vae", "ASLP-lab/DiffRhythm-vae", "model", "vae_model.pt",
-            "cbf5e34d649b48fae7e5c5c2266bbbce97b647d52e7dcd584325a28a8338c81a", "625 MB",
-        ),
-        Asset("mulan-config", "OpenMuQ/MuQ-MuLan-large", "model", "config.json"),
-        Asset("mulan-weights", "OpenMuQ/MuQ-MuLan-large", "model", "pytorch_model.bin", None, "2.8 GB"),
-        _space(
-            "g2p-vocab", "diffrhythm/g2p/g2p/vocab.json",
-            "0f5c44e05f79df8ae4fd77d7772950436a8bacc83d134fdf0ae3c72412b5676a",
-        ),
-        _space(
-            "negative-style", "src/negative_prompt.npy",
-            "6cb7d74eb7a8eda12acb8247b21d373928301db8a8cb0db480d341799fed3ce5",
-        ),
-        _space(
-            "zh-lexicon", "diffrhythm/g2p/sources/chinese_lexicon.txt",
-            "a3a7685d1c3e68eb2fa304bfc63e90c90c3c1a1948839a5b1b507b2131b3e2fb", "15 MB",
-        ),
-        _space(
-            "zh-poly-onnx", _G2P + "poly_bert_model.onnx",
-            "8765d835ffdf9811c832d4dc7b6a552757aa8615c01d1184db716a50c20aebbc", "77 MB",
-        ),
-        _space("zh-poly-config", _G2P + "config.json"),
-        _space("zh-poly-vocab", _G2P + "vocab.txt"),
-        _space("zh-polychar", _G2P + "polychar.txt"),
-        _space("zh-polydict", _G2P + "polydict.json"),
-        _space("zh-polydict-r", _G2P + "polydict_r.json"),
-        _space("zh-pinyin2bpmf", "diffrhythm/g2p/sources/pinyin_2_bpmf.txt"),
-        _space("zh-bpmf2pinyin", "diffrhythm/g2p/sources/bpmf_2_pinyin.txt"),
+        Asset("vae", "ASLP-lab/DiffRhythm-vae", "model", "vae_model.pt",
+              "cbf5e34d649b48fae7e5c5c2266bbbce97b647d52e7dcd584325a28a8338c81a", "625 MB"),
+        Asset("mulan-config", _MULAN, "model", "config.json"),
+        Asset("mulan-weights", _MULAN, "model", "pytorch_model.bin", None, "2.8 GB"),
+        # sub-models MuQ-MuLan builds itself (audio tower and text tower)
+        Asset("muq-config", _MUQ, "model", "config.json"),
+        Asset("muq-weights", _MUQ, "model", "model.safetensors", None, "1.2 GB"),
+        Asset("xlmr-config", _XLMR, "model", "config.json"),
+        Asset("xlmr-weights", _XLMR, "model", "model.safetensors", None, "1.1 GB"),
+        Asset("xlmr-tokenizer", _XLMR, "model", "tokenizer.json", None, "9 MB"),
+        Asset("xlmr-sentencepiece", _XLMR, "model", "sentencepiece.bpe.model", None, "5 MB"),
+        _space("g2p-vocab", "diffrhythm/g2p/g2p/vocab.json",
+               "0f5c44e05f79df8ae4fd77d7772950436a8bacc83d134fdf0ae3c72412b5676a"),
+        _space("negative-style", "src/negative_prompt.npy",
+               "6cb7d74eb7a8eda12acb8247b21d373928301db8a8cb0db480d341799fed3ce5"),
+        _space("zh-lexicon", "diffrhythm/g2p/sources/chinese_lexicon.txt",
+               "a3a7685d1c3e68eb2fa304bfc63e90c90c3c1a1948839a5b1b507b2131b3e2fb", "15 MB"),
+        _space("zh-poly-onnx", _G2P + "poly_bert_model.onnx",
+               "8765d835ffdf9811c832d4dc7b6a552757aa8615c01d1184db716a50c20aebbc", "77 MB"),
+        _space("zh-poly-config", _G2P + "config.json",
+               "5a16b71fe399bfa6114053a1e249665c0d7921a6a1c10b3f530cb7d213f8a735"),
+        _space("zh-poly-vocab", _G2P + "vocab.txt",
+               "366fe2b1318c774fd28bdea58dbcfbd6d6aeae313fdcd9063d170cdc602fd51a"),
+        _space("zh-polychar", _G2P + "polychar.txt",
+               "9df819e371415c23e26a2907236a0228ef93772cc698d93dc0c18844956d1011"),
+        _space("zh-polydict", _G2P + "polydict.json",
+               "ec6c8bd6d223205f48a17a07720bc594c20b3eab5460175414f7ebee1e66b6b9"),
+        _space("zh-polydict-r", _G2P + "polydict_r.json",
+               "386e90aecf0f9bdbeac41541d7013e347594188962e17c7daee83caf40d993d2"),
+        _space("zh-pinyin2bpmf", "diffrhythm/g2p/sources/pinyin_2_bpmf.txt",
+               "dc8b048a20cf61d04b5a36bc6939db74095719b8099269a1269023ee3e6535b4"),
+        _space("zh-bpmf2pinyin", "diffrhythm/g2p/sources/bpmf_2_pinyin.txt",
+               "bf24a3306ffbef6b1fbfc1780e25933361bc4d6587b8eb331b13241b8d892ba2"),
     ]
 }
+# fmt: on
+
+#: ``--model`` choice (names and aliases of :mod:`rhythmflow.config`) → DiT asset name.
+MODELS: dict[str, str] = {m: "dit-" + MODEL_ALIASES.get(m, m) for m in (*PRESETS, *MODEL_ALIASES)}
+COMMON_ASSETS = ("vae", "g2p-vocab", "negative-style")
+MULAN_ASSETS = tuple(n for n in ASSETS if n.split("-")[0] in {"mulan", "muq", "xlmr"})
+CHINESE_ASSETS = tuple(n for n in ASSETS if n.startswith("zh-"))
+
+
+@dataclass(frozen=True)
+class AssetProgress:
+    """A progress event: ``stage`` is "download" or "verify"; ``done``/``total`` in bytes."""
+
+    name: str
+    stage: str
+    done: int
+    total: int | None
+
+
+ProgressFn = Callable[[AssetProgress], None]
 
 
 def env_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set to a true value (read at call time)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def cache_root() -> Path:
+    """rhythmflow's cache folder: ``RHYTHMFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME/rhythmflow``,
+    else ``~/.cache/rhythmflow`` (never relative to the current directory)."""
+    if env := os.environ.get("RHYTHMFLOW_CACHE_DIR"):
+        return Path(env).expanduser().absolute()
+    return _xdg_cache() / "rhythmflow"
+
+
+def _xdg_cache() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return _xdg_cache() / "huggingface" / "hub"
+
+
+def _fetch_command(asset: Asset) -> str:
+    model = next((m for m, a in MODELS.items() if a == asset.name), None)
+    if model:
+        return f"rhythmflow fetch --model {model}"
+    return "rhythmflow fetch --with-chinese" if asset.name in CHINESE_ASSETS else "rhythmflow fetch"
+
+
 def _hint(asset: Asset) -> str:
+    kind = "" if asset.repo_type == "model" else f" --repo-type {asset.repo_type}"
     return (
-        f"'{asset.path}' from the Hugging Face {asset.repo_type} repo '{asset.repo_id}'. "
-        f"Run `rhythmflow fetch` while online, or pass --assets-dir DIR (or set "
-        f"RHYTHMFLOW_ASSETS_DIR) to a folder that holds '{asset.path}'"
+        f"run `{_fetch_command(asset)}` while online (or `hf download {asset.repo_id} "
+        f"{asset.path}{kind}`), or pass --assets-dir DIR (or set RHYTHMFLOW_ASSETS_DIR) to a "
+        f"folder holding DIR/{asset.repo_id}/{asset.path}"
     )
+
+
+class _CorruptAssetError(AssetError):
+    """A file is present but its sha256 does not match the table (internal)."""
+
+
+def _sha256(path: Path, name: str, on_progress: ProgressFn | None) -> str:
+    total, done, h = path.stat().st_size, 0, hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+            done += len(chunk)
+            if on_progress:
+                on_progress(AssetProgress(name, "verify", done, total))
+    return h.hexdigest()
+
+
+def _marker(real: Path) -> Path:
+    key = hashlib.sha256(str(real).encode()).hexdigest()[:32]
+    return cache_root() / "verified" / f"{key}.json"
+
+
+def _stamp(real: Path, sha256: str) -> dict:
+    st = real.stat()
+    return {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+
+
+def verify_file(
+    path: str | os.PathLike,
+    sha256: str | None,
+    *,
+    name: str = "",
+    force: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> bool:
+    """Check ``path`` against ``sha256``; return True when verified, False when no checksum is
+    known. Raises AssetError (naming the file and both hashes) on a mismatch. Unless ``force``,
+    a verified marker with the same real path, size and mtime skips the hashing."""
+    if sha256 is None:
+        return False
+    real = Path(path).resolve()
+    marker, stamp = _marker(real), _stamp(real, sha256)
+    if not force:
+        try:
+            if json.loads(marker.read_text(encoding="utf-8")) == stamp:
+                return True
+        except (OSError, ValueError):
+            pass
+    actual = _sha256(real, name or real.name, on_progress)
+    if actual != sha256.lower():
+        raise _CorruptAssetError(
+            f"corrupt asset {name or real.name}: {path} has sha256 {actual}, expected {sha256}; "
+            f"the file is damaged or incomplete"
+        )
+    if _stamp(real, sha256) != stamp:  # changed while hashing: verified, but no marker
+        return True
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(stamp), encoding="utf-8")
+        os.replace(tmp, marker)
+    except OSError as exc:  # a read-only cache only costs a re-hash next time
+        log.warning("could not record verified marker %s: %s", marker, exc)
+    return True
+
+
+def _from_cache(asset: Asset) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache  # purely local lookup
+
+    found = try_to_load_from_cache(
+        asset.repo_id, asset.path, cache_dir=hf_cache_dir(), repo_type=asset.repo_type
+    )
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def _tqdm_bridge(name: str, on_progress: ProgressFn | None):
+    from tqdm import tqdm
+
+    class _Bridge(tqdm):  # forwards byte counts to on_progress, draws nothing
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            kwargs.pop("name", None)
+            self._done, self._total = int(kwargs.get("initial") or 0), kwargs.get("total")
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            self._done += int(n or 0)
+            if on_progress:
+                on_progress(AssetProgress(name, "download", self._done, self._total))
+
+    return _Bridge
+
+
+def _reason(exc: BaseException) -> str:
+    """First lines of the outermost and the innermost exception of a chain."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    parts = [f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}" for e in (exc, root)]
+    return "; caused by ".join(dict.fromkeys(parts))
+
+
+def _download(asset: Asset, *, force: bool, on_progress: ProgressFn | None) -> Path:
+    import inspect
+
+    from huggingface_hub import hf_hub_download
+
+    kwargs: dict = {"repo_type": asset.repo_type, "cache_dir": hf_cache_dir()}
+    if force:
+        kwargs["force_download"] = True
+    if os.environ.get("HF_ENDPOINT"):  # read at call time (the hub reads it at import)
+        kwargs["endpoint"] = os.environ["HF_ENDPOINT"]
+    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+        kwargs["tqdm_class"] = _tqdm_bridge(asset.name, on_progress)
+    log.info("downloading %s from %s (%s)", asset.path, asset.repo_id, asset.size or "?")
+    try:
+        return Path(hf_hub_download(asset.repo_id, asset.path, **kwargs))
+    except Exception as exc:  # the hub raises many types; all mean "could not download"
+        raise AssetError(
+            f"could not download asset {asset.name}: '{asset.path}' from the Hugging Face "
+            f"{asset.repo_type} repo '{asset.repo_id}' ({_reason(exc)}). Check the "
+            f"network (or HF_TOKEN), or {_hint(asset)}"
+        ) from exc
+
+
+def _locate(
+    asset: Asset,
+    *,
+    assets_dir: str | os.PathLike | None,
+    offline: bool,
+    force_verify: bool,
+    on_progress: ProgressFn | None,
+) -> tuple[Path, str, bool]:
+    """(path, source, verified) for ``asset``; source is "assets-dir", "hf-cache" or "download"."""
+    root = assets_dir if assets_dir is not None else os.environ.get("RHYTHMFLOW_ASSETS_DIR")
+
+    def check(p: Path, force: bool = force_verify) -> bool:
+        try:
+            return verify_file(
+                p, asset.sha256, name=asset.name, force=force, on_progress=on_progress
+            )
+        except _CorruptAssetError as exc:
+            raise _CorruptAssetError(
+                f"{exc} (it is '{asset.path}' from the Hugging Face {asset.repo_type} repo "
+                f"'{asset.repo_id}'; to fix: delete it, then {_hint(asset)})"
+            ) from None
+
+    if root:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            log.warning("asset folder %s does not exist; looking in the Hugging Face cache", root)
+        for p in [root / asset.repo_id / asset.path] + [root / asset.path] * (
+            asset.repo_id == SPACE
+        ):
+            if p.is_file():
+                return p, "assets-dir", check(p)
+    cached = _from_cache(asset)
+    if cached is not None:
+        try:
+            return cached, "hf-cache", check(cached)
+        except _CorruptAssetError:
+            if offline:
+                raise
+            log.warning("cached %s is corrupt; downloading it again", asset.path)
+            path = _download(asset, force=True, on_progress=on_progress)
+            return path, "download", check(path, force=True)
+    if offline:
+        where = f"not under {root} and " if root else ""
+        raise AssetError(
+            f"missing asset {asset.name}: '{asset.path}' from the Hugging Face {asset.repo_type} "
+            f"repo '{asset.repo_id}' is {where}not in the Hugging Face cache {hf_cache_dir()}, "
+            f"and offline mode is on (--offline or HF_HUB_OFFLINE=1). To fix: {_hint(asset)}"
+        )
+    path = _download(asset, force=False, on_progress=on_progress)
+    return path, "download", check(path, force=True)
 
 
 def resolve(
@@ -91,33 +333,120 @@ def resolve(
     path: str | os.PathLike | None = None,
     assets_dir: str | os.PathLike | None = None,
     offline: bool | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> Path:
-    """Return a local path for asset ``name``, downloading it only when allowed."""
-    try:
-        asset = ASSETS[name]
-    except KeyError:
-        raise AssetError(f"unknown asset {name!r}; known: {', '.join(sorted(ASSETS))}") from None
+    """Return a local, verified path for asset ``name`` (a key of :data:`ASSETS`).
+
+    ``path``: use this file as is (must exist; not checksummed — the caller chose it).
+    ``assets_dir``: local asset root (default ``RHYTHMFLOW_ASSETS_DIR``). ``offline``: default
+    ``HF_HUB_OFFLINE``; when true, no network connection is made. ``on_progress`` receives
+    :class:`AssetProgress` events while downloading or hashing. Raises AssetError for an unknown
+    name, a missing file (the message names the file, the repo and the fix) or a corrupt file.
+    """
+    if name not in ASSETS:
+        raise AssetError(f"unknown asset {name!r}; known: {', '.join(sorted(ASSETS))}")
+    asset = ASSETS[name]
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
             raise AssetError(f"{name}: the file {p} given for it does not exist")
         return p
-    root = assets_dir if assets_dir is not None else os.environ.get("RHYTHMFLOW_ASSETS_DIR")
-    if root:
-        p = Path(root).expanduser() / asset.path
-        if p.is_file():
-            return p
     offline = env_offline() if offline is None else offline
-    from huggingface_hub import hf_hub_download  # lazy: network-capable code
+    found, source, _ = _locate(
+        asset, assets_dir=assets_dir, offline=offline, force_verify=False, on_progress=on_progress
+    )
+    log.debug("asset %s → %s (%s)", name, found, source)
+    return found
 
-    try:
-        return Path(
-            hf_hub_download(asset.repo_id, asset.path, repo_type=asset.repo_type,
-                            local_files_only=offline)
-        )
-    except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
-        where = f" (not under {root})" if root else ""
-        mode = "offline mode: " if offline else ""
-        raise AssetError(
-            f"missing asset {name}{where}: {mode}{type(exc).__name__}. Need {_hint(asset)}."
-        ) from exc
+
+def required_assets(
+    model: str, *, with_chinese: bool = False, with_mulan: bool = True
+) -> list[str]:
+    """Asset names a generation run with ``model`` (a key of :data:`MODELS`) needs."""
+    if model not in MODELS:
+        raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    names = [MODELS[model], *COMMON_ASSETS]
+    names += list(MULAN_ASSETS) if with_mulan else []
+    return names + (list(CHINESE_ASSETS) if with_chinese else [])
+
+
+@dataclass
+class FetchItem:
+    """status "ok" | "missing" | "corrupt"; source "assets-dir" | "hf-cache" | "download";
+    verified False when no checksum is known."""
+
+    name: str
+    repo_id: str
+    path_in_repo: str
+    status: str
+    local_path: Path | None = None
+    source: str | None = None
+    verified: bool = False
+    message: str = ""
+
+
+@dataclass
+class FetchReport:
+    """``fetch``'s outcome: ``ok``, ``exit_code`` (0, or 3 = EXIT_ASSET), ``problems``, ``lines()``."""
+
+    model: str
+    offline: bool
+    items: list[FetchItem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(i.status == "ok" for i in self.items)
+
+    @property
+    def problems(self) -> list[FetchItem]:
+        return [i for i in self.items if i.status != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_ASSET
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one line per asset then one per problem."""
+        out = []
+        for i in self.items:
+            check = "sha256 ok" if i.verified else "no checksum"
+            where = (
+                f"{i.local_path} ({i.source}, {check})" if i.status == "ok" else i.status.upper()
+            )
+            out.append(f"{i.name:<20} {where}")
+        return out + [f"error: {i.message}" for i in self.problems]
+
+
+def fetch(
+    model: str,
+    *,
+    with_chinese: bool = False,
+    offline: bool | None = None,
+    assets_dir: str | os.PathLike | None = None,
+    on_progress: ProgressFn | None = None,
+    with_mulan: bool = True,
+) -> FetchReport:
+    """Download (or, offline, check) every asset a run with ``model`` needs, re-hashing every
+    file that has a known checksum. Never raises for a missing or corrupt file: each outcome is
+    in the report (``report.ok``, ``report.exit_code`` 0 or 3, ``report.lines()``). Raises
+    UsageError for an unknown model."""
+    names = required_assets(model, with_chinese=with_chinese, with_mulan=with_mulan)
+    offline = env_offline() if offline is None else offline
+    report = FetchReport(model, offline)
+    for name in names:
+        asset = ASSETS[name]
+        item = FetchItem(name, asset.repo_id, asset.path, "ok")
+        try:
+            item.local_path, item.source, item.verified = _locate(
+                asset,
+                assets_dir=assets_dir,
+                offline=offline,
+                force_verify=True,
+                on_progress=on_progress,
+            )
+        except _CorruptAssetError as exc:
+            item.status, item.message = "corrupt", str(exc)
+        except AssetError as exc:
+            item.status, item.message = "missing", str(exc)
+        report.items.append(item)
+    return report

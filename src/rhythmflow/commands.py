@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -24,17 +23,6 @@ def _read_text(path: Path, what: str) -> str:
                                 f"{exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def _segments(text: str | None):
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise errors.UsageError(f"--edit-segments is not JSON ({exc.msg}); write it like "
-                                '"[[0, 10], [40, -1]]" (seconds, -1 = song start/end)') from None
-    return value
 
 
 def output_paths(output: Path, fmt: str | None, batch: int) -> list[Path]:
@@ -60,6 +48,10 @@ def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
         p = getattr(args, flag)
         if p is not None and not Path(p).is_file():
             raise errors.UsageError(f"--{flag.replace('_', '-')} {p}: no such file")
+    if args.edit_segments is not None:
+        from rhythmflow.edit import parse_segments
+
+        parse_segments(args.edit_segments)  # malformed segments fail before any loading
     if args.checkpoint and args.model:
         raise errors.UsageError("use either --model or --checkpoint, not both")
     if args.model_config and not args.checkpoint:
@@ -110,7 +102,6 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.lyrics import parse_lrc
 
     parse_lrc(lrc)  # malformed lyrics fail before the model is loaded
-    segments = _segments(args.edit_segments)
     _precheck_memory(args)
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
     gen = SongGenerator.from_pretrained(
@@ -127,7 +118,7 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         seed=args.seed, batch=args.batch, timeout=args.timeout, anytime=args.anytime,
         time_budget=args.time_budget, estimate=not args.skip_estimate, on_progress=view,
         cancel=cancel, resume=args.resume, save_state=save_state,
-        ref_song=args.ref_song if args.edit else None, edit_segments=segments,
+        ref_song=args.ref_song if args.edit else None, edit_segments=args.edit_segments,
         keep_last_line=args.keep_last_line)
     view(StageEvent("write", f"writing {len(outputs)} file(s)"))
     for i, path in enumerate(outputs):
