@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, TextIO
 
+from rhythmflow.sampling.progress import format_seconds
+
 log = logging.getLogger("rhythmflow")
 
 
@@ -24,15 +26,6 @@ class StageEvent:
     message: str
     done: bool = False
     seconds: float | None = None
-
-
-def _fmt(seconds: float) -> str:
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def event_dict(event: Any) -> dict[str, Any]:
@@ -97,9 +90,9 @@ class ProgressView:
         if hasattr(event, "t"):
             parts.append(f"t={event.t:.3f}")
         if hasattr(event, "elapsed"):
-            parts.append(f"elapsed {_fmt(event.elapsed)}")
+            parts.append(f"elapsed {format_seconds(event.elapsed)}")
         if getattr(event, "eta", None) is not None:
-            parts.append(f"ETA {_fmt(event.eta)}")
+            parts.append(f"ETA {format_seconds(event.eta)}")
         if getattr(event, "sec_per_step", None):
             parts.append(f"{event.sec_per_step:.2f} s/step")
         return " | ".join(parts)
