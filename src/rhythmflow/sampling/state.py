@@ -1,0 +1,182 @@
+"""Resumable sampler state: what a stopped run needs to finish later, bit-identically.
+
+A state file is ``torch.save`` of plain tensors, numbers and strings (loadable with
+``weights_only=True``), written atomically (temporary file in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rhythmflow.errors import UsageError
+
+FORMAT = "rhythmflow-sampler-state"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Everything that determines the trajectory besides the conditioning inputs.
+
+    ``tag`` is a free-form fingerprint of the inputs (lyrics, style, checkpoint...) set by the
+    caller; a resume with a different tag is refused like any other mismatch.
+    """
+
+    steps: int
+    solver: str
+    schedule: str
+    sway_coef: float | None
+    cfg_strength: float
+    guidance_interval: tuple[float, float] | None
+    seed: int | None
+    shape: tuple[int, int, int]
+    model_dtype: str
+    tag: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        d["guidance_interval"] = (
+            None if self.guidance_interval is None else list(self.guidance_interval)
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SampleSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(d) != names:
+            raise ValueError(f"settings keys {sorted(d)} differ from {sorted(names)}")
+        gi = d["guidance_interval"]
+        return cls(
+            **{
+                **d,
+                "shape": tuple(d["shape"]),
+                "guidance_interval": None if gi is None else tuple(gi),
+            }
+        )
+
+    def mismatches(self, other: SampleSettings) -> list[str]:
+        """``"name: <self> in the state, <other> now"`` for every differing field."""
+        out = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a != b:
+                out.append(f"{f.name}: {a!r} in the state, {b!r} now")
+        return out
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """The state after ``step`` completed solver steps of ``settings.steps``.
+
+    x [b, n, m] float32 on the grid point ``grid[step]``; ``edit_mask`` [b, n] bool or None;
+    ``evaluations`` and ``elapsed`` accumulate over every call that worked on this run;
+    ``reason`` says why it stopped ("timeout" or "cancelled").
+    """
+
+    x: Tensor
+    step: int
+    grid: Tensor
+    settings: SampleSettings
+    edit_mask: Tensor | None
+    evaluations: int
+    elapsed: float
+    reason: str
+
+    @property
+    def t(self) -> float:
+        return float(self.grid[self.step])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the state atomically to ``path`` (tmp file + rename) and return the path."""
+        path = Path(path)
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "x": self.x.detach().to("cpu", torch.float32).contiguous(),
+            "step": self.step,
+            "grid": self.grid.detach().cpu(),
+            "settings": self.settings.to_dict(),
+            "edit_mask": None if self.edit_mask is None else self.edit_mask.detach().cpu(),
+            "evaluations": self.evaluations,
+            "elapsed": self.elapsed,
+            "reason": self.reason,
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"cannot write the sampler state to {path}: {exc}") from exc
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SamplerState:
+        """Read a state written by :meth:`save`; anything else raises UsageError."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"sampler state {path} does not exist")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling errors come in many types
+            raise UsageError(f"{path} is not a readable rhythmflow sampler state: {exc}") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise UsageError(f"{path} is not a rhythmflow sampler state (no '{FORMAT}' marker)")
+        if d.get("version") != VERSION:
+            raise UsageError(
+                f"{path} is a version {d.get('version')} sampler state; this rhythmflow reads "
+                f"version {VERSION} — restart the generation without resuming"
+            )
+        try:
+            return cls(
+                x=d["x"],
+                step=int(d["step"]),
+                grid=d["grid"],
+                settings=SampleSettings.from_dict(d["settings"]),
+                edit_mask=d["edit_mask"],
+                evaluations=int(d["evaluations"]),
+                elapsed=float(d["elapsed"]),
+                reason=str(d["reason"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(
+                f"{path} is a damaged sampler state ({exc}); restart without resuming"
+            ) from None
+
+
+def check_resumable(
+    state: SamplerState, settings: SampleSettings, grid: Tensor, edit_mask: Tensor | None
+) -> None:
+    """Raise UsageError naming every difference between ``state`` and the run about to resume it."""
+    problems = state.settings.mismatches(settings)
+    if not torch.equal(state.grid.cpu(), grid.cpu()):
+        problems.append("time grid differs")
+    if tuple(state.x.shape) != settings.shape:
+        problems.append(
+            f"state tensor shape {list(state.x.shape)}, expected {list(settings.shape)}"
+        )
+    mask_a = None if state.edit_mask is None else state.edit_mask.cpu()
+    mask_b = None if edit_mask is None else edit_mask.cpu()
+    if (mask_a is None) != (mask_b is None) or (
+        mask_a is not None and not torch.equal(mask_a, mask_b)
+    ):
+        problems.append("edit mask differs")
+    if not 0 <= state.step <= settings.steps:
+        problems.append(f"step {state.step} is outside 0..{settings.steps}")
+    if problems:
+        raise UsageError(
+            "the resume state does not match this run: "
+            + "; ".join(problems)
+            + ". Resume with the settings saved in the state, or start a new run without resuming."
+        )
