@@ -116,9 +116,7 @@ def model_report(duration: float) -> dict[str, Any]:
 
 def benchmark(frames: int) -> dict[str, Any]:
     """fp32 GEMM limit and a full-size random-weight forward at ``frames`` frames."""
-    import torch
-
-    from rhythmflow.model.dit import DiT
+    from rhythmflow.model.testing import random_dit
     from rhythmflow.perf import forward_flops, measure_gemm_gflops, time_forward
 
     gemm = measure_gemm_gflops(1024, 2048, 8192, repeats=2)
@@ -126,16 +124,7 @@ def benchmark(frames: int) -> dict[str, Any]:
     if frames <= 0:
         return result
     cfg = PRESETS["v1.2-base"]
-    with torch.device("meta"):
-        model = DiT(cfg)
-    model = model.to_empty(device="cpu")  # uninitialised weights: speed does not depend on values
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)
-    from rhythmflow.model.blocks import text_position_table
-
-    model.text_embed.freqs_cis = text_position_table(cfg.max_frames, cfg.text_dim)
-    model.eval().requires_grad_(False)
+    model = random_dit(cfg)  # speed does not depend on the values
     secs = time_forward(model, frames, 2, repeats=1, warmup_frames=16)
     gflops = forward_flops(cfg, frames, 2)["total"] / secs / 1e9
     result.update(bench_frames=frames, bench_seconds=round(secs, 2),

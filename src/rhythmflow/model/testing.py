@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from rhythmflow.config import DiTConfig
+from rhythmflow.model.blocks import text_position_table
 from rhythmflow.model.checkpoint import PREFIX
 from rhythmflow.model.dit import DiT
 
@@ -37,8 +38,10 @@ def random_dit(
 ) -> DiT:
     """A DiT with every parameter drawn at random (fan-in scaled), deterministic per seed."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.device(device):
+    with torch.device("meta"):  # no default initialisation: every value is drawn below
         model = DiT(config)
+    model = model.to_empty(device="cpu")
+    model.text_embed.freqs_cis = text_position_table(config.max_frames, config.text_dim)
     for name, p in model.named_parameters():
         if name.endswith(("norm.weight", "layernorm.weight")):
             values = 1 + 0.1 * torch.randn(p.shape, generator=gen)
@@ -50,7 +53,7 @@ def random_dit(
         else:
             values = 0.05 * torch.randn(p.shape, generator=gen)
         p.copy_(values)
-    return model.to(dtype).eval().requires_grad_(False)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def save_checkpoint(
