@@ -261,3 +261,29 @@ def test_fetch_offline_verifies_local_assets(tmp_path, capsys, monkeypatch):
     assert rc == errors.EXIT_ASSET
     out = capsys.readouterr().out
     assert "MISSING" in out and "cfm_model.pt" in out
+
+
+def test_nan_weights_stop_with_numerical_error(files, tmp_path, capsys):
+    import torch
+
+    model = random_dit(CFG, seed=1)
+    with torch.no_grad():
+        model.proj_out.bias[0] = float("nan")
+    ckpt = save_checkpoint(model, tmp_path / "nan.pt")
+    args = base_args(files, tmp_path / "n.wav", "--progress", "none")
+    args[args.index("--checkpoint") + 1] = str(ckpt)
+    assert main(args) == errors.EXIT_NUMERICAL
+    assert "NaN" in capsys.readouterr().err
+    assert not (tmp_path / "n.wav").exists()
+
+
+def test_style_prompt_without_mulan_says_how_to_install(files, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("muq") is not None:
+        pytest.skip("muq is installed here")
+    args = base_args(files, tmp_path / "p.wav", "--progress", "none")
+    i = args.index("--style-embedding")
+    args[i:i + 2] = ["--style-prompt", "jazzy nightclub vibe"]
+    assert main(args) == errors.EXIT_ASSET
+    assert "rhythmflow[mulan]" in capsys.readouterr().err
