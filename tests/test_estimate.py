@@ -13,7 +13,6 @@ from rhythmflow.estimate import (
     refuse_if_too_big,
     steps_for_budget,
 )
-from rhythmflow.perf import forward_flops
 
 BASE = PRESETS["v1.2-base"]
 
@@ -40,22 +39,32 @@ def test_refuse_names_flags_that_help():
     refuse_if_too_big(big, batch=2, frames=2048, dtype="float32", device="cpu")
 
 
-def test_time_estimate_scales_with_steps_and_guidance():
-    t8 = estimate_time(BASE, 2048, 8, gflops=60, cfg=True)
-    t16 = estimate_time(BASE, 2048, 16, gflops=60, cfg=True)
-    assert t16.sampling == pytest.approx(2 * t8.sampling, rel=0.01)
-    plain = estimate_time(BASE, 2048, 8, gflops=60, cfg=False)
-    assert plain.sampling < 0.55 * t8.sampling
-    assert t8.seconds_per_eval == pytest.approx(forward_flops(BASE, 2048, 2)["total"] / 60e9)
-    assert estimate_time(BASE, 2048, 8, gflops=60, cfg=True, solver="heun").sampling > 1.9 * t8.sampling
+def test_time_estimate_counts_solver_evaluations():
+    t8 = estimate_time(8, 2.0)
+    assert (t8.sampling, t8.evaluations) == (16.0, 8)
+    assert estimate_time(8, 2.0, solver="heun").evaluations == 16
+    assert estimate_time(8, 2.0, solver="rk4").sampling == 64.0
 
 
 def test_steps_for_budget_is_largest_that_fits():
-    per = estimate_time(BASE, 2048, 1, gflops=60, cfg=True).sampling
-    steps = steps_for_budget(BASE, 2048, 10.5 * per, gflops=60, cfg=True, solver="euler",
-                             batch=1, overhead=0)
-    assert steps == 10
-    assert steps_for_budget(BASE, 2048, 1e9, gflops=60, cfg=True, solver="euler", batch=1,
-                            overhead=0) == 32
+    assert steps_for_budget(10.5, 1.0, solver="euler", overhead=0) == 10
+    assert steps_for_budget(10.5, 1.0, solver="midpoint", overhead=0.5) == 5
+    assert steps_for_budget(1e9, 1.0, solver="euler", overhead=0) == 32
     with pytest.raises(ResourceError, match="--time-budget 1s is too short"):
-        steps_for_budget(BASE, 2048, 1, gflops=60, cfg=True, solver="euler", batch=1, overhead=0)
+        steps_for_budget(1, 1.0, solver="euler", overhead=0.5)
+
+
+def test_calibration_predicts_a_real_forward():
+    """The short-length fit must predict a longer forward within a generous factor."""
+    import dataclasses
+
+    from rhythmflow.estimate import calibrate
+    from rhythmflow.model.testing import TINY, random_dit
+    from rhythmflow.perf import time_forward
+
+    model = random_dit(dataclasses.replace(TINY, dim=128, depth=2))
+    predicted = calibrate(model, 512, rows=2, calib_frames=128, direct_below=0.0)
+    measured = time_forward(model, 512, 2, repeats=3)
+    assert measured / 4 < predicted < measured * 4
+    direct = calibrate(model, 512, rows=2, calib_frames=128, direct_below=1e9)
+    assert measured / 2 < direct < measured * 2

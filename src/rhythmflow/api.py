@@ -326,19 +326,18 @@ class SongGenerator:
         if not (estimate or time_budget):
             return chosen
         t0 = time.perf_counter()
-        gflops = est.calibrate(self.model, n, cfg=guided)
+        per_eval = est.calibrate(self.model, n, rows=batch * (2 if guided else 1))
         if time_budget is not None:
             spent = time.perf_counter() - started + self.load_seconds
             decode = 60.0 * n / 2048 if self.runtime.kind == "cpu" else 5.0
-            best = est.steps_for_budget(cfg, n, time_budget, gflops=gflops, cfg=guided,
-                                        solver=solver, batch=batch, overhead=spent + decode)
+            best = est.steps_for_budget(time_budget, per_eval, solver=solver,
+                                        overhead=spent + decode)
             if steps is not None and steps > best:
                 raise est.ResourceError(
                     f"--steps {steps} does not fit --time-budget {time_budget:.0f}s here; at most "
                     f"{best} steps fit (drop --steps to let the budget choose)")
             chosen = steps if steps is not None else best
-        t = est.estimate_time(cfg, n, chosen, gflops=gflops, cfg=guided, solver=solver,
-                              batch=batch)
+        t = est.estimate_time(chosen, per_eval, solver=solver)
         timings["estimate"] = round(time.perf_counter() - t0, 3)
         _emit(on_progress, StageEvent("estimate", f"sampling {t.describe()}", done=True,
                                       seconds=timings["estimate"]))

@@ -95,51 +95,60 @@ def refuse_if_too_big(mem: MemoryEstimate, *, batch: int, frames: int, dtype: st
 
 @dataclass(frozen=True)
 class TimeEstimate:
-    seconds_per_eval: float  # one guided (doubled-batch) evaluation at the song length
+    seconds_per_eval: float  # one model evaluation (all rows: batch × [cond; uncond])
     sampling: float  # all steps
     steps: int
-    gflops: float  # achieved by the calibration forward
+    evaluations: int
 
     def describe(self) -> str:
         from rhythmflow.sampling.progress import format_seconds
 
         return (f"~{format_seconds(self.sampling)} for {self.steps} steps "
-                f"({self.seconds_per_eval:.1f} s per evaluation, {self.gflops:.0f} GFLOP/s measured)")
+                f"({self.evaluations} evaluations of {self.seconds_per_eval:.3g} s)")
 
 
-def calibrate(model, frames: int, *, cfg: bool, calib_frames: int = 128) -> float:
-    """Achieved GFLOP/s of one forward at ``min(frames, calib_frames)`` frames on this machine."""
+def calibrate(model, frames: int, *, rows: int, calib_frames: int = 128,
+              direct_below: float = 5.0) -> float:
+    """Seconds of one evaluation of ``rows`` sequences of ``frames`` frames on this machine.
+
+    Times forwards at ``calib_frames`` and half of it, fits fixed cost + seconds per FLOP (the
+    fixed part dominates tiny models, the FLOP part full-size ones) and extrapolates with the
+    analytic FLOP count, attention included. When that predicts under ``direct_below`` seconds,
+    the real length is cheap enough to time directly.
+    """
     from rhythmflow.perf import forward_flops, time_forward
 
-    f0 = max(8, min(frames, calib_frames))
-    rows = 2 if cfg else 1
-    seconds = time_forward(model, f0, rows, repeats=1, warmup_frames=min(f0, 16))
-    return forward_flops(model.config, f0, rows)["total"] / max(seconds, 1e-9) / 1e9
+    f1 = max(1, min(frames, calib_frames))
+    t1 = time_forward(model, f1, rows, repeats=1, warmup_frames=min(f1, 16))
+    if f1 == frames:
+        return t1
+    f0 = max(1, f1 // 2)
+    t0 = time_forward(model, f0, rows, repeats=1, warmup_frames=0)
+    w0, w1, w = (forward_flops(model.config, f, rows)["total"] for f in (f0, f1, frames))
+    per_flop = (t1 - t0) / (w1 - w0) if t1 > t0 and w1 > w0 else t1 / w1
+    predicted = max(t1 - per_flop * w1, 0.0) + per_flop * w
+    if predicted <= direct_below:
+        return time_forward(model, frames, rows, repeats=1, warmup_frames=0)
+    return predicted
 
 
-def estimate_time(config: DiTConfig, frames: int, steps: int, *, gflops: float, cfg: bool,
-                  solver: str = "euler", guided_fraction: float = 1.0, batch: int = 1) -> TimeEstimate:
-    from rhythmflow.perf import estimate_seconds, forward_flops
+def estimate_time(steps: int, seconds_per_eval: float, *, solver: str = "euler") -> TimeEstimate:
+    """Sampling seconds for ``steps`` solver steps at ``seconds_per_eval`` per evaluation."""
+    from rhythmflow.sampling.solvers import get_solver
 
-    total = batch * estimate_seconds(config, frames, steps, cfg=cfg, solver=solver, gflops=gflops,
-                                     guided_fraction=guided_fraction)
-    per_eval = batch * forward_flops(config, frames, 2 if cfg else 1)["total"] / (gflops * 1e9)
-    return TimeEstimate(per_eval, total, steps, gflops)
+    evals = steps * get_solver(solver).evals_per_step
+    return TimeEstimate(seconds_per_eval, evals * seconds_per_eval, steps, evals)
 
 
-def steps_for_budget(config: DiTConfig, frames: int, budget: float, *, gflops: float, cfg: bool,
-                     solver: str, batch: int, overhead: float, max_steps: int = 32) -> int:
-    """The largest step count whose estimate fits ``budget`` seconds (minus ``overhead``)."""
-    best = 0
-    for steps in range(1, max_steps + 1):
-        t = estimate_time(config, frames, steps, gflops=gflops, cfg=cfg, solver=solver,
-                          batch=batch).sampling
-        if t + overhead <= budget:
-            best = steps
-    if best == 0:
-        one = estimate_time(config, frames, 1, gflops=gflops, cfg=cfg, solver=solver, batch=batch)
+def steps_for_budget(budget: float, seconds_per_eval: float, *, solver: str, overhead: float,
+                     max_steps: int = 32) -> int:
+    """The largest step count (≤ ``max_steps``) whose sampling plus ``overhead`` fits ``budget``."""
+    fits = [s for s in range(1, max_steps + 1)
+            if estimate_time(s, seconds_per_eval, solver=solver).sampling + overhead <= budget]
+    if not fits:
+        one = estimate_time(1, seconds_per_eval, solver=solver).sampling + overhead
         raise ResourceError(
-            f"--time-budget {budget:.0f}s is too short: even 1 step takes ~{one.sampling + overhead:.0f}s "
-            f"here. Raise the budget, use a shorter --duration, --cfg-strength 0, or a GPU."
+            f"--time-budget {budget:.0f}s is too short: even 1 step takes ~{one:.0f}s here. "
+            "Raise the budget, use a shorter --duration, --cfg-strength 0, or a GPU."
         )
-    return best
+    return fits[-1]

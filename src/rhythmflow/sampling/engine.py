@@ -246,7 +246,7 @@ def sample(
         if callback is not None:
             callback(event)
 
-    log.info(
+    log.debug(
         "sampling: %d %s steps from step %d, cfg=%s, shape=%s, model dtype %s",
         steps,
         solver,
@@ -285,7 +285,7 @@ def sample(
             _check_finite(x_any, k, steps, float(t_k), "after the anytime jump to t=1")
             latent, jumped = inputs.finish(x_any), True
     elapsed = time.perf_counter() - started
-    log.info(
+    log.debug(
         "sampling %s after %d/%d steps, %d evaluations, %.1f s%s",
         status,
         k,
