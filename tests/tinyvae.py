@@ -1,49 +1,23 @@
-"""Tiny TorchScript VAEs for tests: real ``torch.jit`` files with the official VAE's method names
-(``decode_export``, ``encode_export``) and rates (64 latent channels, 2048 samples per frame,
-2 audio channels, encoder output = 128 channels of mean and scale).
-
-Both directions are convolution-only, so each output frame depends on a few neighbouring frames
-only (``DECODER_REACH`` / ``ENCODER_REACH``): chunked processing with ``overlap // 2`` larger than
-that reach reproduces whole-song processing exactly, away from nothing but float round-off.
-"""
+"""Tiny TorchScript VAEs for tests (the VAE itself lives in :mod:`rhythmflow.tiny`, shared with
+``rhythmflow diagnose --smoke``), plus a module that is not a DiffRhythm VAE."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-HOP = 2048
-LATENT_DIM = 64
-CHANNELS = 2
-DECODER_REACH = 2  # frames each side a decoded frame depends on (kernel 5)
-ENCODER_REACH = 1  # frames each side an encoded frame depends on (kernel 3)
-
-
-class TinyVAE(nn.Module):
-    def __init__(self, hop: int = HOP, latent_dim: int = LATENT_DIM, hidden: int = 8) -> None:
-        super().__init__()
-        self.dec_mix = nn.Conv1d(
-            latent_dim, hidden, kernel_size=2 * DECODER_REACH + 1, padding=DECODER_REACH
-        )
-        self.dec_up = nn.ConvTranspose1d(hidden, CHANNELS, kernel_size=hop, stride=hop)
-        self.enc_down = nn.Conv1d(CHANNELS, hidden, kernel_size=hop, stride=hop)
-        self.enc_mix = nn.Conv1d(
-            hidden, 2 * latent_dim, kernel_size=2 * ENCODER_REACH + 1, padding=ENCODER_REACH
-        )
-
-    @torch.jit.export
-    def decode_export(self, z: torch.Tensor) -> torch.Tensor:  # [b, 64, n] -> [b, 2, n*hop]
-        return self.dec_up(torch.tanh(self.dec_mix(z)))
-
-    @torch.jit.export
-    def encode_export(self, x: torch.Tensor) -> torch.Tensor:  # [b, 2, s] -> [b, 128, s//hop]
-        return self.enc_mix(torch.tanh(self.enc_down(x)))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode_export(z)
+from rhythmflow.tiny import (  # noqa: F401 - re-exported for the tests
+    CHANNELS,
+    DECODER_REACH,
+    ENCODER_REACH,
+    HOP,
+    LATENT_DIM,
+    TinyVAE,
+    _script,
+    build_tiny_vae,
+)
 
 
 class DecodeOnly(nn.Module):
@@ -59,24 +33,6 @@ class DecodeOnly(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.decode_export(z)
-
-
-def _script(model: nn.Module) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():  # the format under test is TorchScript, deprecated or not
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return torch.jit.script(model)
-
-
-def build_tiny_vae(path: str | Path, *, seed: int = 0, hop: int = HOP) -> Path:
-    """Build a random-weight :class:`TinyVAE` (deterministic for ``seed``), script it and save it
-    to ``path``; the global RNG state is left untouched. Returns the path."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = TinyVAE(hop=hop).eval()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _script(model).save(str(path))
-    return path
 
 
 def build_decode_only(path: str | Path) -> Path:

@@ -25,6 +25,7 @@ import torch
 
 from rhythmflow import audio
 from rhythmflow.errors import UsageError
+from rhythmflow.sampling.guidance import segments_to_mask
 from rhythmflow.vae import VAE
 
 log = logging.getLogger(__name__)
@@ -101,14 +102,6 @@ def segments_to_frames(
     return [(s, e) for s, e, _ in frames]
 
 
-def frame_mask(pred_segments: Sequence[tuple[int, int]], n_frames: int) -> torch.Tensor:
-    """Bool ``[n_frames]``: True on frames inside any ``[start, end)`` segment (generated)."""
-    mask = torch.zeros(n_frames, dtype=torch.bool)
-    for start, end in pred_segments:
-        mask[start:end] = True
-    return mask
-
-
 def load_reference_song(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """A reference song as the VAE wants it (upstream ``prepare_audio`` + ``normalize_audio``):
     float32 ``[1, 2, s]`` at ``sample_rate``, stereo, peak at -6 dBFS."""
@@ -155,7 +148,7 @@ def plan_edit(
     if reference.dim() != 3 or reference.shape[0] != 1:
         raise UsageError(f"reference latents must be [1, n, d]; got {list(reference.shape)}")
     pred = segments_to_frames(parse_segments(segments), n_frames, sample_rate=sample_rate, hop=hop)
-    mask = frame_mask(pred, n_frames)
+    mask = segments_to_mask(pred, n_frames)
     n_ref = reference.shape[1]
     if n_ref < n_frames and not bool(mask[n_ref:].all()):
         first = n_ref + int(torch.nonzero(~mask[n_ref:])[0])
