@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 from rhythmflow.edit import (
     EditPlan,
-    frame_mask,
     load_reference_song,
     parse_segments,
     plan_edit,
@@ -21,6 +20,7 @@ from rhythmflow.edit import (
     segments_to_frames,
 )
 from rhythmflow.errors import UsageError
+from rhythmflow.sampling import segments_to_mask as frame_mask
 from rhythmflow.vae import load_vae
 from tests.tinyvae import build_tiny_vae
 
