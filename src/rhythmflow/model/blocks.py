@@ -128,8 +128,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        if h.dtype == self.weight.dtype:  # h is a fresh tensor: scale it in place
+            return h.mul_(self.weight)
+        return self.weight * h
 
 
 def rope_tables(n: int, head_dim: int, theta: float, device, dtype) -> tuple[Tensor, Tensor]:
@@ -142,9 +144,15 @@ def rope_tables(n: int, head_dim: int, theta: float, device, dtype) -> tuple[Ten
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # x [b, h, n, k]
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x·cos + rotate_half(x)·sin`` with ``rotate_half(x) = cat(−x2, x1)`` over the last axis
+    (x [..., k]; cos, sin broadcast to x). One new tensor; the halves are updated in place."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = x * cos
+    out[..., :half].addcmul_(x2, sin[..., :half], value=-1)
+    out[..., half:].addcmul_(x1, sin[..., half:])
+    return out
 
 
 class SelfAttention(nn.Module):
@@ -158,16 +166,14 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim, bias=False)
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # cos, sin [n, k]
         b, n, d = x.shape
         h = self.heads
-
-        def split(t: Tensor) -> Tensor:
-            return t.view(b, n, h, d // h).transpose(1, 2)  # [b, h, n, k]
-
-        q = apply_rope(split(self.q_proj(x)), cos, sin)
-        k = apply_rope(split(self.k_proj(x)), cos, sin)
-        v = split(self.v_proj(x))
+        cos, sin = cos[:, None, :], sin[:, None, :]  # [n, 1, k]
+        # RoPE runs on the contiguous [b, n, h, k] projections; SDPA takes the [b, h, n, k] views.
+        q = apply_rope(self.q_proj(x).view(b, n, h, d // h), cos, sin).transpose(1, 2)
+        k = apply_rope(self.k_proj(x).view(b, n, h, d // h), cos, sin).transpose(1, 2)
+        v = self.v_proj(x).view(b, n, h, d // h).transpose(1, 2)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # [b, h, n, k]
         return self.o_proj(o.transpose(1, 2).reshape(b, n, d))
 
@@ -179,8 +185,9 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: Tensor) -> Tensor:  # inference only: the hidden tensor is reused in place
+        h = F.silu(self.gate_proj(x), inplace=True)
+        return self.down_proj(h.mul_(self.up_proj(x)))
 
 
 class DecoderLayer(nn.Module):

@@ -1,0 +1,144 @@
+"""The performance model: analytic FLOPs against torch's FLOP counter, memory, estimates."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from rhythmflow import perf
+from rhythmflow.config import PRESETS
+from rhythmflow.model.testing import TINY, random_dit
+
+CONFIGS = [TINY, dataclasses.replace(TINY, depth=3, conv_layers=2, max_frames=6144, ff_mult=3)]
+
+
+def math_sdpa(q, k, v, attn_mask=None, is_causal=False, **kw):
+    """Attention as explicit matmuls, so the FLOP counter sees QKᵀ and AV."""
+    assert attn_mask is None and not is_causal
+    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return w @ v
+
+
+def counted(monkeypatch, fn) -> dict[str, int]:
+    monkeypatch.setattr(F, "scaled_dot_product_attention", math_sdpa)
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return {name: sum(c.values()) for name, c in fc.get_flop_counts().items()}
+
+
+def group(counts: dict[str, int], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return sum(v for k, v in counts.items() if rx.fullmatch(k))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["tiny", "tiny6144"])
+@pytest.mark.parametrize(("frames", "batch"), [(24, 1), (40, 2)])
+def test_forward_flops_match_flop_counter(monkeypatch, cfg, frames, batch):
+    model = random_dit(cfg)
+    a = perf.model_inputs(model, frames, batch)
+    x, t = a.pop("x"), a.pop("t")
+    c = model.prepare(**a)
+    counts = counted(monkeypatch, lambda: model(x, t, c))
+    mine = perf.forward_flops(cfg, frames, batch)
+    assert mine["total"] == counts["Global"]
+    assert mine["mlp"] == group(counts, r"DiT\.transformer_blocks\.\d+\.mlp")
+    attn = group(counts, r"DiT\.transformer_blocks\.\d+\.self_attn")
+    proj = group(counts, r"DiT\.transformer_blocks\.\d+\.self_attn\.[qkvo]_proj")
+    assert (mine["projections"], mine["attention"]) == (proj, attn - proj)
+    assert mine["convolutions"] == counts["DiT.input_embed.conv_pos_embed"]
+    assert mine["output"] == counts["DiT.norm_out"] + counts["DiT.proj_out"]
+    assert sum(v for k, v in mine.items() if k != "total") == mine["total"]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["tiny", "tiny6144"])
+def test_prepare_flops_match_flop_counter(monkeypatch, cfg):
+    model = random_dit(cfg)
+    a = perf.model_inputs(model, 20, 2)
+    a.pop("x"), a.pop("t")
+    counts = counted(monkeypatch, lambda: model.prepare(**a))
+    assert perf.prepare_flops(cfg, 20, 2) == counts["Global"]
+
+
+def test_full_size_flops_are_about_5_tflop_at_2048_frames():
+    fl = perf.forward_flops(PRESETS["v1.2-base"], 2048)
+    assert 4.9e12 < fl["total"] < 5.3e12
+    assert fl["mlp"] > fl["projections"] > fl["attention"] > fl["convolutions"]
+    assert perf.forward_flops(PRESETS["v1.2-base"], 2048, 2)["total"] == 2 * fl["total"]
+
+
+def test_param_count_and_bytes():
+    model = random_dit(TINY)
+    n = sum(p.numel() for p in model.parameters())
+    assert perf.param_count(TINY) == n
+    assert perf.param_bytes(TINY) == 4 * n
+    assert perf.param_bytes(TINY, torch.float16) == 2 * n
+    assert perf.param_bytes(TINY, torch.int8) == n
+
+
+def test_estimate_seconds_follows_the_flop_count():
+    cfg, n, g = PRESETS["v1.2-base"], 2048, 50.0
+    one = perf.forward_flops(cfg, n, 1)["total"]
+    two = perf.forward_flops(cfg, n, 2)["total"]
+    base = perf.estimate_seconds(cfg, n, 16, cfg=True, gflops=g)
+    assert base == pytest.approx((16 * two + perf.prepare_flops(cfg, n, 2)) / (g * 1e9))
+    assert perf.estimate_seconds(cfg, n, 16, solver="heun", gflops=g) == pytest.approx(
+        (32 * two + perf.prepare_flops(cfg, n, 2)) / (g * 1e9)
+    )
+    no_cfg = perf.estimate_seconds(cfg, n, 16, cfg=False, gflops=g)
+    assert no_cfg == pytest.approx((16 * one + perf.prepare_flops(cfg, n, 1)) / (g * 1e9))
+    assert perf.estimate_seconds(cfg, n, 16, guided_fraction=0.0, gflops=g) < base
+    assert perf.estimate_seconds(cfg, n, 16, gflops=g, efficiency=0.5) == pytest.approx(2 * base)
+    assert perf.estimate_seconds(cfg, n, 32, gflops=g) > 1.99 * base
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(solver="dopri5", gflops=50.0),
+        dict(gflops=0.0),
+        dict(gflops=50.0, efficiency=-1.0),
+        dict(gflops=50.0, guided_fraction=1.5),
+    ],
+)
+def test_estimate_rejects_bad_arguments(kw):
+    from rhythmflow.errors import UsageError
+
+    with pytest.raises(UsageError):
+        perf.estimate_seconds(TINY, 64, 8, **kw)
+
+
+@pytest.mark.parametrize("layout", ["linear", "matmul", "int8"])
+def test_measure_gemm_gflops_runs_every_layout(layout):
+    g = perf.measure_gemm_gflops(32, 64, 48, layout=layout, repeats=1)
+    assert math.isfinite(g) and g > 0
+
+
+def test_measure_gemm_rejects_unknown_layout():
+    with pytest.raises(ValueError, match="layout"):
+        perf.measure_gemm_gflops(8, 8, 8, layout="sparse")
+
+
+def test_time_forward_leaves_the_model_unchanged():
+    model = random_dit(TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = perf.time_forward(model, 32, 2, repeats=2, warmup_frames=8)
+    assert math.isfinite(s) and s > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_peak_memory_sees_an_allocation():
+    import mmap
+
+    size = 64 * 2**20
+    with perf.PeakMemory(interval=0.001) as mem:
+        block = mmap.mmap(-1, size)  # fresh anonymous pages (malloc could reuse freed ones)
+        block.write(b"\x01" * size)  # touched, and alive when the with-block exits
+    block.close()
+    assert mem.peak_rss - mem.start_rss > 48 * 2**20
+    assert mem.peak_anon > 0
