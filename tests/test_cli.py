@@ -287,3 +287,16 @@ def test_style_prompt_without_mulan_says_how_to_install(files, tmp_path, capsys)
     args[i:i + 2] = ["--style-prompt", "jazzy nightclub vibe"]
     assert main(args) == errors.EXIT_ASSET
     assert "rhythmflow[mulan]" in capsys.readouterr().err
+
+
+def test_quantize_int8_runs_and_is_recorded(files, tmp_path):
+    out = tmp_path / "q.wav"
+    assert main(base_args(files, out, "--progress", "none", "--quantize", "int8")) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["model"]["quantize"] == "int8"
+
+
+def test_quantize_needs_float32(files, tmp_path, capsys):
+    rc = main(base_args(files, tmp_path / "q.wav", "--quantize", "int8", "--dtype", "bfloat16"))
+    assert rc == errors.EXIT_USAGE
+    assert "float32" in capsys.readouterr().err

@@ -355,3 +355,16 @@ def test_infer_config_reads_every_dimension(tiny_model):
     cfg = dataclasses.replace(TINY, dim=128, depth=3, ff_mult=3, conv_layers=2, text_num_embeds=100)
     model = random_dit(cfg)
     assert infer_config(model.state_dict()) == cfg
+
+
+def test_low_precision_cpu_convolutions_run_in_float32():
+    from rhythmflow.model.blocks import conv1d
+
+    conv = torch.nn.Conv1d(32, 32, 7, padding=3, groups=32).bfloat16()
+    x = torch.randn(1, 32, 20).bfloat16()
+    ref = torch.nn.functional.conv1d(x.float(), conv.weight.float(), conv.bias.float(), padding=3,
+                                     groups=32).bfloat16()
+    assert torch.equal(conv1d(conv, x), ref)
+    c32 = torch.nn.Conv1d(4, 4, 3)
+    x32 = torch.randn(1, 4, 9)
+    assert torch.equal(conv1d(c32, x32), c32(x32))

@@ -136,8 +136,10 @@ class SongGenerator:
                               config=model_config)
         if quantize == "int8":
             from rhythmflow.model.quantize import quantize_int8
+            from rhythmflow.perf import release_freed_memory
 
             dit = quantize_int8(dit)
+            release_freed_memory()  # give the replaced float32 weights back to the OS
         elif quantize != "none":
             raise UsageError(f"unknown quantization {quantize!r}; choose none or int8")
         ident.update(config=dit.config.to_dict(), quantize=quantize, dtype=runtime.dtype,

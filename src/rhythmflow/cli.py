@@ -135,6 +135,9 @@ def _install_signal_handlers(cancel) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         from rhythmflow.commands import run_generate
+        from rhythmflow.perf import keep_freed_memory
+
+        keep_freed_memory()  # reuse freed activations instead of re-faulting pages (PERFORMANCE.md)
         from rhythmflow.sampling import CancelToken
 
         cancel = CancelToken()

@@ -39,6 +39,17 @@ def text_position_table(n_rows: int, dim: int, theta: float = 10000.0) -> Tensor
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+def conv1d(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """``conv(x)``, computed in float32 for float16/bfloat16 on the CPU: PyTorch has no fast
+    low-precision grouped/depthwise CPU kernel and falls back to one slow call per group."""
+    if x.device.type != "cpu" or x.dtype == torch.float32 or x.dtype == torch.float64:
+        return conv(x)
+    bias = None if conv.bias is None else conv.bias.float()
+    y = F.conv1d(x.float(), conv.weight.float(), bias, conv.stride, conv.padding, conv.dilation,
+                 conv.groups)
+    return y.to(x.dtype)
+
+
 class GRN(nn.Module):
     """Global response normalisation (ConvNeXt-V2) with the norm taken over the time axis."""
 
@@ -63,7 +74,7 @@ class ConvNeXtV2Block(nn.Module):
         self.pwconv2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:  # [b, n, t]
-        h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
+        h = conv1d(self.dwconv, x.transpose(1, 2)).transpose(1, 2)
         h = self.pwconv1(self.norm(h))
         h = self.grn(F.gelu(h))
         return x + self.pwconv2(h)
@@ -102,7 +113,10 @@ class ConvPositionEmbedding(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:  # [b, n, d] -> [b, n, d], contiguous
-        return self.conv1d(x.transpose(1, 2)).transpose(1, 2).contiguous()
+        h = x.transpose(1, 2)
+        for layer in self.conv1d:
+            h = conv1d(layer, h) if isinstance(layer, nn.Conv1d) else layer(h)
+        return h.transpose(1, 2).contiguous()
 
 
 class InputEmbedding(nn.Module):
