@@ -300,3 +300,18 @@ def test_quantize_needs_float32(files, tmp_path, capsys):
     rc = main(base_args(files, tmp_path / "q.wav", "--quantize", "int8", "--dtype", "bfloat16"))
     assert rc == errors.EXIT_USAGE
     assert "float32" in capsys.readouterr().err
+
+
+def test_output_formats_and_loudness(files, tmp_path):
+    from rhythmflow.audio import integrated_loudness
+
+    out = tmp_path / "hi.wav"
+    assert main(base_args(files, out, "--progress", "none", "--sample-format", "int24",
+                          "--loudness", "-20")) == 0
+    info = sf.info(out)
+    assert info.subtype == "PCM_24"
+    data, sr = sf.read(out, always_2d=True)
+    assert abs(integrated_loudness(data.T, sr) - (-20)) < 0.5
+    mp3 = tmp_path / "song.mp3"
+    assert main(base_args(files, mp3, "--progress", "none")) == 0
+    assert sf.info(mp3).format == "MP3" and mp3.with_suffix(".json").is_file()

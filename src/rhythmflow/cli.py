@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output audio file (default output.wav; batch: name_0.wav, name_1.wav …)")
     g.add_argument("--format", choices=["wav", "flac", "mp3"], help="audio format (default: from "
                    "the output suffix, else wav)")
+    g.add_argument("--sample-format", choices=["int16", "int24", "float32"], default="int16",
+                   help="wav sample format (int16 as the original; int24, float32)")
+    g.add_argument("--loudness", type=float, metavar="LUFS", help="normalise to this integrated "
+                   "loudness (e.g. -14) instead of the original's peak normalisation")
     g.add_argument("--progress", choices=["bar", "log", "json", "none"], default="bar",
                    help="progress display on stderr (json: one object per line on stdout)")
     _common(g)

@@ -122,7 +122,9 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         keep_last_line=args.keep_last_line)
     view(StageEvent("write", f"writing {len(outputs)} file(s)"))
     for i, path in enumerate(outputs):
-        write_audio(path, song.audio[i], song.sample_rate)
+        write_audio(path, song.audio[i], song.sample_rate, sample_format=args.sample_format,
+                    normalize="peak" if args.loudness is None else "loudness",
+                    target_lufs=args.loudness if args.loudness is not None else -14.0)
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
         write_sidecar(path, meta)
