@@ -315,3 +315,12 @@ def test_output_formats_and_loudness(files, tmp_path):
     mp3 = tmp_path / "song.mp3"
     assert main(base_args(files, mp3, "--progress", "none")) == 0
     assert sf.info(mp3).format == "MP3" and mp3.with_suffix(".json").is_file()
+
+
+def test_anytime_timeout_still_writes_a_song(files, tmp_path):
+    out = tmp_path / "a.wav"
+    assert main(base_args(files, out, "--progress", "none", "--timeout", "0.001",
+                          "--anytime")) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["settings"]["anytime"] is True and meta["status"] == "timeout"
+    assert sf.info(out).frames == 2048 * 2048
