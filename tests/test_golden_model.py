@@ -5,6 +5,7 @@ Works for any golden set in the `model/` format: cases are discovered from golde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -27,7 +28,9 @@ CHECKPOINTS = sorted(
 )
 IO_KEYS = sorted(safe_open(str(GOLDEN / "golden_io.safetensors"), "pt").keys())
 FWD_CASES = [k for k in IO_KEYS if k.startswith("fwd_")]
-_FWD = re.compile(r"fwd_(gen|edit)_(cond|uncond|cfg)(?:_(drop_prompt|alt_start|alt_duration))?$")
+_FWD = re.compile(
+    r"fwd_(gen|edit)_(cond|uncond|cfg)(?:_(drop_prompt|alt_start(?:_time)?|alt_(?:song_)?duration))?$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,10 @@ def golden_config() -> dict:
 
 @pytest.fixture(scope="module", params=CHECKPOINTS)
 def model(request):
-    return load_checkpoint(GOLDEN / request.param, dtype=torch.float32)
+    # The architecture comes from the official config.json: shapes alone cannot tell max_frames
+    # (it only shows whether the 6144-frame duration embedding exists).
+    return load_checkpoint(GOLDEN / request.param, dtype=torch.float32,
+                           config=GOLDEN / "config.json")
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = STRICT) -> None:
@@ -62,6 +68,9 @@ def test_golden_set_is_complete():
 def test_config_inferred_from_checkpoint_matches_official_config(model, golden_config):
     official = DiTConfig.from_official(golden_config)
     assert model.config == official
+    inferred = load_checkpoint(GOLDEN / CHECKPOINTS[0]).config
+    expected_max = official.max_frames if official.max_frames in (2048, 6144) else 2048
+    assert inferred == dataclasses.replace(official, max_frames=expected_max)
     assert sum(p.numel() for p in model.parameters()) == golden_config["effective"]["num_params"]
     assert model.config.heads == golden_config["effective"]["num_attention_heads"]
     assert model.config.head_dim == golden_config["effective"]["head_dim"]
@@ -79,9 +88,10 @@ def test_official_config_file_gives_same_model(golden_config, io):
 
 def _forward(model, io, golden_config, name: str) -> torch.Tensor:
     mode, kind, variant = _FWD.match(name).groups()
+    variant = variant or ""
     cond = io["cond_gen"] if mode == "gen" else io["cond_edit"]
-    start = io["alt_start_time"] if variant == "alt_start" else io["start_time"]
-    duration = io["alt_song_duration"] if variant == "alt_duration" else io["song_duration"]
+    start = io["alt_start_time"] if variant.startswith("alt_start") else io["start_time"]
+    duration = io["alt_song_duration"] if "duration" in variant else io["song_duration"]
 
     def run(uncond: bool) -> torch.Tensor:
         c = model.prepare(

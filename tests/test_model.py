@@ -368,3 +368,15 @@ def test_low_precision_cpu_convolutions_run_in_float32():
     c32 = torch.nn.Conv1d(4, 4, 3)
     x32 = torch.randn(1, 4, 9)
     assert torch.equal(conv1d(c32, x32), c32(x32))
+
+
+def test_config_file_max_frames_wins_over_the_shape_rule(tmp_path):
+    cfg = dataclasses.replace(TINY, max_frames=4096)  # no duration embedding, yet not 2048
+    path = save_checkpoint(random_dit(cfg), tmp_path / "m.pt")
+    assert load_checkpoint(path).config.max_frames == 2048  # shapes alone: the 2048 rule
+    conf = tmp_path / "config.json"
+    conf.write_text('{"model": ' + __import__("json").dumps(
+        {k: v for k, v in cfg.to_dict().items() if k not in ("heads", "rms_norm_eps", "rope_theta")}
+    ) + "}")
+    loaded = load_checkpoint(path, config=conf)
+    assert loaded.config == cfg and loaded.text_embed.freqs_cis.shape[0] == 4096

@@ -79,7 +79,8 @@ class DiTConfig:
     def from_official(cls, d: dict[str, Any], *, max_frames: int | None = None) -> DiTConfig:
         """Build from an official DiffRhythm config (``{"model": {...}}``, the golden
         ``{"dit_kwargs": {...}}`` or the flat DiT kwargs). ``heads``/``dim_head`` are ignored as
-        upstream ignores them; other unknown keys raise."""
+        upstream ignores them; other unknown keys raise. ``max_frames`` applies when the config
+        does not say (official configs leave it to the model: 2048 base, 6144 full)."""
         kw = d.get("model", d.get("dit_kwargs", d))
         if not isinstance(kw, dict):
             raise UsageError("model config: expected a JSON object with the DiT arguments")
@@ -106,12 +107,13 @@ class DiTConfig:
             raise UsageError(f"model config: unknown keys {unknown}; known: {sorted(known)}")
         args = {k: v for k, v in kw.items() if k in known}
         if max_frames is not None:
-            args["max_frames"] = max_frames
+            args.setdefault("max_frames", max_frames)
         return cls(**args)
 
 
 def load_config_file(path: str | Path, *, max_frames: int | None = None) -> DiTConfig:
-    """Read a model config JSON file (official or our own ``DiTConfig.to_dict`` format)."""
+    """Read a model config JSON file (official or our own ``DiTConfig.to_dict`` format);
+    ``max_frames`` is used when the file does not give it."""
     path = Path(path)
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -123,8 +125,9 @@ def load_config_file(path: str | Path, *, max_frames: int | None = None) -> DiTC
         raise UsageError(f"model config {path}: expected a JSON object")
     names = {f.name for f in dataclasses.fields(DiTConfig)}
     if set(d) <= names and "heads" not in d:
-        cfg = DiTConfig.from_dict(d)
-        return dataclasses.replace(cfg, max_frames=max_frames) if max_frames else cfg
+        if max_frames is not None:
+            d = {"max_frames": max_frames, **d}
+        return DiTConfig.from_dict(d)
     return DiTConfig.from_official(d, max_frames=max_frames)
 
 
