@@ -24,6 +24,7 @@ from typing import Any
 
 from rhythmflow.errors import DependencyError
 from rhythmflow.lyrics.g2p.english_text import normalize_english
+from rhythmflow.lyrics.g2p.punctuation import map_cjk_punctuation
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,6 @@ _SPECIAL_RES = tuple(
 # a backtick, as in the original).
 _FINAL_PHONE_CHARS = "p⁼ʰmftnlkxʃs`ɹaoəɛɪeɑʊŋiuɥwæjː"
 
-_CJK_PUNCTUATION = (
-    ("，", ","),
-    ("。", "."),
-    ("！", "!"),
-    ("？", "?"),
-    ("；", ";"),
-    ("：", ":"),
-    ("、", ","),
-    ("‘", "'"),
-    ("’", "'"),
-    ("⋯", "…"),
-    ("···", "…"),
-    ("・・・", "…"),
-    ("...", "…"),
-)
 _NOT_KEPT = re.compile(r"[^\w\s_,.?!;:'…]")
 _SPACE_AROUND_PUNCT = re.compile(r"\s*([,.?!;:'…])\s*")
 _SPACES = re.compile(r"\s+")
@@ -93,8 +79,7 @@ class _PhonemizerLog(logging.LoggerAdapter):
 def clean_punctuation(line: str) -> str:
     """One text line as the original TextTokenizer prepares it for espeak."""
     line = line.strip()
-    for cjk, ascii_mark in _CJK_PUNCTUATION:
-        line = line.replace(cjk, ascii_mark)
+    line = map_cjk_punctuation(line)
     line = _NOT_KEPT.sub("", line)
     line = _SPACE_AROUND_PUNCT.sub(r"\1", line)
     return _SPACES.sub(" ", line)

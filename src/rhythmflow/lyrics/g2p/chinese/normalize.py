@@ -11,23 +11,8 @@ import re
 
 from rhythmflow.errors import LyricsError
 from rhythmflow.lyrics.g2p.chinese._deps import require
+from rhythmflow.lyrics.g2p.punctuation import map_cjk_punctuation
 
-# Applied in this order (the multi-character ellipses after the single ones).
-_PUNCTUATION = (
-    ("，", ","),
-    ("。", "."),
-    ("！", "!"),
-    ("？", "?"),
-    ("；", ";"),
-    ("：", ":"),
-    ("、", ","),
-    ("‘", "'"),
-    ("’", "'"),
-    ("⋯", "…"),
-    ("···", "…"),
-    ("・・・", "…"),
-    ("...", "…"),
-)
 _WHITESPACE = re.compile(r"\s+")
 _NOT_KEPT = re.compile(r"[^\u4e00-\u9fff_,.?!;:'…]")
 
@@ -50,7 +35,6 @@ def numbers_to_chinese(text: str) -> str:
 
 def normalize(text: str) -> str:
     """Map CJK punctuation to ASCII, drop whitespace, keep only hanzi and ``_,.?!;:'…``."""
-    for src, dst in _PUNCTUATION:
-        text = text.replace(src, dst)
+    text = map_cjk_punctuation(text)
     text = _WHITESPACE.sub("", text)
     return _NOT_KEPT.sub("", text)
