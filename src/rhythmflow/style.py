@@ -169,7 +169,10 @@ class MuQMuLanEncoder:
 
         config = json.loads(assets.resolve("mulan-config", **self._assets).read_text("utf-8"))
         weights = assets.resolve("mulan-weights", **self._assets)
-        # point the towers at the resolved local folders so nothing is looked up by name
+        # point the towers at the resolved local folders so nothing is looked up by name. muq
+        # (0.1.0) picks each tower's loader from the name ('muq' / 'xlm-roberta' in it); the
+        # folders keep the repo ids in their paths (HF cache or <assets-dir>/<repo_id>/), so it
+        # still chooses right.
         towers = {
             "audio_model": ("muq-config", "muq-weights"),
             "text_model": ("xlmr-config", "xlmr-weights", "xlmr-tokenizer", "xlmr-sentencepiece"),
