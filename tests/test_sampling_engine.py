@@ -317,21 +317,20 @@ def test_resume_with_the_real_model_cut_by_an_evaluation_clock(model):
 def test_resume_with_other_settings_names_the_mismatch(change, name):
     clock = CountingClock()
     kw = dict(steps=4, cfg_strength=2.0, seed=1)
-    stopped = sample(clock.forward, toy_inputs(), **kw, deadline=Deadline(at=2, clock=clock))
+    stopped = _stopped_toy_run(clock, **kw)
     with pytest.raises(UsageError, match=name):
         sample(toy_forward, toy_inputs(), **{**kw, **change}, resume_state=stopped.state)
 
 
+def _stopped_toy_run(clock: CountingClock, **kw):
+    """A 4-step toy run (cfg 0, seed 1) whose deadline stops it after 2 evaluations."""
+    kw = {"steps": 4, "cfg_strength": 0.0, "seed": 1, **kw}
+    return sample(clock.forward, toy_inputs(), **kw, deadline=Deadline(at=2, clock=clock))
+
+
 def test_resume_refuses_explicit_noise():
     clock = CountingClock()
-    stopped = sample(
-        clock.forward,
-        toy_inputs(),
-        steps=4,
-        cfg_strength=0.0,
-        seed=1,
-        deadline=Deadline(at=2, clock=clock),
-    )
+    stopped = _stopped_toy_run(clock)
     with pytest.raises(UsageError, match="noise"):
         sample(
             toy_forward,
@@ -345,14 +344,7 @@ def test_resume_refuses_explicit_noise():
 
 def test_resume_with_another_shape_or_mask_is_refused(model):
     clock = CountingClock()
-    stopped = sample(
-        clock.forward,
-        toy_inputs(),
-        steps=4,
-        cfg_strength=0.0,
-        seed=1,
-        deadline=Deadline(at=2, clock=clock),
-    )
+    stopped = _stopped_toy_run(clock)
     with pytest.raises(UsageError, match="shape"):
         sample(toy_forward, toy_inputs(b=2), steps=4, cfg_strength=0.0, resume_state=stopped.state)
     edit = sample(
