@@ -193,8 +193,11 @@ def smoke(workdir: Path) -> dict[str, Any]:
 
 def run_diagnose(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"system": system_report(), "model": model_report(args.duration)}
-    log.info("benchmarking the full-size transformer (random weights, %d frames)…",
-             args.bench_frames)
+    if args.bench_frames > 0:
+        log.info("benchmarking the full-size transformer (random weights, %d frames)…",
+                 args.bench_frames)
+    else:
+        log.info("measuring this machine's GEMM throughput…")
     report["benchmark"] = bench = benchmark(args.bench_frames)
     # A short benchmark forward runs below the full-length rate (fixed costs, small GEMMs); at
     # full length the forward reaches ~0.9 of the GEMM rate, so the estimate uses that. The
