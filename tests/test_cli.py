@@ -324,3 +324,13 @@ def test_anytime_timeout_still_writes_a_song(files, tmp_path):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["settings"]["anytime"] is True and meta["status"] == "timeout"
     assert sf.info(out).frames == 2048 * 2048
+
+
+def test_instrumental_without_lyrics(files, tmp_path):
+    out = tmp_path / "inst.wav"
+    args = base_args(files, out, "--progress", "none")
+    i = args.index("--lrc")
+    del args[i:i + 2]
+    assert main(args) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["lyrics"]["placed"] == 0 and sf.info(out).frames == 2048 * 2048
