@@ -334,3 +334,19 @@ def test_instrumental_without_lyrics(files, tmp_path):
     assert main(args) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["lyrics"]["placed"] == 0 and sf.info(out).frames == 2048 * 2048
+
+
+def test_full_model_song_length_follows_duration(files, tmp_path):
+    full = save_checkpoint(random_dit(dataclasses.replace(CFG, max_frames=6144), seed=2),
+                           tmp_path / "full.pt")
+    out = tmp_path / "long.wav"
+    args = base_args(files, out, "--progress", "none", "--duration", "150", "--steps", "1")
+    args[args.index("--checkpoint") + 1] = str(full)
+    args.remove("3")  # the --steps 3 of base_args; the later --steps 1 is used
+    args.remove("--steps")
+    assert main(args) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["settings"]["frames"] == int(150 * 44100 / 2048) == 3229
+    assert meta["lyrics"]["placed"] == 3  # no last-line rule for full models
+    assert sf.info(out).frames == 3229 * 2048
+    assert main(args[:-2] + ["--duration", "300"]) == errors.EXIT_USAGE
