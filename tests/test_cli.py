@@ -86,6 +86,8 @@ def test_progress_json_events_in_order(files, tmp_path):
     assert [e["step"] for e in steps] == [1, 2, 3] and all(e["total"] == 3 for e in steps)
     assert steps[-1]["eta"] == 0 and all(e["elapsed"] >= 0 for e in steps)
     assert any(e["event"] == "DecodeEvent" for e in events)
+    assert all(line.startswith("{") for line in proc.stdout.splitlines())
+    assert events[-1] == {"event": "Output", "path": str(tmp_path / "s.wav"), "seed": 11}
 
 
 def test_timeout_saves_state_and_resume_finishes_identically(files, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -128,7 +129,10 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
         write_sidecar(path, meta)
-        print(path)
+        if view.mode == "json":  # stdout stays one JSON object per line
+            print(json.dumps({"event": "Output", "path": str(path), "seed": song.seeds[i]}))
+        else:
+            print(path)
     if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():
         Path(save_state).unlink(missing_ok=True)  # the state is used up
     return errors.EXIT_OK
