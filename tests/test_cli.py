@@ -352,3 +352,9 @@ def test_full_model_song_length_follows_duration(files, tmp_path):
     assert meta["lyrics"]["placed"] == 3  # no last-line rule for full models
     assert sf.info(out).frames == 3229 * 2048
     assert main(args[:-2] + ["--duration", "300"]) == errors.EXIT_USAGE
+
+
+def test_in_process_run_restores_signal_handlers(tmp_path):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main(["generate", "--style-prompt", "x", "--lrc", str(tmp_path / "none.lrc")]) == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -145,8 +145,13 @@ def _run(args: argparse.Namespace) -> int:
         from rhythmflow.sampling import CancelToken
 
         cancel = CancelToken()
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         _install_signal_handlers(cancel)
-        return run_generate(args, ProgressView(args.progress), cancel)
+        try:
+            return run_generate(args, ProgressView(args.progress), cancel)
+        finally:  # main() may be called in-process (tests, notebooks): leave no handler behind
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if args.command == "fetch":
         from rhythmflow.commands import run_fetch
 
