@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rhythmflow.config import DiTConfig
 from rhythmflow.errors import ResourceError
+from rhythmflow.runtime import available_memory
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,6 @@ class MemoryEstimate:
         return (f"~{self.total / GB:.1f} GB{avail} (weights {self.weights / GB:.1f}, "
                 f"conditioning {self.conditioning / GB:.2f}, activations {self.activations / GB:.2f}, "
                 f"VAE {self.vae / GB:.1f})")
-
-
-def available_memory(device: str) -> int | None:
-    """Bytes free for a new allocation on ``device`` (None when unknown)."""
-    if device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
 
 
 def estimate_memory(config: DiTConfig, frames: int, *, batch: int = 1, cfg: bool = True,

@@ -136,6 +136,19 @@ def _check_device(device: str) -> str:
     return device
 
 
+def available_memory(device) -> int:
+    """Bytes free for a new allocation on ``device`` (str or torch.device): free CUDA memory on
+    a CUDA device, else available system RAM."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
 def apply_threads(threads: int) -> None:
     """Set torch's intra-op thread count (process-wide; called by the CLI / API at run start)."""
     import torch

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from rhythmflow.assets import resolve
 from rhythmflow.errors import CheckpointError, NumericalError, UsageError
+from rhythmflow.runtime import available_memory
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +91,6 @@ def chunk_windows(n: int, chunk_size: int, overlap: int) -> list[Window]:
     ]
 
 
-def available_memory(device: torch.device) -> int:
-    """Free bytes on ``device`` (CUDA: free device memory; otherwise available system RAM)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
 def auto_chunk_size(
     device: torch.device | str = "cpu",
     *,
@@ -108,7 +100,7 @@ def auto_chunk_size(
 ) -> int:
     """Chunk size in frames that keeps the decoder within a quarter of the free memory: a
     multiple of 32 in [max(64, overlap + 32), 1024]; upstream uses 128."""
-    free = available_memory(torch.device(device)) if available_bytes is None else available_bytes
+    free = available_memory(device) if available_bytes is None else available_bytes
     frames = int(free // 4 // (BYTES_PER_FRAME * max(batch, 1)))
     lo = max(64, (overlap // 32 + 1) * 32)
     return max(lo, min(1024, frames // 32 * 32))
