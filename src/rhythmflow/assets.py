@@ -156,7 +156,11 @@ class _CorruptAssetError(AssetError):
     """A file is present but its sha256 does not match the table (internal)."""
 
 
-def _sha256(path: Path, name: str, on_progress: ProgressFn | None) -> str:
+def file_sha256(
+    path: str | os.PathLike, name: str = "", on_progress: ProgressFn | None = None
+) -> str:
+    """Hex sha256 of a file, read in 8 MB pieces; ``on_progress`` gets "verify" events."""
+    path = Path(path).expanduser()
     total, done, h = path.stat().st_size, 0, hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(8 << 20):
@@ -198,7 +202,7 @@ def verify_file(
                 return True
         except (OSError, ValueError):
             pass
-    actual = _sha256(real, name or real.name, on_progress)
+    actual = file_sha256(real, name or real.name, on_progress)
     if actual != sha256.lower():
         raise _CorruptAssetError(
             f"corrupt asset {name or real.name}: {path} has sha256 {actual}, expected {sha256}; "

@@ -241,14 +241,6 @@ class StyleCache:
             log.warning("could not cache style embedding in %s: %s", self.folder, exc)
 
 
-def _file_digest(path: str | os.PathLike) -> bytes:
-    h = hashlib.sha256()
-    with Path(path).expanduser().open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
-
-
 def style_embedding(
     *,
     prompt: str | None = None,
@@ -278,7 +270,10 @@ def style_embedding(
     if prompt is not None:
         kind, content = "text", prompt.encode("utf-8")
     else:
-        kind, content = f"audio:{CLIP_SECONDS:g}s-mid", _file_digest(audio_path)
+        kind, content = (
+            f"audio:{CLIP_SECONDS:g}s-mid",
+            bytes.fromhex(assets.file_sha256(audio_path)),
+        )
     key = StyleCache.key(kind, content, encoder.revision) if store else ""
     if store and (hit := store.get(key)) is not None:
         log.info("style embedding from cache (%s)", kind)
