@@ -78,12 +78,13 @@ def _precheck_memory(args: argparse.Namespace) -> None:
         return  # the architecture is known after reading the file; generate() checks then
     from rhythmflow import estimate
     from rhythmflow.api import default_duration
-    from rhythmflow.config import FRAME_RATE, preset
+    from rhythmflow.config import preset
+    from rhythmflow.lyrics.tokens import end_frame_for
     from rhythmflow.runtime import resolve_runtime
 
     cfg = preset(_model_name(args))
     duration = args.duration if args.duration is not None else default_duration(cfg)
-    frames = 2048 if cfg.max_frames == 2048 else min(int(duration * FRAME_RATE), cfg.max_frames)
+    frames = end_frame_for(cfg.max_frames, duration)
     rt = resolve_runtime(args.device, args.dtype, args.threads)
     mem = estimate.estimate_memory(cfg, frames, batch=args.batch, cfg=args.cfg_strength > 0,
                                    dtype=rt.dtype, quantize=args.quantize, device=rt.device)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rhythmflow.config import FRAME_RATE, PRESETS
+from rhythmflow.config import PRESETS
 
 log = logging.getLogger("rhythmflow")
 GB = 1024**3
@@ -100,9 +100,7 @@ def model_report(duration: float) -> dict[str, Any]:
 
     out = {}
     for name in ("v1.2-base", "v1.2-full"):
-        cfg = PRESETS[name]
-        seconds = duration if duration > 95 else 285.0
-        frames = min(int(seconds * FRAME_RATE), cfg.max_frames) if cfg.max_frames > 2048 else 2048
+        cfg, frames = PRESETS[name], _frames(name, duration)
         params = param_count(cfg)
         out[name] = {
             "parameters": params, "frames": frames,
@@ -132,14 +130,20 @@ def benchmark(frames: int) -> dict[str, Any]:
     return result
 
 
+def _frames(name: str, duration: float) -> int:
+    """Latent frames of a ``duration`` song on preset ``name`` (full models: 285 s unless a
+    longer-than-95 s duration is asked for)."""
+    from rhythmflow.lyrics.tokens import end_frame_for
+
+    return end_frame_for(PRESETS[name].max_frames, duration if duration > 95 else 285.0)
+
+
 def estimates(duration: float, gflops: float) -> dict[str, dict[str, float]]:
     from rhythmflow.perf import estimate_seconds
 
     out = {}
     for name in ("v1.2-base", "v1.2-full"):
-        cfg = PRESETS[name]
-        seconds = duration if duration > 95 else 285.0
-        frames = 2048 if cfg.max_frames == 2048 else min(int(seconds * FRAME_RATE), 6144)
+        cfg, frames = PRESETS[name], _frames(name, duration)
         out[name] = {str(s): round(estimate_seconds(cfg, frames, s, gflops=gflops), 1)
                      for s in (4, 8, 16, 32)}
     return out
