@@ -238,7 +238,8 @@ class SongGenerator:
         check_duration(cfg, duration)
         if batch < 1:
             raise UsageError(f"--batch must be >= 1, got {batch}")
-        if seed is None and resume is None:
+        state = SamplerState.load(resume) if resume is not None else None
+        if seed is None and state is None:
             seed = secrets.randbelow(2**31)  # drawn here so the sidecar can reproduce the song
         timings: dict[str, float] = {"load": round(self.load_seconds, 3)}
 
@@ -265,7 +266,7 @@ class SongGenerator:
             if ref_song is None or edit_segments is None:
                 raise UsageError("edit mode needs both --ref-song and --edit-segments")
             t0 = time.perf_counter()
-            state_seed = SamplerState.load(resume).settings.seed if resume is not None else seed
+            state_seed = state.settings.seed if state is not None else seed
             reference, mask = self.reference(ref_song, edit_segments, n, state_seed or 0)
             stage("edit", f"{int(mask.sum())} of {n} frames to regenerate", t0)
         dev, dt = self.runtime.device, self.model.dtype
@@ -277,7 +278,6 @@ class SongGenerator:
             batch=batch)
         steps = self._choose_steps(steps, n, batch, cfg_strength, solver, time_budget, estimate,
                                    started, on_progress, timings, est)
-        state = SamplerState.load(resume) if resume is not None else None
         tag = _fingerprint(track.tokens, style_vec, neg, extra=str(self.identity.get("checkpoint")))
         t0 = time.perf_counter()
         stage("sample", f"{steps} {solver} steps, cfg {cfg_strength:g}, batch {batch}")
