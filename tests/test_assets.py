@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib
 import os
 import re
 import shutil
@@ -256,8 +257,15 @@ def fake_hub(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    # huggingface_hub < 1.0 caches an HTTP session with offline adapters mounted
+    reset = getattr(importlib.import_module("huggingface_hub.utils"), "reset_sessions", None)
+    if reset:
+        reset()
     yield hub
     hub.server.shutdown()
+    if reset:
+        monkeypatch.undo()
+        reset()
 
 
 def test_download_verifies_and_caches(tmp_path, assets_dir, fake_hub):

@@ -163,16 +163,21 @@ class SongGenerator:
     def style(self, style: torch.Tensor | str | os.PathLike | None = None, *,
               style_audio: str | os.PathLike | None = None) -> torch.Tensor:
         """[1, 512] from a tensor, a text prompt, a .npy file or (``style_audio``) an audio file."""
-        from rhythmflow.style import style_embedding
+        from rhythmflow.style import MuQMuLanEncoder, style_embedding
 
         if isinstance(style, torch.Tensor):
             return style.float().reshape(1, -1)
+        # the encoder loads nothing until it is used (a cache hit never loads it)
+        encoder = MuQMuLanEncoder(
+            device=self.runtime.device if self.runtime.kind == "cuda" else "cpu",
+            assets_dir=self.assets_dir, offline=self.offline,
+        )
         if style_audio is not None:
-            return style_embedding(audio_path=style_audio)
+            return style_embedding(audio_path=style_audio, encoder=encoder)
         if isinstance(style, Path) or (isinstance(style, str) and style.endswith(".npy")):
             return style_embedding(npy=style)
         if isinstance(style, str) and style.strip():
-            return style_embedding(prompt=style)
+            return style_embedding(prompt=style, encoder=encoder)
         raise UsageError("a style is required: a text prompt, a reference audio file or a .npy "
                          "embedding (--style-prompt / --style-audio / --style-embedding)")
 

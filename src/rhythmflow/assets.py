@@ -266,11 +266,18 @@ def _download(asset: Asset, *, force: bool, on_progress: ProgressFn | None) -> P
         kwargs["force_download"] = True
     if os.environ.get("HF_ENDPOINT"):  # read at call time (the hub reads it at import)
         kwargs["endpoint"] = os.environ["HF_ENDPOINT"]
-    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+    byte_progress = "tqdm_class" in inspect.signature(hf_hub_download).parameters
+    if byte_progress:
         kwargs["tqdm_class"] = _tqdm_bridge(asset.name, on_progress)
+    elif on_progress:  # huggingface_hub < 1.0 takes no tqdm_class: report start and end only
+        on_progress(AssetProgress(asset.name, "download", 0, None))
     log.info("downloading %s from %s (%s)", asset.path, asset.repo_id, asset.size or "?")
     try:
-        return Path(hf_hub_download(asset.repo_id, asset.path, **kwargs))
+        path = Path(hf_hub_download(asset.repo_id, asset.path, **kwargs))
+        if on_progress and not byte_progress:
+            size = path.stat().st_size
+            on_progress(AssetProgress(asset.name, "download", size, size))
+        return path
     except Exception as exc:  # the hub raises many types; all mean "could not download"
         raise AssetError(
             f"could not download asset {asset.name}: '{asset.path}' from the Hugging Face "

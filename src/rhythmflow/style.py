@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Protocol
 
@@ -187,8 +188,16 @@ class MuQMuLanEncoder:
             if isinstance(config.get(key), dict):
                 config[key]["name"] = str(folders.pop())
         log.info("loading MuQ-MuLan from %s", weights.parent)
-        model = MuQMuLan(config, hf_hub_cache_dir=str(assets.hf_cache_dir()))
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            model = MuQMuLan(config, hf_hub_cache_dir=str(assets.hf_cache_dir()))
+            state = torch.load(
+                weights, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(weights)
+            )
+        except Exception as exc:  # a damaged file surfaces as any of pickle/zip/OS/safetensors errors
+            raise AssetError(
+                f"could not load MuQ-MuLan from {weights.parent} ({type(exc).__name__}: {exc}); "
+                "a file is damaged or incomplete: run `rhythmflow fetch` to verify and re-download"
+            ) from exc
         # strict=False as muq's own from_pretrained does, but never silently
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -209,7 +218,27 @@ class MuQMuLanEncoder:
 
     @torch.no_grad()
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
+        self._require_muq()
+        _check_transformers_for_audio()
         return self._load()(wavs=wav.to(self.device)).float().cpu()
+
+
+def _check_transformers_for_audio() -> None:
+    """muq 0.1.0 hands its conformer a plain dict as config; transformers 5 reads
+    ``config._attn_implementation`` from it and fails mid-forward, so refuse up front."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("transformers")
+    except PackageNotFoundError:
+        return  # muq's own import will say what is missing
+    if int(installed.split(".")[0]) >= 5:
+        raise DependencyError(
+            f"style from reference audio: muq's audio encoder does not run with transformers "
+            f"{installed} (it needs transformers 4.x): `pip install 'transformers>=4.40,<5'` "
+            "(what `pip install 'rhythmflow[mulan]'` installs), or use a text prompt or a .npy "
+            "style embedding"
+        )
 
 
 class StyleCache:
