@@ -42,7 +42,7 @@ else
   new_venv .venv
   # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-  .venv/bin/python -m pip install -q -e ".[chinese,dev]"
+  .venv/bin/python -m pip install -q -e ".[chinese,dev,mp3]"
 fi
 if [ "$MODE" = test ]; then
   # sentencepiece + protobuf build the tiny XLM-R tokenizer the MuQ-MuLan tests train

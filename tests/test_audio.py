@@ -252,3 +252,26 @@ def test_mp3_without_an_encoder_is_a_dependency_error(tmp_path, monkeypatch):
     with pytest.raises(DependencyError, match=r"rhythmflow\[mp3\]"):
         audio.write_audio(tmp_path / "a.mp3", _music(0.1), SR)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mp3_falls_back_to_lameenc_when_libsndfile_cannot_write_it(tmp_path, monkeypatch):
+    import lameenc  # noqa: F401  (the mp3 extra; installed by scripts/setup.sh)
+
+    t = np.arange(2 * SR) / SR
+    x = np.stack([0.5 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 1.5 * t),
+                  0.3 * np.sin(2 * np.pi * 660 * t + 0.3)]).astype(np.float32)
+    no_mp3 = {k: v for k, v in sf.available_formats().items() if k != "MP3"}
+    monkeypatch.setattr(sf, "available_formats", lambda: no_mp3)
+    path = audio.write_audio(tmp_path / "a.mp3", x, SR)
+    monkeypatch.undo()
+    head = path.read_bytes()[:3]
+    assert head == b"ID3" or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0)  # an MPEG frame
+    y, sr = sf.read(path, always_2d=True)  # libsndfile decodes what lameenc wrote
+    assert sr == SR and y.shape[1] == 2 and abs(len(y) - x.shape[1]) < 3 * 1152
+    # mp3 adds an encoder delay: align on the best lag, then the waveform must match closely
+    ref = x[0] / np.abs(x).max()
+    lag = max(range(0, 3000), key=lambda k: float(np.dot(ref[: SR // 2], y[k : k + SR // 2, 0])))
+    seg = y[lag : lag + SR, 0]
+    corr = np.corrcoef(ref[: len(seg)], seg)[0, 1]
+    assert corr > 0.98, corr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp3"]

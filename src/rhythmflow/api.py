@@ -154,10 +154,12 @@ class SongGenerator:
     # ---- stages ---------------------------------------------------------------------------
 
     def lyrics(self, lrc: str, duration: float, keep_last_line: bool = False):
+        from rhythmflow import assets
         from rhythmflow.lyrics import lrc_to_track
 
-        track = lrc_to_track(lrc, max_frames=self.config.max_frames, audio_length=duration,
-                             keep_last_line=keep_last_line)
+        with assets.scope(assets_dir=self.assets_dir, offline=self.offline):  # G2P resources
+            track = lrc_to_track(lrc, max_frames=self.config.max_frames, audio_length=duration,
+                                 keep_last_line=keep_last_line)
         return track  # the lyrics module logs every dropped or truncated line
 
     def style(self, style: torch.Tensor | str | os.PathLike | None = None, *,

@@ -14,7 +14,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -338,6 +340,25 @@ def _locate(
     return path, "download", check(path, force=True)
 
 
+_SCOPE: ContextVar[tuple[str | os.PathLike | None, bool | None]] = ContextVar(
+    "rhythmflow_asset_scope", default=(None, None)
+)
+
+
+@contextmanager
+def scope(
+    *, assets_dir: str | os.PathLike | None = None, offline: bool | None = None
+) -> Iterator[None]:
+    """Within the block, :func:`resolve` calls that pass no ``assets_dir``/``offline`` use these
+    (before the environment). Lets a caller's settings reach stages that resolve their own
+    files (G2P vocabulary, Chinese lexicon, ...) without threading them through every call."""
+    token = _SCOPE.set((assets_dir, offline))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
 def resolve(
     name: str,
     *,
@@ -362,6 +383,9 @@ def resolve(
         if not p.is_file():
             raise AssetError(f"{name}: the file {p} given for it does not exist")
         return p
+    scoped_dir, scoped_offline = _SCOPE.get()
+    assets_dir = scoped_dir if assets_dir is None else assets_dir
+    offline = scoped_offline if offline is None else offline
     offline = env_offline() if offline is None else offline
     found, source, _ = _locate(
         asset, assets_dir=assets_dir, offline=offline, force_verify=False, on_progress=on_progress

@@ -199,3 +199,27 @@ def test_command_lines_with_a_text_prompt_and_reference_audio(in_hub, tmp_path):
         assert json.loads(out.with_suffix(".json").read_text())["status"] == "completed"
         songs.append(sf.read(out)[0])
     assert not np.array_equal(*songs)  # same seed, different style: the style reached the model
+
+
+def test_generate_reads_mulan_from_assets_dir_offline(repos, tmp_path, monkeypatch):
+    """--assets-dir and --offline reach the style encoder too: with an empty HF cache, every
+    file (release assets and the three MuQ-MuLan repos) comes from the one folder."""
+    import os
+
+    root = tmp_path / "assets"
+    shutil.copytree(os.environ["RHYTHMFLOW_ASSETS_DIR"], root)
+    shutil.copytree(next(iter(repos.values())).parents[1], root, dirs_exist_ok=True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.delenv("RHYTHMFLOW_ASSETS_DIR")
+    ckpt = save_checkpoint(random_dit(dataclasses.replace(TINY, depth=1), seed=7),
+                           tmp_path / "cfm_model.pt")
+    lrc = tmp_path / "song.lrc"
+    lrc.write_text("[00:01.00]Hello little song\n", encoding="utf-8")
+    out = tmp_path / "s.wav"
+    cmd = [sys.executable, "-m", "rhythmflow", "generate", "--lrc", str(lrc), "--style-prompt",
+           PROMPT, "--checkpoint", str(ckpt), "--vae", str(build_tiny_vae(tmp_path / "v.pt")),
+           "--assets-dir", str(root), "--offline", "--steps", "1", "--skip-estimate",
+           "--progress", "none", "-o", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.is_file() and not (tmp_path / "empty-hub").exists()
