@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,24 @@ PROMPT = "jazzy nightclub with smooth saxophone"
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory) -> dict[str, Path]:
     return tm.build_repos(tmp_path_factory.mktemp("mulan") / "repos")
+
+
+@pytest.fixture(scope="module")
+def repos_root(repos) -> Path:
+    """The folder holding the three repos as ``<root>/<repo_id>/`` (the --assets-dir layout)."""
+    return repos[tm.MULAN_REPO].parents[1]
+
+
+@pytest.fixture(scope="module")
+def song_model(tmp_path_factory) -> tuple[list[str], Path]:
+    """Tiny DiT checkpoint, tiny TorchScript VAE and an LRC file, as command-line arguments."""
+    d = tmp_path_factory.mktemp("song-model")
+    ckpt = save_checkpoint(random_dit(dataclasses.replace(TINY, depth=1), seed=7),
+                           d / "cfm_model.pt")
+    lrc = d / "song.lrc"
+    lrc.write_text("[00:01.00]Hello little song\n[00:04.00]The end\n", encoding="utf-8")
+    return ["--checkpoint", str(ckpt), "--vae", str(build_tiny_vae(d / "vae_model.pt")),
+            "--skip-estimate", "--progress", "none"], lrc
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +139,9 @@ def test_the_mulan_checkpoint_overrides_the_tower_repos(repos, reference, in_hub
     assert (ours - partial).abs().max() > 1e-4
 
 
-def test_assets_dir_layout_gives_the_same_embedding(repos, in_hub, tmp_path):
+def test_assets_dir_layout_gives_the_same_embedding(repos_root, in_hub):
     from_hub = MuQMuLanEncoder().embed_text(PROMPT)
-    root = next(iter(repos.values())).parents[1]  # <root>/<org>/<name>, xlm-roberta-base at top
+    root = repos_root
     assert (root / tm.XLMR_REPO / "tokenizer.json").is_file()
     enc = MuQMuLanEncoder(assets_dir=root, offline=True)
     torch.testing.assert_close(enc.embed_text(PROMPT), from_hub, rtol=0, atol=1e-6)
@@ -139,9 +158,9 @@ def test_a_cached_prompt_does_not_load_the_encoder(in_hub, tmp_path):
     assert second._model is None
 
 
-def test_damaged_weights_are_an_asset_error_naming_the_folder(repos, tmp_path):
+def test_damaged_weights_are_an_asset_error_naming_the_folder(repos_root, tmp_path):
     root = tmp_path / "assets"
-    shutil.copytree(next(iter(repos.values())).parents[1], root)
+    shutil.copytree(repos_root, root)
     weights = root / tm.MULAN_REPO / "pytorch_model.bin"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     with pytest.raises(AssetError, match="rhythmflow fetch") as exc:
@@ -149,9 +168,9 @@ def test_damaged_weights_are_an_asset_error_naming_the_folder(repos, tmp_path):
     assert str(weights.parent) in str(exc.value)
 
 
-def test_a_missing_tower_file_names_the_file_and_repo(repos, tmp_path):
+def test_a_missing_tower_file_names_the_file_and_repo(repos_root, tmp_path):
     root = tmp_path / "assets"
-    shutil.copytree(next(iter(repos.values())).parents[1], root)
+    shutil.copytree(repos_root, root)
     (root / tm.XLMR_REPO / "tokenizer.json").unlink()
     with pytest.raises(AssetError) as exc:
         MuQMuLanEncoder(assets_dir=root, offline=True).embed_text(PROMPT)
@@ -169,17 +188,12 @@ def test_transformers_5_is_refused_for_audio_before_loading(monkeypatch, in_hub,
     assert enc._model is None
 
 
-def test_command_lines_with_a_text_prompt_and_reference_audio(in_hub, tmp_path):
+def test_command_lines_with_a_text_prompt_and_reference_audio(song_model, in_hub, tmp_path):
     """The seed-compatible ``python -m infer.infer --ref-prompt`` and ``rhythmflow generate
     --style-audio``, through the real encoder, in subprocesses."""
-    ckpt = save_checkpoint(random_dit(dataclasses.replace(TINY, depth=1), seed=7),
-                           tmp_path / "cfm_model.pt")
-    vae = build_tiny_vae(tmp_path / "vae_model.pt")
-    lrc = tmp_path / "song.lrc"
-    lrc.write_text("[00:01.00]Hello little song\n[00:04.00]The end\n", encoding="utf-8")
+    model_args, lrc = song_model
     song = _song(tmp_path / "ref.wav", 15)
-    common = ["--checkpoint", str(ckpt), "--vae", str(vae), "--steps", "2", "--seed", "3",
-              "--skip-estimate", "--progress", "none"]
+    common = [*model_args, "--steps", "2", "--seed", "3"]
     runs = {
         tmp_path / "seed" / "output.wav": [
             "-m", "infer.infer", "--lrc-path", str(lrc), "--ref-prompt", PROMPT,
@@ -201,25 +215,20 @@ def test_command_lines_with_a_text_prompt_and_reference_audio(in_hub, tmp_path):
     assert not np.array_equal(*songs)  # same seed, different style: the style reached the model
 
 
-def test_generate_reads_mulan_from_assets_dir_offline(repos, tmp_path, monkeypatch):
+def test_generate_reads_mulan_from_assets_dir_offline(song_model, repos_root, tmp_path,
+                                                      monkeypatch):
     """--assets-dir and --offline reach the style encoder too: with an empty HF cache, every
     file (release assets and the three MuQ-MuLan repos) comes from the one folder."""
-    import os
-
+    model_args, lrc = song_model
     root = tmp_path / "assets"
     shutil.copytree(os.environ["RHYTHMFLOW_ASSETS_DIR"], root)
-    shutil.copytree(next(iter(repos.values())).parents[1], root, dirs_exist_ok=True)
+    shutil.copytree(repos_root, root, dirs_exist_ok=True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     monkeypatch.delenv("RHYTHMFLOW_ASSETS_DIR")
-    ckpt = save_checkpoint(random_dit(dataclasses.replace(TINY, depth=1), seed=7),
-                           tmp_path / "cfm_model.pt")
-    lrc = tmp_path / "song.lrc"
-    lrc.write_text("[00:01.00]Hello little song\n", encoding="utf-8")
     out = tmp_path / "s.wav"
     cmd = [sys.executable, "-m", "rhythmflow", "generate", "--lrc", str(lrc), "--style-prompt",
-           PROMPT, "--checkpoint", str(ckpt), "--vae", str(build_tiny_vae(tmp_path / "v.pt")),
-           "--assets-dir", str(root), "--offline", "--steps", "1", "--skip-estimate",
-           "--progress", "none", "-o", str(out)]
+           PROMPT, *model_args, "--assets-dir", str(root), "--offline", "--steps", "1",
+           "-o", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.is_file() and not (tmp_path / "empty-hub").exists()
