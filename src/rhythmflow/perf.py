@@ -19,7 +19,6 @@ from collections.abc import Callable
 import torch
 
 from rhythmflow.config import COND_DIM, TIME_SINUS_DIM, DiTConfig
-from rhythmflow.errors import UsageError
 
 #: Module groups of :func:`forward_flops`, in the order tables print them.
 GROUPS = ("mlp", "projections", "attention", "convolutions", "embeddings", "output")
@@ -189,40 +188,6 @@ def time_forward(
         model(x, t, c)
         times.append(now() - t0)
     return statistics.median(times)
-
-
-def estimate_seconds(
-    config: DiTConfig,
-    frames: int,
-    steps: int,
-    cfg: bool = True,
-    solver: str = "euler",
-    *,
-    gflops: float,
-    efficiency: float = 1.0,
-    guided_fraction: float = 1.0,
-) -> float:
-    """Expected sampling seconds (DiT only: no VAE, no lyrics front-end).
-
-    ``steps`` solver steps of ``solver`` (its evaluations per step from the sampler's table);
-    with ``cfg`` a guided evaluation runs batch 2, and ``guided_fraction`` of the evaluations are
-    guided (a guidance interval lowers it). ``gflops`` is the throughput the model reaches; pass
-    the machine's measured GEMM limit with ``efficiency`` = the measured forward/GEMM ratio.
-    """
-    from rhythmflow.sampling.solvers import get_solver
-
-    if not (gflops > 0 and efficiency > 0 and 0 <= guided_fraction <= 1):
-        raise UsageError(
-            f"estimate_seconds needs gflops > 0, efficiency > 0 and 0 <= guided_fraction <= 1 "
-            f"(got {gflops}, {efficiency}, {guided_fraction})"
-        )
-    evals = steps * get_solver(solver).evals_per_step
-    single = forward_flops(config, frames, 1)["total"]
-    double = forward_flops(config, frames, 2)["total"]
-    share = guided_fraction if cfg else 0.0
-    work = evals * (share * double + (1 - share) * single)
-    work += prepare_flops(config, frames, 2 if cfg else 1)
-    return work / (gflops * efficiency * 1e9)
 
 
 class PeakMemory:
