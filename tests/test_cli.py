@@ -17,24 +17,17 @@ import soundfile as sf
 
 from rhythmflow import errors
 from rhythmflow.cli import main
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.model.testing import random_dit, save_checkpoint
+from tests.conftest import TINY_LRC as LRC
+from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = dataclasses.replace(TINY, depth=1, dim=32 * 2)
-LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n[00:06.00]The end\n"
+CFG = tiny_config()
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    ckpt = save_checkpoint(random_dit(CFG, seed=7), d / "cfm_model.pt")
-    vae = build_tiny_vae(d / "vae_model.pt")
-    style = d / "style.npy"
-    np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
-    lrc = d / "song.lrc"
-    lrc.write_text(LRC, encoding="utf-8")
-    return {"ckpt": ckpt, "vae": vae, "style": style, "lrc": lrc, "dir": d}
+def files(tiny_files):
+    return tiny_files
 
 
 def base_args(files, out: Path, *extra: str) -> list[str]:
