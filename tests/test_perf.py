@@ -110,3 +110,16 @@ def test_peak_memory_sees_an_allocation():
     block.close()
     assert mem.peak_rss - mem.start_rss > 48 * 2**20
     assert mem.peak_anon > 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-full", "v1.2-base", "v1.2-full"])
+def test_analytic_parameter_count_equals_the_built_model(name):
+    import dataclasses
+
+    from rhythmflow.model.dit import DiT
+
+    cfg = {"tiny": TINY, "tiny-full": dataclasses.replace(TINY, depth=3, max_frames=6144,
+                                                          conv_layers=2)}.get(name) or PRESETS[name]
+    with torch.device("meta"):
+        model = DiT(cfg)
+    assert cfg.param_count == sum(p.numel() for p in model.parameters())

@@ -154,3 +154,18 @@ def test_checkpoint_architecture_is_read_without_loading(tmp_path):
     ckpt = save_checkpoint(random_dit(TINY), tmp_path / "cfm_model.pt")
     p = plan(req(checkpoint=str(ckpt), seed=0), CPU)
     assert p.config == TINY and p.model == str(ckpt) and p.frames == TINY.max_frames
+
+
+def test_planning_imports_no_torch():
+    """The HTTP service validates requests with plan(); it must stay free of torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom rhythmflow.plan import Machine, plan\n"
+            "from rhythmflow.request import GenerationRequest\n"
+            "m = Machine(cores=2, memory_available=10**11, gflops={'cpu-float32': 100.0})\n"
+            "p = plan(GenerationRequest(style_prompt='x', lrc='[00:01.00]hi\\n', seed=1), m)\n"
+            "p.to_dict(); print(p.steps, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["8", "False"]

@@ -64,6 +64,20 @@ class DiTConfig:
     def in_features(self) -> int:
         return 2 * self.mel_dim + self.text_dim + 2 * COND_DIM
 
+    @property
+    def param_count(self) -> int:
+        """Parameters of the network this config builds, counted analytically (no torch; a test
+        checks it against the built model)."""
+        d, t, m, ff = self.dim, self.text_dim, self.mel_dim, self.ff_dim
+        time_mlp = TIME_SINUS_DIM * COND_DIM + COND_DIM + COND_DIM * COND_DIM + COND_DIM
+        times = (3 if self.has_duration_embed else 2) * time_mlp
+        text = (self.text_num_embeds + 1) * t + self.conv_layers * (4 * t * t + 17 * t)
+        inputs = d * self.in_features + d + 2 * (d * (d // 16) * 31 + d)
+        blocks = self.depth * (4 * d * d + 3 * d * ff + 2 * d)
+        fusion = self.n_fusion * (t * d + d)
+        out = 2 * d * COND_DIM + 2 * d + m * d + m
+        return times + text + inputs + blocks + fusion + out
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -76,10 +76,8 @@ def estimate_memory(config: DiTConfig, frames: int, *, batch: int = 1, cfg: bool
                     available: int | None = None) -> MemoryEstimate:
     """Peak bytes of a generation: weights + conditioning + one forward's activations + VAE,
     compared with ``available`` bytes (None: unknown, always fits)."""
-    from rhythmflow.perf import param_count
-
     elt = _BYTES[dtype]
-    params = param_count(config)
+    params = config.param_count
     big = config.depth * (4 * config.dim**2 + 3 * config.dim * config.ff_dim)
     weights = (params - big) * elt + big * (_BYTES["int8"] if quantize == "int8" else elt)
     rows = batch * (2 if cfg else 1)
@@ -161,7 +159,7 @@ def seconds_per_eval_from_rate(config: DiTConfig, frames: int, rows: int,
                                gflops: float | None) -> float:
     """One evaluation of ``rows`` sequences at ``gflops`` GEMM throughput × DIT_EFFICIENCY;
     0.0 when the rate is unknown."""
-    from rhythmflow.perf import forward_flops
+    from rhythmflow.flops import forward_flops
 
     if not gflops:
         return 0.0

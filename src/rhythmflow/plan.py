@@ -331,13 +331,12 @@ def _check_files(request: GenerationRequest) -> None:
 def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
               config: DiTConfig, frames: int, steps: int, guided: bool) -> JobEstimate:
     from rhythmflow.estimate import estimate_job
-    from rhythmflow.perf import param_count
 
     return estimate_job(
         config, frames, steps=steps, evals_per_step=SOLVER_EVALS[request.solver],
         batch=request.batch, guided=guided, guidance_interval=request.guidance_interval,
         gflops=machine.rate(runtime.kind, runtime.dtype),
-        weight_bytes=param_count(config) * _WEIGHT_BYTES[runtime.dtype],
+        weight_bytes=config.param_count * _WEIGHT_BYTES[runtime.dtype],
         style_encoder=request.style_source in ("style_prompt", "style_audio"),
         official_vae=request.vae is None)
 
