@@ -92,15 +92,29 @@ def _precheck_memory(args: argparse.Namespace) -> None:
                                device=rt.device)
 
 
+def _lyrics_lrc(args: argparse.Namespace, outputs: list[Path]):
+    """The LRC text to condition on, and the AutotimeResult when it was timed from plain
+    ``--lyrics`` (issue 15; those keep their last line: every line was timed to fit)."""
+    if args.lyrics is not None:
+        from rhythmflow.lrc_command import lyrics_for_generate
+
+        result = lyrics_for_generate(args.lyrics, duration=args.duration, model=_model_name(args),
+                                     assets_dir=args.assets_dir,
+                                     offline=True if args.offline else None, outputs=outputs)
+        return result.lrc, result
+    if not args.lrc:
+        log.info("no --lrc given: generating an instrumental")
+        return "", None
+    return _read_text(args.lrc, "lyrics file"), None
+
+
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.api import SongGenerator
     from rhythmflow.audio import write_audio, write_sidecar
 
     outputs = output_paths(args.output, args.format, args.batch)
     _validate(args, outputs)
-    lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
-    if not args.lrc:
-        log.info("no --lrc given: generating an instrumental")
+    lrc, autotimed = _lyrics_lrc(args, outputs)
     from rhythmflow.lyrics import parse_lrc
 
     parse_lrc(lrc)  # malformed lyrics fail before the model is loaded
@@ -121,7 +135,7 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         time_budget=args.time_budget, estimate=not args.skip_estimate, on_progress=view,
         cancel=cancel, resume=args.resume, save_state=save_state,
         ref_song=args.ref_song if args.edit else None, edit_segments=args.edit_segments,
-        keep_last_line=args.keep_last_line)
+        keep_last_line=args.keep_last_line or autotimed is not None)
     view(StageEvent("write", f"writing {len(outputs)} file(s)"))
     for i, path in enumerate(outputs):
         write_audio(path, song.audio[i], song.sample_rate, sample_format=args.sample_format,
@@ -129,6 +143,10 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
                     target_lufs=args.loudness if args.loudness is not None else -14.0)
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
+        if autotimed is not None:  # the LRC the song was conditioned on, beside it
+            from rhythmflow.lrc_command import write_autotimed
+
+            meta["autotime"] = write_autotimed(path, autotimed, args.lyrics)
         write_sidecar(path, meta)
         if view.mode == "json":  # stdout stays one JSON object per line
             print(json.dumps({"event": "Output", "path": str(path), "seed": song.seeds[i]}))

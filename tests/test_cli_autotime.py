@@ -1,0 +1,142 @@
+"""`rhythmflow lrc` and `generate --lyrics` (issue 15) through the real `python -m rhythmflow`,
+on a tiny checkpoint in the official format and a tiny TorchScript VAE, with real espeak-ng."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rhythmflow import errors
+from rhythmflow.lyrics import parse_lrc, time_lyrics
+from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
+from rhythmflow.tiny import build_tiny_vae
+
+CFG = dataclasses.replace(TINY, depth=1, dim=32 * 2)
+LYRICS = ("[Verse]\nHello little song\nAnother line of words\n\n[Chorus]\n我爱你中国\n"
+          "Sing it again tonight\n[Outro]\n")
+SUNG = ["Hello little song", "Another line of words", "我爱你中国", "Sing it again tonight"]
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "rhythmflow", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-lyrics")
+    style = d / "style.npy"
+    np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
+    lyrics = d / "words.txt"
+    lyrics.write_text(LYRICS, encoding="utf-8")
+    return {"ckpt": save_checkpoint(random_dit(CFG, seed=7), d / "cfm_model.pt"),
+            "vae": build_tiny_vae(d / "vae_model.pt"), "style": style, "lyrics": lyrics}
+
+
+def test_lrc_prints_the_timed_lyrics_and_notes_the_last_line_rule(files) -> None:
+    proc = run_cli("lrc", files["lyrics"], "--duration", "95")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == time_lyrics(LYRICS, 95).lrc
+    assert [x.text for x in parse_lrc(proc.stdout)] == SUNG
+    assert "--keep-last-line" in proc.stderr  # the 95 s model's rule is not silent
+
+
+def test_lrc_writes_the_output_file_with_options(files, tmp_path) -> None:
+    out = tmp_path / "song.lrc"
+    proc = run_cli("lrc", files["lyrics"], "--duration", "150", "--language", "zh", "--intro",
+                   "10", "--outro", "0", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and "--keep-last-line" not in proc.stderr
+    expected = time_lyrics(LYRICS, 150, language="zh", intro=10, outro=0)
+    assert out.read_text(encoding="utf-8") == expected.lrc
+    assert parse_lrc(expected.lrc)[0].start == 10.0
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_lrc_too_many_lyrics_warns_naming_the_dropped_lines(tmp_path) -> None:
+    lines = [f"Line {w} of a song that goes on and on forever" for w in (
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")] * 4
+    plain = tmp_path / "long.txt"
+    plain.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    proc = run_cli("lrc", plain, "--duration", "95")
+    assert proc.returncode == 0, proc.stderr
+    kept = [x.text for x in parse_lrc(proc.stdout)]
+    assert 0 < len(kept) < len(lines) and kept == lines[: len(kept)]
+    assert f"line {len(kept) + 1} " in proc.stderr and f"line {len(lines)} " in proc.stderr
+    suggested = int(re.search(r"pass --duration (\d+)", proc.stderr).group(1))
+    assert "were dropped" in proc.stderr and 95 < suggested <= 285
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [("\n \n", [], "lyrics are empty"),
+     ("Hello\n\n...\n", [], r"line 3 \('...'\)"),
+     ("[00:01.00]Hello\n", [], "already timed LRC"),
+     ("Hello\n", ["--duration", "500"], "longer than the model's 6144 frames"),
+     (None, [], "does not exist"),
+     ("Hello\n", ["-o", "no/such/dir/x.lrc"], "does not exist")],
+)
+def test_lrc_bad_input_exits_2_and_writes_nothing(tmp_path, content, extra, message) -> None:
+    plain = tmp_path / "in.txt"
+    if content is not None:
+        plain.write_text(content, encoding="utf-8")
+    args = ["lrc", plain, *extra] if "--duration" in extra else ["lrc", plain, "--duration",
+                                                                   "95", *extra]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == errors.EXIT_USAGE, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
+    assert proc.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == (
+        ["in.txt"] if content is not None else [])
+
+
+def _generate(files, out: Path, *extra: str) -> list[str]:
+    return ["generate", "--lyrics", str(files["lyrics"]), "--style-embedding",
+            str(files["style"]), "--checkpoint", str(files["ckpt"]), "--vae", str(files["vae"]),
+            "--steps", "2", "--seed", "3", "--skip-estimate", "--progress", "none", "-o",
+            str(out), *extra]
+
+
+def test_generate_with_plain_lyrics_writes_the_lrc_beside_the_song(files, tmp_path) -> None:
+    out = tmp_path / "song.wav"
+    proc = run_cli(*_generate(files, out, "--duration", "95"))
+    assert proc.returncode == 0, proc.stderr
+    assert sf.info(out).frames == 2048 * 2048
+    lrc = (tmp_path / "song.lrc").read_text(encoding="utf-8")
+    assert lrc == time_lyrics(LYRICS, 95, max_frames=2048).lrc
+    meta = json.loads((tmp_path / "song.json").read_text(encoding="utf-8"))
+    assert meta["autotime"]["lrc"] == lrc and meta["autotime"]["lrc_file"] == str(
+        tmp_path / "song.lrc")
+    assert meta["autotime"]["lyrics_file"] == str(files["lyrics"])
+    assert meta["lyrics"]["placed"] == len(SUNG) and meta["lyrics"]["dropped"] == []
+    assert meta["settings"]["keep_last_line"] is True  # every timed line is sung
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(["--lrc", "x.lrc"], "not allowed with argument"),
+     (["--no-duration"], "--lyrics with --checkpoint needs --duration"),
+     (["--same-name"], "would overwrite the --lyrics file")],
+)
+def test_generate_lyrics_errors_before_loading(files, tmp_path, change, message) -> None:
+    out = tmp_path / "song.wav"
+    args = _generate(files, out) + ([] if change[0] == "--no-duration" else ["--duration", "95"])
+    if change == ["--same-name"]:
+        plain = tmp_path / "song.lrc"  # the LRC beside song.wav would replace it
+        plain.write_text(LYRICS, encoding="utf-8")
+        args[args.index("--lyrics") + 1] = str(plain)
+    elif change[0] == "--lrc":
+        args += change
+    proc = run_cli(*args)
+    assert proc.returncode == errors.EXIT_USAGE, proc.stderr
+    assert message in proc.stderr
+    assert not out.exists() and not (tmp_path / "song.json").exists()
