@@ -284,9 +284,17 @@ def time_lyrics(
 
     full = layout(len(lines))
     needed = fixed(full) + full.sung(1 / comfortable)
+
+    def fits(k: int) -> bool:  # at the fastest tempo and shortest pauses; monotone in k
+        return layout(k).sung(b_min) + MIN_PAUSE_SCALE * fixed(layout(k)) <= limit
+
     k = len(lines)
-    while k and layout(k).sung(b_min) + MIN_PAUSE_SCALE * fixed(layout(k)) > limit:
-        k -= 1
+    if not fits(k):  # keep the longest prefix that fits (binary search)
+        lo, hi = 0, k - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        k = lo
     if lines and not k:
         raise UsageError(f"none of the lyrics fit in {duration:g} s; {_suggestion(needed)}")
     dropped = tuple(x.src for x in lines[k:])
