@@ -140,3 +140,19 @@ def test_generate_lyrics_errors_before_loading(files, tmp_path, change, message)
     assert proc.returncode == errors.EXIT_USAGE, proc.stderr
     assert message in proc.stderr
     assert not out.exists() and not (tmp_path / "song.json").exists()
+
+
+@pytest.mark.parametrize(("model", "duration", "max_frames"),
+                         [("base", 95.0, 2048), ("v1.2-full", 285.0, 6144), ("full", 150.0, 6144)])
+def test_generate_times_for_the_model_default_duration(files, tmp_path, model, duration,
+                                                       max_frames) -> None:
+    from rhythmflow.lrc_command import lyrics_for_generate, write_autotimed
+
+    given = None if duration in (95.0, 285.0) else duration
+    result = lyrics_for_generate(files["lyrics"], duration=given, model=model,
+                                 outputs=[tmp_path / "a.wav"])
+    assert (result.duration, result.max_frames) == (duration, max_frames)
+    assert result.lrc == time_lyrics(LYRICS, duration, max_frames=max_frames).lrc
+    entry = write_autotimed(tmp_path / "a.wav", result, files["lyrics"])
+    assert (tmp_path / "a.lrc").read_text(encoding="utf-8") == result.lrc == entry["lrc"]
+    assert entry["dropped"] == [] and entry["lrc_file"] == str(tmp_path / "a.lrc")
