@@ -54,17 +54,61 @@ def test_steps_for_budget_is_largest_that_fits():
         steps_for_budget(1, 1.0, solver="euler", overhead=0.5)
 
 
-def test_calibration_predicts_a_real_forward():
-    """The short-length fit must predict a longer forward within a generous factor."""
-    import dataclasses
+class FakeTimer:
+    """Deterministic forward timing: ``fixed + per_flop * FLOPs``, recording every call."""
 
+    def __init__(self, fixed: float, per_flop: float) -> None:
+        self.fixed, self.per_flop, self.calls = fixed, per_flop, []
+
+    def __call__(self, model, frames, rows, *, warmup_frames):
+        from rhythmflow.perf import forward_flops
+
+        self.calls.append((frames, rows, warmup_frames))
+        return self.fixed + self.per_flop * forward_flops(model.config, frames, rows)["total"]
+
+
+@pytest.mark.parametrize(("fixed", "per_flop"), [(0.02, 1e-10), (0.0, 3e-11), (1.5, 1e-12)])
+def test_calibration_fit_extrapolates_exactly(fixed, per_flop):
+    """A timing that is exactly affine in the FLOP count is recovered exactly at any length."""
     from rhythmflow.estimate import calibrate
     from rhythmflow.model.testing import TINY, random_dit
-    from rhythmflow.perf import time_forward
+    from rhythmflow.perf import forward_flops
 
-    model = random_dit(dataclasses.replace(TINY, dim=128, depth=2))
-    predicted = calibrate(model, 512, rows=2, calib_frames=128, direct_below=0.0)
-    measured = time_forward(model, 512, 2, repeats=3)
-    assert measured / 4 < predicted < measured * 4
-    direct = calibrate(model, 512, rows=2, calib_frames=128, direct_below=1e9)
-    assert measured / 2 < direct < measured * 2
+    model = random_dit(TINY)
+    timer = FakeTimer(fixed, per_flop)
+    predicted = calibrate(model, 2048, rows=2, calib_frames=128, direct_below=0.0, timer=timer)
+    expect = fixed + per_flop * forward_flops(TINY, 2048, 2)["total"]
+    assert predicted == pytest.approx(expect, rel=1e-9)
+    # the fit timed 128 frames (with a warm-up) then 64 (without), both at the rows asked for
+    assert timer.calls == [(128, 2, 16), (64, 2, 0)]
+
+
+def test_calibration_times_directly_when_cheap_and_uses_short_lengths_as_is():
+    from rhythmflow.estimate import calibrate
+    from rhythmflow.model.testing import TINY, random_dit
+
+    model = random_dit(TINY)
+    timer = FakeTimer(0.01, 1e-10)
+    direct = calibrate(model, 512, rows=1, calib_frames=128, direct_below=1e9, timer=timer)
+    assert timer.calls[-1] == (512, 1, 0) and len(timer.calls) == 3
+    assert direct == timer(model, 512, 1, warmup_frames=0)
+    short = FakeTimer(0.01, 1e-10)
+    assert calibrate(model, 40, rows=2, calib_frames=128, timer=short) == short(model, 40, 2,
+                                                                                 warmup_frames=0)
+    assert short.calls[0] == (40, 2, 16)
+
+
+def test_calibration_without_a_slope_scales_the_long_timing():
+    """Timings that do not grow (noise) fall back to seconds-per-FLOP of the longer one."""
+    from rhythmflow.estimate import calibrate
+    from rhythmflow.model.testing import TINY, random_dit
+    from rhythmflow.perf import forward_flops
+
+    model = random_dit(TINY)
+
+    def flat(m, f, r, *, warmup_frames):
+        return 0.5
+
+    predicted = calibrate(model, 1024, rows=1, calib_frames=128, direct_below=0.0, timer=flat)
+    w1, w = (forward_flops(TINY, f, 1)["total"] for f in (128, 1024))
+    assert predicted == pytest.approx(0.5 * w / w1, rel=1e-12)

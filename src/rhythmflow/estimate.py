@@ -94,27 +94,34 @@ class TimeEstimate:
 
 
 def calibrate(model, frames: int, *, rows: int, calib_frames: int = 128,
-              direct_below: float = 5.0) -> float:
+              direct_below: float = 5.0, timer=None) -> float:
     """Seconds of one evaluation of ``rows`` sequences of ``frames`` frames on this machine.
 
     Times forwards at ``calib_frames`` and half of it, fits fixed cost + seconds per FLOP (the
     fixed part dominates tiny models, the FLOP part full-size ones) and extrapolates with the
     analytic FLOP count, attention included. When that predicts under ``direct_below`` seconds,
     the real length is cheap enough to time directly.
+
+    ``timer(model, frames, rows, *, warmup_frames) -> seconds`` times one forward; the default is
+    :func:`rhythmflow.perf.time_forward` (a test passes a deterministic one to check the fit).
     """
     from rhythmflow.perf import forward_flops, time_forward
 
+    if timer is None:
+        def timer(m, f, r, *, warmup_frames):
+            return time_forward(m, f, r, repeats=1, warmup_frames=warmup_frames)
+
     f1 = max(1, min(frames, calib_frames))
-    t1 = time_forward(model, f1, rows, repeats=1, warmup_frames=min(f1, 16))
+    t1 = timer(model, f1, rows, warmup_frames=min(f1, 16))
     if f1 == frames:
         return t1
     f0 = max(1, f1 // 2)
-    t0 = time_forward(model, f0, rows, repeats=1, warmup_frames=0)
+    t0 = timer(model, f0, rows, warmup_frames=0)
     w0, w1, w = (forward_flops(model.config, f, rows)["total"] for f in (f0, f1, frames))
     per_flop = (t1 - t0) / (w1 - w0) if t1 > t0 and w1 > w0 else t1 / w1
     predicted = max(t1 - per_flop * w1, 0.0) + per_flop * w
     if predicted <= direct_below:
-        return time_forward(model, frames, rows, repeats=1, warmup_frames=0)
+        return timer(model, frames, rows, warmup_frames=0)
     return predicted
 
 
