@@ -76,21 +76,29 @@ def _detect_device() -> tuple[str, str]:
     return "cpu", "no CUDA or MPS device found"
 
 
-def _auto_dtype(kind: str, device: str) -> tuple[str, str]:
+def _auto_dtype(kind: str, device: str, probe=None) -> tuple[str, str]:
+    from rhythmflow.probe import choose_cpu_dtype, choose_gpu_dtype
+
     if kind == "cpu":
+        if probe is not None:  # measured on this machine (int8 stays a --quantize choice)
+            return choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
         return "float32", "float32 on CPU (float16 is emulated on CPUs and ~40x slower)"
     if kind == "cuda":
         import torch
 
-        if torch.cuda.is_bf16_supported():
-            return "bfloat16", "bfloat16: the GPU supports it (float16 range without overflow risk)"
-        return "float16", "float16: the GPU has no bfloat16 support"
-    return "float32", "float32 on MPS (the original also runs MPS in float32)"
+        return choose_gpu_dtype("cuda", torch.cuda.is_bf16_supported())
+    return choose_gpu_dtype("mps", False)
 
 
 def resolve_runtime(device: str = "auto", dtype: str = "auto",
-                    threads: int | None = None) -> Runtime:
-    """Choose device (cuda > mps > cpu), dtype, thread count and default steps."""
+                    threads: int | None = None, *, probe=None) -> Runtime:
+    """Choose device (cuda > mps > cpu), dtype, thread count and default steps.
+
+    ``probe`` (a :class:`rhythmflow.probe.Probe` of this CPU, e.g. from
+    :func:`rhythmflow.probe.load_or_measure`) makes ``dtype="auto"`` on the CPU the fastest
+    acceptable measured arithmetic (:func:`rhythmflow.probe.choose_cpu_dtype`); without one the
+    CPU runs float32.
+    """
     reasons: list[str] = []
     if device == "auto":
         device, why = _detect_device()
@@ -100,7 +108,7 @@ def resolve_runtime(device: str = "auto", dtype: str = "auto",
         reasons.append(f"device {device}: requested")
     kind = device.split(":")[0]
     if dtype == "auto":
-        dtype, why = _auto_dtype(kind, device)
+        dtype, why = _auto_dtype(kind, device, probe)
         reasons.append(f"dtype {dtype}: {why}")
     else:
         if dtype not in DTYPES:
