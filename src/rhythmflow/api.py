@@ -314,6 +314,7 @@ class SongGenerator:
                              edit_segments=edit_segments, resumed=resume is not None),
             "seed": result.seed, "seeds": seeds, "status": result.status,
             "evaluations": result.evaluations, "timings": timings,
+            "vae_decode": self.vae.geometry().to_dict(),
             "lyrics": {"placed": len(track.placed), "dropped": [
                 {"line": d.line.line, "text": d.line.text, "reason": d.reason}
                 for d in track.dropped], "truncated": [t.line for t in track.truncated]},
