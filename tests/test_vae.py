@@ -226,3 +226,50 @@ def test_missing_vae_offline_names_repo_and_fix(tmp_path, monkeypatch):
         load_vae(assets_dir=tmp_path / "empty", offline=True)
     msg = str(err.value)
     assert "vae_model.pt" in msg and "ASLP-lab/DiffRhythm-vae" in msg and "rhythmflow fetch" in msg
+
+
+@pytest.fixture(scope="module")
+def oobleck_file(tmp_path_factory) -> Path:
+    """The official decoder's architecture (Oobleck: strides 2·4·4·8·8, dilated residual units)
+    at a small width, as a TorchScript file."""
+    from rhythmflow.model.oobleck import SMALL, random_decoder, save_scripted
+
+    return save_scripted(random_decoder(SMALL), tmp_path_factory.mktemp("oob") / "oobleck.pt")
+
+
+def test_oobleck_reach_is_within_the_fixed_overlap(oobleck_file):
+    """Perturbing one latent frame moves the decoded audio only within RECEPTIVE_MARGIN frames
+    (the real architecture reaches 9 frames at 1e-6): the fixed overlap covers it."""
+    vae = _vae(oobleck_file, chunked=False)
+    n, mid = 40, 20
+    z = _latents(n, seed=3)
+    z2 = z.clone()
+    z2[..., mid] += 1.0
+    y, y2 = vae.decode(z), vae.decode(z2)
+    per_frame = (y2 - y).abs().amax(dim=1).reshape(n, HOP).amax(dim=1)
+    scale = y.pow(2).mean().sqrt()
+    far = torch.ones(n, dtype=torch.bool)
+    far[mid - RECEPTIVE_MARGIN : mid + RECEPTIVE_MARGIN + 1] = False
+    assert per_frame[mid] > 1e-3 * scale
+    assert per_frame[far].max() <= 1e-6 * scale
+
+
+def test_oobleck_chunked_decode_with_the_fixed_overlap_equals_whole(oobleck_file):
+    """The fixed overlap (not the window size) decides equality: short windows, same overlap."""
+    z = _latents(100, seed=4)
+    whole = _vae(oobleck_file, chunked=False).decode(z)
+    chunked = _vae(oobleck_file, chunk_size=64, overlap=DECODE_GEOMETRY.overlap).decode(z)
+    assert len(chunk_windows(100, 64, DECODE_GEOMETRY.overlap)) == 3
+    assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()  # float rounding only
+
+
+def test_torchscript_vae_cast_to_bfloat16_decodes_float32_audio(oobleck_file):
+    vae32 = _vae(oobleck_file, chunked=False)
+    module = torch.jit.load(str(oobleck_file)).eval().to(torch.bfloat16)
+    vae16 = TorchScriptVAE(module, chunked=False)
+    assert vae16.dtype == torch.bfloat16
+    z = _latents(16, seed=5)
+    a, b = vae32.decode(z), vae16.decode(z)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    rel = ((b - a).pow(2).mean().sqrt() / a.pow(2).mean().sqrt()).item()
+    assert 0 < rel < 3e-2
