@@ -324,6 +324,7 @@ def _metadata(p: Plan, gen: SongGenerator, result, track, timings, *, resumed: b
                          edit_segments=r.edit_segments, resumed=resumed),
         "seed": p.seed, "seeds": [p.seed + i for i in range(r.batch)], "status": result.status,
         "evaluations": result.evaluations, "timings": timings, "autotime": p.autotime,
+        "vae_decode": gen.vae.geometry().to_dict(),
         "lyrics": {"placed": len(track.placed), "dropped": [
             {"line": d.line.line, "text": d.line.text, "reason": d.reason}
             for d in track.dropped], "truncated": [t.line for t in track.truncated]},

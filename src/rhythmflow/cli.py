@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="song length to estimate for")
     d.add_argument("--bench-frames", type=int, default=128,
                    help="frames for the full-size transformer benchmark (0 to skip)")
+    d.add_argument("--refresh", action="store_true",
+                   help="measure this machine's arithmetic again (the cached dtype probe)")
     _common(d)
     return parser
 

@@ -61,8 +61,9 @@ class Machine:
 
     @classmethod
     def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
-        """This machine: CPU, cores, free memory, GPUs; with ``measure``, the float32 GEMM rate
-        (a fraction of a second, once per process)."""
+        """This machine: CPU, cores, free memory, GPUs; with ``measure``, the machine probe
+        (:mod:`rhythmflow.probe`: GEMM rates per dtype and the automatic CPU dtype chosen from
+        them; ≤ 3 s once per machine and thread count, then read from the cache)."""
         return _detect(measure, threads)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,9 +78,6 @@ class Machine:
     def rate(self, kind: str, dtype: str) -> float | None:
         """Measured GEMM GFLOP/s for ``kind``/``dtype`` (low precision falls back to float32)."""
         return self.gflops.get(f"{kind}-{dtype}") or self.gflops.get(f"{kind}-float32")
-
-
-_GEMM_RATE: dict[int | None, float] = {}  # measured once per process and thread count
 
 
 def _detect(measure: bool, threads: int | None) -> Machine:
@@ -106,14 +104,18 @@ def _detect(measure: bool, threads: int | None) -> Machine:
                             bool(torch.cuda.is_bf16_supported())))
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     gflops: dict[str, float] = {}
-    if measure:
-        if threads not in _GEMM_RATE:
-            from rhythmflow.perf import measure_gemm_gflops
+    cores = physical_cores()
+    dtype_choice: dict[str, str] = {}
+    if measure:  # the machine probe: measured once per machine and thread count, cached on disk
+        from rhythmflow.probe import choose_cpu_dtype, load_or_measure, probe_gflops
 
-            _GEMM_RATE[threads] = round(measure_gemm_gflops(512, 2048, 2048, repeats=2), 1)
-        gflops["cpu-float32"] = _GEMM_RATE[threads]
-    return Machine(cpu=cpu, cores=physical_cores(), gpus=tuple(gpus), mps=mps,
-                   memory_available=int(psutil.virtual_memory().available), gflops=gflops)
+        probe = load_or_measure(threads or cores)
+        gflops.update({f"cpu-{d}": g for d, g in probe_gflops(probe).items()})
+        dtype, why = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        dtype_choice = {"cpu_dtype": dtype, "cpu_dtype_reason": why}
+    return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps,
+                   memory_available=int(psutil.virtual_memory().available), gflops=gflops,
+                   **dtype_choice)
 
 
 @dataclass(frozen=True)
