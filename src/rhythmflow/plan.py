@@ -197,7 +197,13 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     duration = spec.default_seconds if request.duration is None else request.duration
     spec.check_duration(duration)
     frames = specs.frames_for(config.max_frames, duration)
-    runtime = runtime or runtime_for(machine, request.device, request.dtype, request.threads)
+    dtype = request.dtype
+    if request.quantize == "int8":  # dynamic int8 layers quantize a float32 model
+        if dtype not in ("auto", "float32", "fp32"):
+            raise UsageError(f"quantize: int8 quantizes a float32 model; drop dtype {dtype} or "
+                             "quantize", field="quantize")
+        dtype = "float32"
+    runtime = runtime or runtime_for(machine, request.device, dtype, request.threads)
     reasons.extend(runtime.reasons)
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
