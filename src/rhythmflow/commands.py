@@ -15,13 +15,12 @@ FORMATS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3"}
 
 
 def _read_text(path: Path, what: str) -> str:
+    from rhythmflow.lyrics import decode_lrc
+
     try:
-        return path.read_text(encoding="utf-8")
+        return decode_lrc(path.read_bytes(), f"{what} {path}")  # UTF-8, or UTF-16 (BOM or not)
     except FileNotFoundError:
         raise errors.UsageError(f"{what} {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise errors.UsageError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte "
-                                f"{exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
 
@@ -101,9 +100,9 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
     if not args.lrc:
         log.info("no --lrc given: generating an instrumental")
-    from rhythmflow.lyrics import parse_lrc
+    from rhythmflow.lyrics import check_lrc
 
-    parse_lrc(lrc)  # malformed lyrics fail before the model is loaded
+    check_lrc(lrc)  # malformed, untimed or unsingable lyrics fail before the model is loaded
     _precheck_memory(args)
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
     gen = SongGenerator.from_pretrained(

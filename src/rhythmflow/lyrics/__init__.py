@@ -7,11 +7,12 @@ first use.
 from __future__ import annotations
 
 from rhythmflow.lyrics.g2p import g2p_phonemes, g2p_tokens
-from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
+from rhythmflow.lyrics.lrc import LyricLine, decode_lrc, parse_lrc
 from rhythmflow.lyrics.tokens import (
     DroppedLine,
     LyricsTrack,
     Placement,
+    check_lrc,
     lrc_to_track,
     place_tokens,
     tokenize_lines,
@@ -19,6 +20,8 @@ from rhythmflow.lyrics.tokens import (
 
 __all__ = [
     "DroppedLine",
+    "check_lrc",
+    "decode_lrc",
     "LyricLine",
     "LyricsTrack",
     "Placement",
