@@ -22,7 +22,7 @@ import torch
 from rhythmflow import __version__
 from rhythmflow.config import FRAME_RATE, DiTConfig, preset
 from rhythmflow.console import StageEvent
-from rhythmflow.errors import SamplingCancelled, SamplingTimeout, UsageError
+from rhythmflow.errors import RhythmflowError, SamplingCancelled, SamplingTimeout, UsageError
 from rhythmflow.runtime import Runtime, apply_threads, resolve_runtime
 
 log = logging.getLogger(__name__)
@@ -353,10 +353,13 @@ class SongGenerator:
         return chosen
 
     def _interrupt(self, result, save_state) -> None:
-        path = None
+        path, where = None, ""
         if save_state is not None and result.state is not None:
-            path = result.state.save(save_state)
-        where = f"; state saved to {path}" if path else ""
+            try:  # [issue 14] a failed save must not turn a Ctrl-C/timeout into a crash
+                path = result.state.save(save_state)
+                where = f"; state saved to {path}"
+            except RhythmflowError as exc:
+                where = f"; the resume state could NOT be saved ({exc}); nothing was kept"
         what = (f"stopped after {result.steps_done}/{result.total_steps} steps "
                 f"({result.elapsed:.0f} s){where}")
         if result.status == "timeout":

@@ -11,7 +11,6 @@ from rhythmflow import errors
 from rhythmflow.console import ProgressView, StageEvent
 
 log = logging.getLogger("rhythmflow")
-FORMATS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3"}
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -23,18 +22,6 @@ def _read_text(path: Path, what: str) -> str:
         raise errors.UsageError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def output_paths(output: Path, fmt: str | None, batch: int) -> list[Path]:
-    """The files a run writes: ``song.wav`` or ``song_0.wav … song_{N-1}.wav``."""
-    suffix = output.suffix.lower()
-    if fmt is None:
-        fmt = FORMATS.get(suffix, "wav")
-    ext = "." + fmt
-    stem = output.with_suffix("") if suffix in FORMATS else output
-    if batch == 1:
-        return [stem.with_name(stem.name + ext)]
-    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(batch)]
 
 
 def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
@@ -59,6 +46,10 @@ def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
     for out in outputs:
         if not out.parent.exists():
             raise errors.UsageError(f"output folder {out.parent} does not exist; create it first")
+    if args.save_state is not None:  # a Ctrl-C or timeout must be able to keep the work
+        from rhythmflow.files import check_writable_folder
+
+        check_writable_folder(Path(args.save_state).expanduser().parent)
     if args.timeout is not None and args.timeout <= 0:
         raise errors.UsageError("--timeout must be a positive number of seconds")
 
@@ -94,8 +85,9 @@ def _precheck_memory(args: argparse.Namespace) -> None:
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.api import SongGenerator
     from rhythmflow.audio import write_audio, write_sidecar
+    from rhythmflow.files import resolve_outputs
 
-    outputs = output_paths(args.output, args.format, args.batch)
+    outputs = resolve_outputs(args.output, args.format, args.sample_format, args.batch)
     _validate(args, outputs)
     lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
     if not args.lrc:
