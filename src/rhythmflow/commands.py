@@ -35,6 +35,11 @@ def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
         p = getattr(args, flag)
         if p is not None and not Path(p).is_file():
             raise errors.UsageError(f"--{flag.replace('_', '-')} {p}: no such file")
+    for flag in ("style_embedding", "negative_style"):  # odd .npy files fail before loading
+        if getattr(args, flag) is not None:
+            from rhythmflow.style import load_style_npy
+
+            load_style_npy(getattr(args, flag))
     if args.edit_segments is not None:
         from rhythmflow.edit import parse_segments
 
