@@ -50,6 +50,17 @@ def _check_readable(path: str | os.PathLike) -> Path:
     return p
 
 
+def _audio_reason(exc: Exception) -> str:
+    """libsndfile's words without its internal codes: "Format not recognised." → plain text."""
+    from rhythmflow.errors import plain_reason
+
+    log.debug("libsndfile failed", exc_info=True)
+    text = getattr(exc, "error_string", None)  # soundfile.LibsndfileError
+    if isinstance(text, str) and text.strip():
+        return text.strip().rstrip(".") + " (damaged, or not an audio file it can read)"
+    return plain_reason(exc)
+
+
 def audio_info(path: str | os.PathLike) -> tuple[float, int, int]:
     """(duration in seconds, sample rate, channels) of an audio file; UsageError if unreadable."""
     import soundfile as sf
@@ -58,7 +69,7 @@ def audio_info(path: str | os.PathLike) -> tuple[float, int, int]:
     try:
         info = sf.info(str(p))
     except Exception as exc:
-        raise UsageError(f"cannot read audio file {p}: {exc}") from exc
+        raise UsageError(f"cannot read audio file {p}: {_audio_reason(exc)}") from exc
     return info.frames / info.samplerate, info.samplerate, info.channels
 
 
@@ -79,7 +90,7 @@ def read_audio(
             frames = -1 if duration is None else int(duration * sr)
             data = f.read(frames, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise UsageError(f"cannot read audio file {p}: {exc}") from exc
+        raise UsageError(f"cannot read audio file {p}: {_audio_reason(exc)}") from exc
     if data.shape[0] == 0:
         raise UsageError(f"audio file {p} holds no samples (at {start:.2f} s)")
     return np.ascontiguousarray(data.T), sr

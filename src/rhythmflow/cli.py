@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=95.0, help="song length to estimate for")
     d.add_argument("--bench-frames", type=int, default=128,
                    help="frames for the full-size transformer benchmark (0 to skip)")
+    _assets(d)  # --smoke reads the G2P vocabulary locally, never from the network
     _common(d)
     return parser
 

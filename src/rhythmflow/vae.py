@@ -235,8 +235,12 @@ def load_vae(
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             module = torch.jit.load(str(p), map_location=torch.device(device))
     except (RuntimeError, ValueError, OSError) as exc:
+        from rhythmflow.errors import plain_reason
+
+        log.debug("torch.jit.load(%s) failed", p, exc_info=True)
         raise CheckpointError(
-            f"{p} is not a TorchScript VAE file ({str(exc).splitlines()[0]})"
+            f"{p} is not a TorchScript VAE file ({plain_reason(exc)}); pass the DiffRhythm "
+            "vae_model.pt, or delete it and download it again"
         ) from exc
     missing = [m for m in ("decode_export", "encode_export") if not hasattr(module, m)]
     if missing:

@@ -135,7 +135,10 @@ class SamplerState:
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling errors come in many types
-            raise UsageError(f"{path} is not a readable rhythmflow sampler state: {exc}") from None
+            from rhythmflow.errors import plain_reason
+
+            raise UsageError(f"{path} is not a readable rhythmflow sampler state "
+                             f"({plain_reason(exc)}); restart without --resume") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise UsageError(f"{path} is not a rhythmflow sampler state (no '{FORMAT}' marker)")
         if d.get("version") != VERSION:

@@ -160,9 +160,12 @@ def _g2p(text: str) -> tuple[str, tuple[int, ...]]:
                 f"{lang} lyrics need a package that is not installed ({exc}); run `{fix}`"
             ) from exc
         except Exception as exc:  # any failure inside espeak/inflect/the Chinese G2P
+            from rhythmflow.errors import plain_reason
+
+            log.debug("G2P failure on %r", segment, exc_info=True)
             raise LyricsError(
                 f"cannot convert the {lang} part {segment!r} of lyric {text!r} to phonemes "
-                f"({type(exc).__name__}: {exc}); rephrase or remove that part"
+                f"({plain_reason(exc)} in the G2P); rephrase or remove that part"
             ) from exc
         phonemes += phones + "|"
         tokens += _segment_tokens(phones)
