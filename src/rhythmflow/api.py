@@ -51,6 +51,7 @@ class Song:
     latents: torch.Tensor
     seeds: list[int | None]
     metadata: dict[str, Any] = field(default_factory=dict)
+    state: Any = None  # [issue 14] the finished SamplerState, saved if writing the song fails
 
     def __len__(self) -> int:
         return self.audio.shape[0]
@@ -192,13 +193,17 @@ class SongGenerator:
         plan = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
         return plan.reference, plan.mask
 
-    def decode(self, latents: torch.Tensor, on_progress: Progress | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, on_progress: Progress | None = None,
+               cancel=None) -> torch.Tensor:
+        from rhythmflow.keep import decode_cancelled
+
         t0 = time.perf_counter()
 
         def on_chunk(done: int, total: int) -> None:
             el = time.perf_counter() - t0
             eta = el / done * (total - done) if done else None
             _emit(on_progress, DecodeEvent(done, total, el, eta))
+            decode_cancelled(cancel, done, total)  # [issue 14] Ctrl-C: stop at the next chunk
 
         audio = self.vae.decode(latents.transpose(1, 2).contiguous(), on_chunk=on_chunk)
         return audio.float().cpu()
@@ -256,6 +261,9 @@ class SongGenerator:
             _emit(on_progress, StageEvent(name, message, done=t0 is not None,
                                           seconds=timings.get(name) if t0 else None))
 
+        from rhythmflow.keep import check_cancel, keep_and_reraise
+
+        check_cancel(cancel, "the lyrics stage")  # [issue 14] no 0-step state for a Ctrl-C
         t0 = time.perf_counter()
         track = self.lyrics(lrc, duration, keep_last_line)
         n = track.end_frame
@@ -283,9 +291,11 @@ class SongGenerator:
             start_time=track.start_time, song_duration=track.song_duration,
             reference=None if reference is None else reference.to(dev), edit_mask=mask,
             batch=batch)
+        check_cancel(cancel, "the time estimate")  # [issue 14]
         steps = self._choose_steps(steps, n, batch, cfg_strength, solver, time_budget, estimate,
                                    started, on_progress, timings, est)
         tag = _fingerprint(track.tokens, style_vec, neg, extra=str(self.identity.get("checkpoint")))
+        check_cancel(cancel, "sampling")  # [issue 14]
         t0 = time.perf_counter()
         stage("sample", f"{steps} {solver} steps, cfg {cfg_strength:g}, batch {batch}")
         result = sample(self.model, inputs, steps=steps, cfg_strength=cfg_strength, solver=solver,
@@ -301,7 +311,11 @@ class SongGenerator:
                         result.steps_done, result.total_steps)
         t0 = time.perf_counter()
         stage("decode", f"decoding {n} frames with the VAE")
-        audio = self.decode(result.latent, on_progress)
+        kept = result.final_state if result.completed else result.state
+        try:  # [issue 14] a Ctrl-C or any failure from here on keeps the finished sampling
+            audio = self.decode(result.latent, on_progress, cancel=cancel)
+        except BaseException as exc:
+            keep_and_reraise(exc, kept, save_state)
         stage("decode", f"{audio.shape[-1] / self.vae.sample_rate:.1f} s of audio", t0)
         timings["total"] = round(time.perf_counter() - started + self.load_seconds, 3)
         seeds = [None if result.seed is None else result.seed + i for i in range(batch)]
@@ -318,7 +332,7 @@ class SongGenerator:
                 {"line": d.line.line, "text": d.line.text, "reason": d.reason}
                 for d in track.dropped], "truncated": [t.line for t in track.truncated]},
         }
-        return Song(audio, self.vae.sample_rate, result.latent.cpu(), seeds, meta)
+        return Song(audio, self.vae.sample_rate, result.latent.cpu(), seeds, meta, state=kept)
 
     def _choose_steps(self, steps, n, batch, cfg_strength, solver, time_budget, estimate,
                       started, on_progress, timings, est) -> int:

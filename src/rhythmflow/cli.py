@@ -129,8 +129,9 @@ def _install_signal_handlers(cancel) -> None:
     def handler(signum, _frame):
         if cancel.is_set():  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        log.warning("\n%s received: stopping at the next model evaluation and saving the state "
-                    "(press Ctrl-C again to abort)", signal.Signals(signum).name)
+        log.warning("\n%s received: stopping at the next safe point (model evaluation or VAE "
+                    "chunk) and keeping the work done (press Ctrl-C again to abort)",
+                    signal.Signals(signum).name)
         cancel.cancel(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, handler)

@@ -26,6 +26,13 @@ def _read_text(path: Path, what: str) -> str:
 
 def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
     """Cheap checks before anything heavy is loaded."""
+    from rhythmflow.checks import check_generation_numbers
+
+    check_generation_numbers(
+        seed=args.seed, batch=args.batch, steps=args.steps, timeout=args.timeout,
+        time_budget=args.time_budget, loudness=args.loudness, cfg_strength=args.cfg_strength,
+        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        duration=args.duration, threads=args.threads)
     if args.edit and (args.ref_song is None or args.edit_segments is None):
         raise errors.UsageError("--edit needs --ref-song FILE and --edit-segments JSON")
     if not args.edit and (args.ref_song or args.edit_segments):
@@ -102,6 +109,9 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     check_lrc(lrc)  # malformed, untimed or unsingable lyrics fail before the model is loaded
     _precheck_memory(args)
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
+    from rhythmflow.keep import check_cancel
+
+    check_cancel(cancel, "loading the model")  # [issue 14] Ctrl-C while checking inputs
     gen = SongGenerator.from_pretrained(
         _model_name(args), model_config=args.model_config, vae=args.vae, device=args.device,
         dtype=args.dtype, threads=args.threads, assets_dir=args.assets_dir,
@@ -119,17 +129,24 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         ref_song=args.ref_song if args.edit else None, edit_segments=args.edit_segments,
         keep_last_line=args.keep_last_line)
     view(StageEvent("write", f"writing {len(outputs)} file(s)"))
-    for i, path in enumerate(outputs):
-        write_audio(path, song.audio[i], song.sample_rate, sample_format=args.sample_format,
-                    normalize="peak" if args.loudness is None else "loudness",
-                    target_lufs=args.loudness if args.loudness is not None else -14.0)
-        meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
-                    command=vars(args))
-        write_sidecar(path, meta)
-        if view.mode == "json":  # stdout stays one JSON object per line
-            print(json.dumps({"event": "Output", "path": str(path), "seed": song.seeds[i]}))
-        else:
-            print(path)
+    from rhythmflow.keep import StoppedAfterSampling, keep_and_reraise
+
+    try:  # [issue 14] a Ctrl-C or a failed write keeps the finished sampling for --resume
+        if cancel.is_set():
+            raise StoppedAfterSampling("cancelled before writing the song")
+        for i, path in enumerate(outputs):
+            write_audio(path, song.audio[i], song.sample_rate, sample_format=args.sample_format,
+                        normalize="peak" if args.loudness is None else "loudness",
+                        target_lufs=args.loudness if args.loudness is not None else -14.0)
+            meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
+                        command=vars(args))
+            write_sidecar(path, meta)
+            if view.mode == "json":  # stdout stays one JSON object per line
+                print(json.dumps({"event": "Output", "path": str(path), "seed": song.seeds[i]}))
+            else:
+                print(path)
+    except BaseException as exc:
+        keep_and_reraise(exc, song.state, save_state)
     if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():
         Path(save_state).unlink(missing_ok=True)  # the state is used up
     return errors.EXIT_OK
