@@ -69,9 +69,11 @@ def test_resolve_outputs_tries_the_folder_for_real():
     ("x.flac", ["--sample-format", "float32"], "float32 cannot be stored in flac"),
     ("sub", [], "is a folder"),
     ("x.wav", ["--save-state", "/sys/state.pt"], "cannot write to the output folder /sys"),
+    ("x.wav", ["--save-state", "SUB"], "is a folder; give a file name"),
 ])
 def test_cli_refuses_bad_outputs_before_loading(files, tmp_path, capsys, output, extra, message):
     (tmp_path / "sub").mkdir()
+    extra = [str(tmp_path / "sub") if x == "SUB" else x for x in extra]
     assert main(base_args(files, tmp_path / output, "--progress", "log", *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and "load" not in err

@@ -61,7 +61,11 @@ def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
     if args.save_state is not None:  # a Ctrl-C or timeout must be able to keep the work
         from rhythmflow.files import check_writable_folder
 
-        check_writable_folder(Path(args.save_state).expanduser().parent)
+        state = Path(args.save_state).expanduser()
+        if state.is_dir():
+            raise errors.UsageError(f"--save-state {state} is a folder; give a file name such "
+                                    f"as {state / 'song.resume.pt'}")
+        check_writable_folder(state.parent)
     if args.timeout is not None and args.timeout <= 0:
         raise errors.UsageError("--timeout must be a positive number of seconds")
 
