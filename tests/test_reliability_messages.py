@@ -150,3 +150,25 @@ def test_failed_infer_shim_leaves_no_output_folder(files, tmp_path):
     assert proc.returncode == errors.EXIT_USAGE, proc.stderr
     assert "missing.lrc" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["style.npy"]  # no infer/example/output
+
+
+def test_g2p_library_failure_is_reported_in_plain_words(monkeypatch):
+    # A failure inside the G2P library (here the kind of IndexError a tokenizer raises on odd
+    # input); the user sees the line and what to do, not the library's text.
+    from rhythmflow.errors import LyricsError
+    from rhythmflow.lyrics import g2p
+    from rhythmflow.lyrics.g2p import english
+
+    def broken(text):
+        raise IndexError("pop from empty list")
+
+    monkeypatch.setattr(english, "english_phonemes", broken)
+    g2p.clear_cache()
+    try:
+        with pytest.raises(LyricsError) as info:
+            g2p.g2p_tokens("odd words here")
+    finally:
+        g2p.clear_cache()
+    msg = str(info.value)
+    assert "pop from empty list" not in msg
+    assert "unexpected IndexError in the G2P" in msg and "rephrase or remove" in msg
