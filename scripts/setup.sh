@@ -36,7 +36,8 @@ PY=${PYTHON:-python3}
 flavour_of() {  # flavour_of DIR: the recorded flavour, else probed, else "none"
   if [ -f "$1/.rhythmflow-flavour" ]; then cat "$1/.rhythmflow-flavour"
   elif [ ! -x "$1/bin/python" ]; then echo none
-  elif "$1/bin/python" -c "import muq" >/dev/null 2>&1; then echo mulan
+  elif "$1/bin/python" -c "import importlib.metadata as m; m.version('muq')" >/dev/null 2>&1
+  then echo mulan  # installed (even if a later torch broke its import): an unmarked mulan venv
   else echo cpu; fi
 }
 

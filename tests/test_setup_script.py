@@ -84,3 +84,16 @@ def test_verify_catches_torchaudio_built_for_another_torch(tmp_path, torchaudio_
     assert proc.returncode == 1, proc.stdout
     assert "torchaudio" in proc.stderr and "torch is 2.13" in proc.stderr
     assert "fix: delete" in proc.stderr
+
+
+def test_unmarked_venv_with_muq_installed_counts_as_mulan(tmp_path):
+    # A .venv from before the flavour marker, where `setup.sh test` had replaced torch under
+    # muq (so `import muq` fails): it is still recognised by muq's installed metadata.
+    venv = _scratch_venv(tmp_path / "venv")
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    site.mkdir(parents=True, exist_ok=True)
+    dist = site / "muq-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: muq\nVersion: 0.1.0\n")
+    proc = _setup("test", VENV=str(venv), SETUP_PLAN_ONLY="1")
+    assert proc.stdout.strip() == f"plan: {venv} holds mulan, mulan wanted: keep"
