@@ -334,10 +334,10 @@ def _lyrics(request: GenerationRequest, duration: float, max_frames: int,
     checked here with line numbers (its G2P runs in the lyrics stage); plain lyrics are timed
     here, so a text that cannot be timed fails before anything is loaded."""
     from rhythmflow.errors import LrcError, LyricsError
-    from rhythmflow.lyrics import parse_lrc
+    from rhythmflow.lyrics import check_lrc
 
     if request.lyrics is None:
-        parse_lrc(request.lrc)
+        check_lrc(request.lrc)  # syntax, at least one timed lyric, singable scripts
         return request.lrc, request.keep_last_line, None, ()
     from rhythmflow.lyrics.autotime import time_lyrics
 
@@ -357,6 +357,14 @@ def _check_files(request: GenerationRequest) -> None:
         value = getattr(request, name)
         if value is not None and not Path(value).is_file():
             raise UsageError(f"{name}: no such file {value}", field=name)
+    for name in ("style_embedding_file", "negative_style"):  # odd .npy files fail here
+        if getattr(request, name) is not None:
+            from rhythmflow.style import load_style_npy
+
+            try:
+                load_style_npy(getattr(request, name))
+            except UsageError as exc:
+                raise UsageError(f"{name}: {exc}", field=name) from None
 
 
 def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
