@@ -347,8 +347,9 @@ def _lyrics(request: GenerationRequest, duration: float, max_frames: int,
         raise type(exc)(f"lyrics: {exc}", field="lyrics", line=exc.line) from exc
     except UsageError as exc:
         raise UsageError(f"lyrics: {exc}", field="lyrics") from exc
-    # every line was timed to fit, so none is dropped by the base model's last-line rule
-    return timed.lrc, True, timed.summary(), timed.warnings
+    # every line was timed to fit, so none is dropped by the base model's last-line rule; with
+    # markers only it is an instrumental (no lyrics at all)
+    return timed.lrc if timed.lines else "", True, timed.summary(), timed.warnings
 
 
 def _check_files(request: GenerationRequest) -> None:

@@ -387,8 +387,10 @@ def _write_lrc(items: Sequence[Item], timed: Sequence[TimedLine], complete: bool
             continue
         if isinstance(item, Blank):
             out.append("")
-        elif isinstance(item, Marker):
-            out.append(item.text)
+        elif isinstance(item, Marker):  # a header LRC readers (and ours) skip without a warning
+            bracketed = item.text.startswith("[") and item.text.endswith("]") or (
+                item.text.startswith("【") and item.text.endswith("】"))
+            out.append(item.text if bracketed else f"[{item.text}]")
         elif (item.line, item.text) in by_line:
             t = by_line[(item.line, item.text)]
             out.append(_lrc_time(round(t.start * 100))[0] + t.text)
@@ -399,6 +401,10 @@ def _verify(lrc: str, timed: Sequence[TimedLine], max_frames: int, duration: flo
             assets: LyricsAssets) -> None:
     """Internal invariant: the LRC reads back to exactly ``timed`` and places every token."""
     back = parse_lrc(lrc)
+    if not timed:  # markers only: an instrumental (run conditions on no lyrics at all)
+        if back:
+            raise RuntimeError(f"autotime timed lines it did not plan (a bug): {lrc!r}")
+        return
     track = lrc_to_track(lrc, max_frames=max_frames, audio_length=duration, keep_last_line=True,
                          assets=assets)
     got = [(x.text, x.start) for x in back]

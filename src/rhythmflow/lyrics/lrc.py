@@ -60,7 +60,7 @@ _FULLWIDTH_STAMP = re.compile(
 )
 _FULLWIDTH = str.maketrans({**{chr(0xFF10 + i): str(i) for i in range(10)},
                             "：": ":", "．": ".", "。": ".", "［": "[", "］": "]"})
-_SECTION = re.compile(r"\[[^\]]*\]")  # "[Verse 1]" alone on a line: a header, not a lyric
+_SECTION = re.compile(r"\[[^\]]*\]|【[^】]*】")  # "[Verse 1]" / "【副歌】" alone on a line: a header
 
 _TIME_HINT = (
     "write timestamps as [mm:ss.xx], e.g. [01:05.30] ([m:ss], [mm:ss] and 1 to 3 fraction digits "
