@@ -231,9 +231,11 @@ class SongGenerator:
         ref_song: str | os.PathLike | None = None,
         edit_segments=None,
         keep_last_line: bool = False,
+        checkpoint: str | os.PathLike | None = None,
     ) -> Song:
         """Generate ``batch`` songs. Raises SamplingTimeout / SamplingCancelled (with the saved
-        state's path when ``save_state`` is given) unless ``anytime`` finished the song."""
+        state's path when ``save_state`` is given) unless ``anytime`` finished the song.
+        ``checkpoint``: save the resumable sampler state there after every step (serve workers)."""
         from rhythmflow import estimate as est
         from rhythmflow.sampling import Deadline, SamplerState, prepare_inputs, sample
         from rhythmflow.style import negative_style as load_negative
@@ -291,7 +293,7 @@ class SongGenerator:
         result = sample(self.model, inputs, steps=steps, cfg_strength=cfg_strength, solver=solver,
                         schedule=schedule, guidance_interval=guidance_interval, seed=seed,
                         model_dtype=dt, deadline=deadline, cancel=cancel, callback=on_progress,
-                        anytime=anytime, resume_state=state, tag=tag)
+                        anytime=anytime, resume_state=state, tag=tag, checkpoint=checkpoint)
         stage("sample", f"{result.status} after {result.steps_done}/{result.total_steps} steps, "
               f"{result.evaluations} evaluations", t0)
         if not result.completed and result.latent is None:
