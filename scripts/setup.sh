@@ -7,7 +7,8 @@
 #                                 .venv with MuQ-MuLan instead (style from a text prompt or
 #                                 reference audio): see mulan_stack below
 #   bash scripts/setup.sh test    .venv as above, plus .venv-mulan: the rhythmflow[mulan]
-#                                 install the tests run the real MuQ-MuLan path in
+#                                 install the tests run the real MuQ-MuLan path in, plus
+#                                 chromium (apt) and playwright for the page's browser test
 #
 # MuQ-MuLan (package muq 0.1.0) imports torchaudio, whose newest release (2.11) pins torch 2.11,
 # and from PyPI that is a CUDA build (several GB, runs on CPU too); x_clip (a muq dependency)
@@ -45,6 +46,13 @@ else
   .venv/bin/python -m pip install -q -e ".[chinese,dev,mp3]"
 fi
 if [ "$MODE" = test ]; then
+  # the page's browser test: Playwright drives Debian's chromium (no browser download)
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+  .venv/bin/python -m pip install -q -e ".[serve-test]"
   # sentencepiece + protobuf build the tiny XLM-R tokenizer the MuQ-MuLan tests train
   mulan_stack .venv-mulan "dev,mulan" sentencepiece protobuf
 fi
