@@ -113,20 +113,26 @@
     const parts = Object.entries(stages)
       .filter(([k, v]) => typeof v === "number" && !["total", "seconds", "total_seconds"].includes(k))
       .map(([k, v]) => `${k} ${fmtSeconds(v)}`);
-    const head = typeof total === "number" ? `about ${fmtSeconds(total)}` : "";
-    return parts.length ? `${head} (${parts.join(", ")})` : head;
+    if (typeof total !== "number") {
+      return `not known yet${est.basis ? `: ${est.basis}` : ""}`;
+    }
+    const head = `about ${fmtSeconds(total)}`;
+    // one stage that is the whole total ("sample" only) adds nothing
+    const numbers = Object.values(stages).filter((v) => typeof v === "number" && v !== total);
+    return parts.length && numbers.length ? `${head} (${parts.join(", ")})` : head;
   }
 
   function planText(plan) {
     const bits = [];
     const est = estimateText(plan.estimate);
     if (est) bits.push(`Estimated time: ${est}`);
-    if (plan.model) bits.push(`model ${plan.model}`);
+    if (plan.model) bits.push(`model ${String(plan.model).split(/[\\/]/).pop()}`);
     if (plan.duration) bits.push(`${Number(plan.duration).toFixed(0)} s of audio`);
     if (plan.steps) bits.push(`${plan.steps} steps`);
     if (plan.runtime_class) bits.push(plan.runtime_class);
     else if (plan.device) bits.push(`${plan.device}${plan.dtype ? " " + plan.dtype : ""}`);
-    if (plan.seed !== undefined && plan.seed !== null) bits.push(`seed ${plan.seed}`);
+    // the server draws a seed for every check when none is given: only a chosen one is news
+    if ($("seed").value.trim() !== "" && plan.seed !== undefined) bits.push(`seed ${plan.seed}`);
     return bits.join(" · ");
   }
 
@@ -352,6 +358,7 @@
     }
     const parts = [];
     if (status === "queued") parts.push("Waiting in the queue");
+    else if (status === "running" && p && p.cancelling) parts.push("Cancelling…");
     else if (status === "running" && p && p.stage && p.stage !== "sample") parts.push(`Stage: ${p.stage}`);
     if (Number.isFinite(total) && total > 0 && status !== "queued") parts.push(`Step ${step}/${total}`);
     if (p && Number.isFinite(p.elapsed)) parts.push(`elapsed ${fmtSeconds(p.elapsed)}`);
@@ -368,7 +375,7 @@
     const badge = $("job-status");
     badge.textContent = job.status;
     badge.className = `badge ${job.status}`;
-    renderProgress(job.progress || {}, job.status);
+    renderProgress({ ...(job.progress || {}), cancelling: job.cancel_requested }, job.status);
     const err = job.error && (job.error.message || job.error);
     $("job-error").textContent = job.status === "failed" && err ? String(err) : "";
     $("cancel").disabled = !(job.status === "queued" || job.status === "running");
@@ -394,11 +401,14 @@
     } else if (type === "StageEvent" && !ev.done && ev.stage !== "sample") {
       $("progress-text").textContent = `Stage: ${ev.stage}${ev.message ? " – " + ev.message : ""}`;
       setBadge("running");
-    } else if (type === "status" || type === "Status" || type === "JobStatus") {
+    } else if (type === "status") {
+      // The stream replays a job's whole log (a resumed job's earlier "cancelled" too), so a
+      // final status only ends the watch when the job itself says it is over.
       if (ev.status) setBadge(ev.status);
       if (!ev.status || TERMINAL.has(ev.status)) {
-        stopWatching();
-        refreshJob(id);
+        refreshJob(id).then((job) => {
+          if (job && TERMINAL.has(job.status) && state.jobId === id) stopWatching();
+        });
       }
     }
   }
@@ -429,8 +439,11 @@
   // stream read by hand. Any failure falls back to polling GET api/jobs/{id}.
   function watch(id) {
     const url = `api/jobs/${encodeURIComponent(id)}/events`;
-    const onData = (text) => {
-      try { applyEvent(id, JSON.parse(text)); } catch (_) { /* ignore a malformed event */ }
+    const onData = (text, type) => {
+      let ev;
+      try { ev = JSON.parse(text); } catch (_) { return; }   // ignore a malformed event
+      if (ev && typeof ev === "object" && !ev.event) ev.event = type;
+      applyEvent(id, ev);
     };
     const fallback = () => {
       if (state.jobId !== id || !state.stream) return;
@@ -440,8 +453,10 @@
     };
     if (!state.key && window.EventSource) {
       const es = new EventSource(url);
-      es.onmessage = (m) => onData(m.data);
-      es.addEventListener("status", (m) => onData(m.data));
+      // events are named by type ("event: SampleEvent"); unnamed ones arrive as "message"
+      for (const type of ["message", "status", "SampleEvent", "StageEvent", "DecodeEvent"]) {
+        es.addEventListener(type, (m) => onData(m.data, type));
+      }
       es.onerror = fallback;
       state.stream = { close: () => es.close() };
       return;
@@ -462,9 +477,11 @@
         while ((cut = buf.indexOf("\n\n")) >= 0) {
           const block = buf.slice(0, cut);
           buf = buf.slice(cut + 2);
-          const data = block.split("\n").filter((l) => l.startsWith("data:"))
-            .map((l) => l.slice(5).replace(/^ /, "")).join("\n");
-          if (data) onData(data);
+          const lines = block.split("\n");
+          const field = (name) => lines.filter((l) => l.startsWith(name + ":"))
+            .map((l) => l.slice(name.length + 1).replace(/^ /, "")).join("\n");
+          const data = field("data");
+          if (data) onData(data, field("event") || "message");
         }
       }
       fallback();   // stream ended without a final status
@@ -621,7 +638,7 @@
 
   async function loadHistory(more = false) {
     const params = new URLSearchParams({ limit: "20" });
-    if (more && state.historyNext !== null) params.set("cursor", state.historyNext);
+    if (more && state.historyNext !== null) params.set("before", state.historyNext);
     try {
       const data = await api(`api/jobs?${params}`);
       const jobs = Array.isArray(data) ? data : (data.jobs || data.items || []);
@@ -648,7 +665,9 @@
       const bits = [];
       if (h.workers_alive !== undefined) bits.push(`workers ${h.workers_alive}`);
       if (h.model_loaded !== undefined) bits.push(h.model_loaded ? "model loaded" : "model not loaded yet");
-      if (h.queue_depth !== undefined) bits.push(`queue ${h.queue_depth}`);
+      const queued = typeof h.queue === "object" && h.queue !== null
+        ? Object.values(h.queue).reduce((a, b) => a + Number(b || 0), 0) : h.queue;
+      if (queued !== undefined) bits.push(`${queued} waiting`);
       $("health").textContent = bits.length ? `Server ready · ${bits.join(" · ")}` : "Server ready";
     } catch (e) {
       $("health").textContent = `Server problem: ${e.message}`;
