@@ -8,7 +8,8 @@
 #                                 reference audio): see mulan_stack below
 #   bash scripts/setup.sh test    .venv as above, plus .venv-mulan: the rhythmflow[mulan]
 #                                 install the tests run the real MuQ-MuLan path in, plus
-#                                 chromium (apt) and playwright for the page's browser test
+#                                 chromium (apt) and playwright for the page's browser test,
+#                                 redis-server (apt) for the serve scale-out test
 #
 # MuQ-MuLan (package muq 0.1.0) imports torchaudio, whose newest release (2.11) pins torch 2.11,
 # and from PyPI that is a CUDA build (several GB, runs on CPU too); x_clip (a muq dependency)
@@ -38,14 +39,20 @@ mulan_stack() {  # mulan_stack DIR EXTRAS [more packages]
 }
 
 if [ "${WITH_MULAN:-0}" = 1 ]; then
-  mulan_stack .venv "chinese,dev,mulan"
+  mulan_stack .venv "chinese,dev,mulan,serve"
 else
   new_venv .venv
   # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-  .venv/bin/python -m pip install -q -e ".[chinese,dev,mp3]"
+  .venv/bin/python -m pip install -q -e ".[chinese,dev,mp3,serve]"
 fi
 if [ "$MODE" = test ]; then
+  # the serve scale-out test starts a throw-away redis-server (Debian package)
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq redis-server >/dev/null
+  fi
   # the page's browser test: Playwright drives Debian's chromium (no browser download)
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
