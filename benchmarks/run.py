@@ -25,7 +25,8 @@ import torch
 from common import REF_SHAPE, machine, run_worker, table
 
 from rhythmflow.config import PRESETS
-from rhythmflow.perf import estimate_seconds, forward_flops, keep_freed_memory, measure_gemm_gflops
+from rhythmflow.estimate import DIT_EFFICIENCY, estimate_job
+from rhythmflow.perf import forward_flops, keep_freed_memory, measure_gemm_gflops
 
 GEMM_SHAPES = {
     "gate/up [2048x2048]x[2048x8192]": REF_SHAPE,
@@ -103,7 +104,8 @@ def estimates(gflops: float) -> list[dict]:
         cfg = PRESETS[preset]
         for steps in (8, 16, 32):
             for guided in (True, False):
-                s = estimate_seconds(cfg, frames, steps, cfg=guided, gflops=gflops)
+                s = estimate_job(cfg, frames, steps=steps, evals_per_step=1, guided=guided,
+                                 gflops=gflops / DIT_EFFICIENCY).sampling
                 out.append(
                     {
                         "song": label,

@@ -19,8 +19,12 @@ if __package__ in (None, "", "infer"):  # running from a source checkout without
     if _src.is_dir() and str(_src) not in sys.path:
         sys.path.insert(0, str(_src))
 
-MODEL_BY_REPO = {"ASLP-lab/DiffRhythm-base": "v1.0-base", "ASLP-lab/DiffRhythm-full": "v1.0-full",
-                 "ASLP-lab/DiffRhythm-1_2": "v1.2-base", "ASLP-lab/DiffRhythm-1_2-full": "v1.2-full"}
+
+
+def _models_by_repo() -> dict[str, str]:
+    from rhythmflow.specs import MODELS
+
+    return {spec.repo: name for name, spec in MODELS.items()}
 
 
 def to_rhythmflow_args(argv: list[str] | None = None) -> list[str]:
@@ -46,9 +50,10 @@ def to_rhythmflow_args(argv: list[str] | None = None) -> list[str]:
     out = ["generate", "--duration", f"{a.audio_length:g}", "--batch", str(a.batch_infer_num),
            "-o", str(Path(a.output_dir) / "output.wav")]
     if a.repo_id:
-        if a.repo_id not in MODEL_BY_REPO:
-            p.error(f"--repo-id {a.repo_id}: choose one of {', '.join(MODEL_BY_REPO)}")
-        out += ["--model", MODEL_BY_REPO[a.repo_id]]
+        by_repo = _models_by_repo()
+        if a.repo_id not in by_repo:
+            p.error(f"--repo-id {a.repo_id}: choose one of {', '.join(by_repo)}")
+        out += ["--model", by_repo[a.repo_id]]
     pairs = [("--lrc", a.lrc_path), ("--style-prompt", a.ref_prompt),
              ("--style-audio", a.ref_audio_path), ("--ref-song", a.ref_song),
              ("--edit-segments", a.edit_segments), ("--steps", a.steps),

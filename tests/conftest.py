@@ -48,3 +48,34 @@ def assets_dir() -> Path:
     if not ASSETS_DIR.is_dir():
         pytest.fail(f"assets folder {ASSETS_DIR} is missing (set RHYTHMFLOW_ASSETS_DIR)")
     return ASSETS_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random DiT checkpoint in the official format, a tiny TorchScript VAE, a style
+    embedding and an LRC file, built once for the whole test session."""
+    import numpy as np
+
+    from rhythmflow.model.testing import random_dit, save_checkpoint
+    from rhythmflow.tiny import build_tiny_vae
+
+    d = tmp_path_factory.mktemp("tiny")
+    cfg = tiny_config()
+    style = d / "style.npy"
+    np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
+    lrc = d / "song.lrc"
+    lrc.write_text(TINY_LRC, encoding="utf-8")
+    return {"ckpt": save_checkpoint(random_dit(cfg, seed=7), d / "cfm_model.pt"),
+            "vae": build_tiny_vae(d / "vae_model.pt"), "style": style, "lrc": lrc, "dir": d}
+
+
+def tiny_config():
+    """The architecture of the session's tiny checkpoint (one layer, width 64)."""
+    import dataclasses
+
+    from rhythmflow.model.testing import TINY
+
+    return dataclasses.replace(TINY, depth=1, dim=32 * 2)
+
+
+TINY_LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n[00:06.00]The end\n"

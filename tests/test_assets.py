@@ -302,17 +302,3 @@ def test_corrupted_cache_file_is_downloaded_again_online(tmp_path, assets_dir, f
     with pytest.raises(AssetError, match="corrupt"):
         resolve("g2p-vocab", offline=True)  # offline: reported, not used
     assert resolve("g2p-vocab").read_bytes() == good  # online: fetched again
-
-
-def test_scope_sets_defaults_between_arguments_and_environment(assets_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("RHYTHMFLOW_ASSETS_DIR", str(tmp_path / "nothing-here"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    with pytest.raises(AssetError):
-        resolve("g2p-vocab", offline=True)
-    with assets.scope(assets_dir=assets_dir, offline=True):
-        found = resolve("g2p-vocab")
-        assert found.is_relative_to(assets_dir)
-        with pytest.raises(AssetError):  # an explicit argument still wins
-            resolve("g2p-vocab", assets_dir=tmp_path / "nothing-here")
-    with pytest.raises(AssetError):  # and the scope ends with the block
-        resolve("g2p-vocab", offline=True)

@@ -17,24 +17,17 @@ import soundfile as sf
 
 from rhythmflow import errors
 from rhythmflow.cli import main
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.model.testing import random_dit, save_checkpoint
+from tests.conftest import TINY_LRC as LRC
+from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = dataclasses.replace(TINY, depth=1, dim=32 * 2)
-LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n[00:06.00]The end\n"
+CFG = tiny_config()
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    ckpt = save_checkpoint(random_dit(CFG, seed=7), d / "cfm_model.pt")
-    vae = build_tiny_vae(d / "vae_model.pt")
-    style = d / "style.npy"
-    np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
-    lrc = d / "song.lrc"
-    lrc.write_text(LRC, encoding="utf-8")
-    return {"ckpt": ckpt, "vae": vae, "style": style, "lrc": lrc, "dir": d}
+def files(tiny_files):
+    return tiny_files
 
 
 def base_args(files, out: Path, *extra: str) -> list[str]:
@@ -79,15 +72,18 @@ def test_progress_json_events_in_order(files, tmp_path):
     proc = run_cli(base_args(files, tmp_path / "s.wav", "--progress", "json"))
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    stages = [e["stage"] for e in events if e["event"] == "StageEvent"]
+    stages = [e["stage"] for e in events if e["event"] == "stage_started"]
     order = [s for i, s in enumerate(stages) if s not in stages[:i]]
-    assert order == ["load", "lyrics", "style", "estimate", "sample", "decode", "write"]
-    steps = [e for e in events if e["event"] == "SampleEvent"]
+    assert order == ["load", "sample", "decode", "write"]  # lyrics/style report when done
+    done = [e["stage"] for e in events if e["event"] == "stage_finished"]
+    assert done == ["load", "lyrics", "style", "sample", "decode"]  # --skip-estimate
+    steps = [e for e in events if e["event"] == "sampling_step"]
     assert [e["step"] for e in steps] == [1, 2, 3] and all(e["total"] == 3 for e in steps)
     assert steps[-1]["eta"] == 0 and all(e["elapsed"] >= 0 for e in steps)
-    assert any(e["event"] == "DecodeEvent" for e in events)
+    assert any(e["event"] == "decode_chunk" for e in events)
     assert all(line.startswith("{") for line in proc.stdout.splitlines())
-    assert events[-1] == {"event": "Output", "path": str(tmp_path / "s.wav"), "seed": 11}
+    assert events[-1]["event"] == "result" and events[-1]["status"] == "completed"
+    assert events[-1]["outputs"] == [str(tmp_path / "s.wav")] and events[-1]["seeds"] == [11]
 
 
 def test_timeout_saves_state_and_resume_finishes_identically(files, tmp_path):
@@ -112,7 +108,7 @@ def test_ctrl_c_mid_run_saves_state_then_resume_equals_uninterrupted(files, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "rhythmflow", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
-        if '"SampleEvent"' in line and '"step": 1' in line:
+        if '"sampling_step"' in line and '"step": 1' in line:
             proc.send_signal(signal.SIGINT)
             break
     proc.stdout.read()
@@ -141,7 +137,7 @@ def test_seed_compatible_command_line(files, tmp_path):
         ({"--lrc": "missing.lrc"}, errors.EXIT_USAGE, "no such file|does not exist"),
         ({"lrc_text": "[00:01.00]ok\n[00:75.00]bad seconds\n"}, errors.EXIT_USAGE, "line 2"),
         ({"--duration": "120"}, errors.EXIT_USAGE, "base models generate exactly 95 s"),
-        ({"--steps": "0"}, errors.EXIT_USAGE, "--steps must be >= 1"),
+        ({"--steps": "0"}, errors.EXIT_USAGE, "--steps: must be between 1 and"),
         ({"--solver": "magic"}, errors.EXIT_USAGE, "magic"),
         ({"-o": "no/such/folder/x.wav"}, errors.EXIT_USAGE, "does not exist"),
         ({"--checkpoint": "vae"}, errors.EXIT_USAGE, "not a PyTorch checkpoint|does not match|not a DiffRhythm"),
@@ -185,9 +181,10 @@ def test_offline_without_assets_is_asset_error(files, tmp_path, monkeypatch, cap
 
 
 def test_insufficient_memory_is_refused_before_loading(files, tmp_path, monkeypatch, capsys):
-    import rhythmflow.estimate as est
+    import rhythmflow.plan as planning
 
-    monkeypatch.setattr(est, "available_memory", lambda device: 1 << 30)  # 1 GB free
+    monkeypatch.setattr(planning, "_detect",  # a machine with 1 GB free
+                        lambda measure, threads: planning.Machine(memory_available=1 << 30))
     rc = main(["generate", "--lrc", str(files["lrc"]), "--style-prompt", "pop", "--model", "base",
                "--offline", "-o", str(tmp_path / "o.wav")])
     assert rc == errors.EXIT_RESOURCES
@@ -195,21 +192,18 @@ def test_insufficient_memory_is_refused_before_loading(files, tmp_path, monkeypa
     assert "not enough memory" in err and "--quantize int8" in err
 
 
-def test_time_budget_too_small_is_refused(files, tmp_path, capsys):
-    rc = main(base_args(files, tmp_path / "o.wav", "--progress", "none", "--time-budget",
-                        "0.001")[:-0 or None])
-    # base_args passes --skip-estimate; a time budget still calibrates
-    assert rc == errors.EXIT_RESOURCES
-    assert "--time-budget" in capsys.readouterr().err
-    assert not (tmp_path / "o.wav").exists()
-
-
-def test_time_budget_picks_steps(files, tmp_path):
+def test_plan_prints_json_and_loads_nothing(files, tmp_path, capsys):
     out = tmp_path / "o.wav"
-    args = base_args(files, out, "--progress", "none", "--time-budget", "100000")
-    args.remove("--steps"), args.remove("3")
-    assert main(args) == 0
-    assert json.loads(out.with_suffix(".json").read_text())["settings"]["steps"] == 32
+    assert main(base_args(files, out, "--plan", "--json", "--time-budget", "100000")) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["steps"] == 3 and p["seed"] == 11 and p["frames"] == 2048
+    assert p["grid"] == [0.0, 0.33333334, 0.66666669, 1.0]
+    assert p["request"]["checkpoint"] == str(files["ckpt"]) and p["runtime_class"]
+    assert set(p["estimate"]) >= {"load", "lyrics", "style", "sampling", "decode", "total"}
+    assert not out.exists()
+    assert main(base_args(files, out, "--plan")) == 0
+    table = capsys.readouterr().out
+    assert "sampler" in table and "3 euler steps" in table and "memory" in table
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +229,7 @@ def test_edit_mode_keeps_reference_frames(files, ref_song, tmp_path):
         frames >= int(80 * 44100 / 2048))
     assert torch.equal(song.latents[0, ~regenerate], ref[0, ~regenerate])
     assert not torch.allclose(song.latents[0, regenerate], ref[0, regenerate])
-    assert song.metadata["settings"]["edit_segments"] == "[[10, 20], [80, -1]]"
+    assert song.metadata["settings"]["edit_segments"] == ((10.0, 20.0), (80.0, -1.0))
 
 
 @pytest.mark.parametrize(("segments", "message"), [

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from rhythmflow.cli import main
-from rhythmflow.console import ProgressView, StageEvent, event_dict
-from rhythmflow.sampling import SampleEvent
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,44 +34,3 @@ def test_diagnose_ode_stall_script_runs_from_repo_root():
                            "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "recommendations" in json.loads(proc.stdout)
-
-
-def _event(step: int, total: int = 4) -> SampleEvent:
-    return SampleEvent(step=step, total=total, t=step / total, elapsed=2.0 * step,
-                       eta=2.0 * (total - step), sec_per_step=2.0, evaluations=step,
-                       x=torch.zeros(1))
-
-
-class _Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_bar_redraws_one_line_with_step_eta_and_rate():
-    out = _Tty()
-    view = ProgressView("bar", stream=out)
-    for s in range(1, 5):
-        view(_event(s))
-    text = out.getvalue()
-    assert text.count("\r") == 4 and text.endswith("\n")
-    assert "step 2/4" in text and "ETA 4 s" in text and "2.00 s/step" in text
-
-
-def test_json_events_are_one_object_per_line_without_tensors():
-    out = io.StringIO()
-    view = ProgressView("json", stream=out)
-    view(StageEvent("load", "loading", done=True, seconds=1.5))
-    view(_event(1))
-    lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert lines[0] == {"event": "StageEvent", "stage": "load", "message": "loading",
-                        "done": True, "seconds": 1.5}
-    assert lines[1]["step"] == 1 and "x" not in lines[1]
-    assert event_dict(_event(2))["eta"] == 4.0
-
-
-def test_log_mode_without_terminal_writes_log_lines(caplog):
-    import logging
-
-    with caplog.at_level(logging.INFO, logger="rhythmflow"):
-        ProgressView("bar", stream=io.StringIO())(_event(3))
-    assert "step 3/4" in caplog.text and "ETA 2 s" in caplog.text

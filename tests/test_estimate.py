@@ -7,12 +7,21 @@ import pytest
 from rhythmflow.config import PRESETS
 from rhythmflow.errors import ResourceError
 from rhythmflow.estimate import (
+    DIT_EFFICIENCY,
     GB,
+    LYRICS_SECONDS,
+    STYLE_ENCODER_SECONDS,
+    VAE_EFFICIENCY,
+    VAE_FLOP_PER_FRAME,
+    VAE_OVERLAP_FACTOR,
+    JobEstimate,
+    calibrate,
+    estimate_job,
     estimate_memory,
-    estimate_time,
     refuse_if_too_big,
     steps_for_budget,
 )
+from rhythmflow.perf import forward_flops
 
 BASE = PRESETS["v1.2-base"]
 
@@ -39,32 +48,73 @@ def test_refuse_names_flags_that_help():
     refuse_if_too_big(big, batch=2, frames=2048, dtype="float32", device="cpu")
 
 
-def test_time_estimate_counts_solver_evaluations():
-    t8 = estimate_time(8, 2.0)
-    assert (t8.sampling, t8.evaluations) == (16.0, 8)
-    assert estimate_time(8, 2.0, solver="heun").evaluations == 16
-    assert estimate_time(8, 2.0, solver="rk4").sampling == 64.0
+def test_job_estimate_follows_the_flop_count():
+    cfg, n, g = BASE, 2048, 50.0
+    one, two = (forward_flops(cfg, n, rows)["total"] for rows in (1, 2))
+    rate = g * DIT_EFFICIENCY * 1e9
+    e = estimate_job(cfg, n, steps=16, evals_per_step=1, gflops=g, weight_bytes=4 * 10**9)
+    assert (e.steps, e.evaluations) == (16, 16)
+    assert e.sampling == pytest.approx(16 * two / rate)
+    assert e.load == pytest.approx(4.0) and e.lyrics == LYRICS_SECONDS and e.style == 0.0
+    assert e.decode == pytest.approx(n * VAE_OVERLAP_FACTOR * VAE_FLOP_PER_FRAME /
+                                     (g * VAE_EFFICIENCY * 1e9))
+    assert e.total == pytest.approx(e.load + e.lyrics + e.sampling + e.decode)
+    heun = estimate_job(cfg, n, steps=16, evals_per_step=2, gflops=g)
+    assert heun.evaluations == 32 and heun.sampling == pytest.approx(2 * e.sampling)
+    single = estimate_job(cfg, n, steps=16, evals_per_step=1, guided=False, gflops=g)
+    assert single.sampling == pytest.approx(16 * one / rate)
+    half = estimate_job(cfg, n, steps=16, evals_per_step=1, guidance_interval=(0.0, 0.4375),
+                        gflops=g)  # grid points 0/16 .. 7/16 are guided: half the steps
+    assert half.sampling == pytest.approx(8 * two / rate + 8 * one / rate)
+    assert estimate_job(cfg, n, steps=8, evals_per_step=1, style_encoder=True,
+                        gflops=g).style == STYLE_ENCODER_SECONDS
+
+
+def test_job_estimate_from_a_calibrated_evaluation_and_unknown_speed():
+    e = estimate_job(BASE, 2048, steps=8, evals_per_step=2, seconds_per_eval=2.0)
+    assert (e.sampling, e.evaluations, e.basis) == (32.0, 16, "calibrated on the loaded model")
+    unknown = estimate_job(BASE, 2048, steps=8, evals_per_step=1)
+    assert not unknown.known and unknown.sampling == 0.0 and "unknown" in unknown.describe()
 
 
 def test_steps_for_budget_is_largest_that_fits():
-    assert steps_for_budget(10.5, 1.0, solver="euler", overhead=0) == 10
-    assert steps_for_budget(10.5, 1.0, solver="midpoint", overhead=0.5) == 5
-    assert steps_for_budget(1e9, 1.0, solver="euler", overhead=0) == 32
-    with pytest.raises(ResourceError, match="--time-budget 1s is too short"):
-        steps_for_budget(1, 1.0, solver="euler", overhead=0.5)
+    def est(per_step: float, fixed: float):
+        return lambda s: JobEstimate(fixed, 0.0, 0.0, s * per_step, 0.0, s, s, per_step, "test")
+
+    assert steps_for_budget(10.5, est(1.0, 0.0)) == 10
+    assert steps_for_budget(10.5, est(2.0, 0.5)) == 5
+    assert steps_for_budget(1e9, est(1.0, 0.0)) == 32
+    with pytest.raises(ResourceError, match="time_budget 1s is too short") as info:
+        steps_for_budget(1, est(1.0, 0.5))
+    assert info.value.field == "time_budget"
 
 
-def test_calibration_predicts_a_real_forward():
-    """The short-length fit must predict a longer forward within a generous factor."""
-    import dataclasses
+def test_calibration_fits_fixed_plus_per_flop_cost_and_extrapolates():
+    """The fit is exact for a timer linear in the FLOP count, and the real length is timed
+    directly only when the prediction is cheap."""
+    from rhythmflow.model.testing import TINY
 
-    from rhythmflow.estimate import calibrate
-    from rhythmflow.model.testing import TINY, random_dit
-    from rhythmflow.perf import time_forward
+    model = type("M", (), {"config": TINY})()
+    f0, f1, n = 64, 128, 1024
+    w = {f: forward_flops(TINY, f, 2)["total"] for f in (f0, f1, n)}
+    calls: list[int] = []
+    per_flop, fixed = 2e-9, 0.5
 
-    model = random_dit(dataclasses.replace(TINY, dim=128, depth=2))
-    predicted = calibrate(model, 512, rows=2, calib_frames=128, direct_below=0.0)
-    measured = time_forward(model, 512, 2, repeats=3)
-    assert measured / 4 < predicted < measured * 4
-    direct = calibrate(model, 512, rows=2, calib_frames=128, direct_below=1e9)
-    assert measured / 2 < direct < measured * 2
+    def flop_timer(model, frames, rows, **kw):
+        calls.append(frames)
+        return fixed + per_flop * forward_flops(TINY, frames, rows)["total"]
+
+    predicted = calibrate(model, n, rows=2, calib_frames=f1, direct_below=0.0, timer=flop_timer)
+    assert predicted == pytest.approx(fixed + per_flop * w[n])
+    assert calls == [f1, f0]  # two short forwards, never the long one
+    calls.clear()
+    direct = calibrate(model, n, rows=2, calib_frames=f1, direct_below=1e9, timer=flop_timer)
+    assert calls == [f1, f0, n] and direct == pytest.approx(fixed + per_flop * w[n])
+    calls.clear()
+    assert calibrate(model, 100, rows=2, calib_frames=f1, timer=flop_timer) == pytest.approx(
+        fixed + per_flop * forward_flops(TINY, 100, 2)["total"])
+    assert calls == [100]  # shorter than the calibration length: timed as is
+    # a timer that does not grow with length (noise) falls back to a proportional estimate
+    flat = calibrate(model, n, rows=2, calib_frames=f1, direct_below=0.0,
+                     timer=lambda *a, **k: 1.0)
+    assert flat == pytest.approx(w[n] / w[f1])

@@ -178,7 +178,7 @@ class _FakeChinese(types.ModuleType):
         self.result = result
         self.calls: list[str] = []
 
-    def zh_phonemes(self, text: str) -> str:
+    def zh_phonemes(self, text: str, **kw) -> str:
         self.calls.append(text)
         if isinstance(self.result, Exception):
             raise self.result

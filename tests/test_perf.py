@@ -81,38 +81,6 @@ def test_param_count_and_bytes():
     assert perf.param_bytes(TINY, torch.int8) == n
 
 
-def test_estimate_seconds_follows_the_flop_count():
-    cfg, n, g = PRESETS["v1.2-base"], 2048, 50.0
-    one = perf.forward_flops(cfg, n, 1)["total"]
-    two = perf.forward_flops(cfg, n, 2)["total"]
-    base = perf.estimate_seconds(cfg, n, 16, cfg=True, gflops=g)
-    assert base == pytest.approx((16 * two + perf.prepare_flops(cfg, n, 2)) / (g * 1e9))
-    assert perf.estimate_seconds(cfg, n, 16, solver="heun", gflops=g) == pytest.approx(
-        (32 * two + perf.prepare_flops(cfg, n, 2)) / (g * 1e9)
-    )
-    no_cfg = perf.estimate_seconds(cfg, n, 16, cfg=False, gflops=g)
-    assert no_cfg == pytest.approx((16 * one + perf.prepare_flops(cfg, n, 1)) / (g * 1e9))
-    assert perf.estimate_seconds(cfg, n, 16, guided_fraction=0.0, gflops=g) < base
-    assert perf.estimate_seconds(cfg, n, 16, gflops=g, efficiency=0.5) == pytest.approx(2 * base)
-    assert perf.estimate_seconds(cfg, n, 32, gflops=g) > 1.99 * base
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        dict(solver="dopri5", gflops=50.0),
-        dict(gflops=0.0),
-        dict(gflops=50.0, efficiency=-1.0),
-        dict(gflops=50.0, guided_fraction=1.5),
-    ],
-)
-def test_estimate_rejects_bad_arguments(kw):
-    from rhythmflow.errors import UsageError
-
-    with pytest.raises(UsageError):
-        perf.estimate_seconds(TINY, 64, 8, **kw)
-
-
 @pytest.mark.parametrize("layout", ["linear", "matmul", "int8"])
 def test_measure_gemm_gflops_runs_every_layout(layout):
     g = perf.measure_gemm_gflops(32, 64, 48, layout=layout, repeats=1)
@@ -142,3 +110,16 @@ def test_peak_memory_sees_an_allocation():
     block.close()
     assert mem.peak_rss - mem.start_rss > 48 * 2**20
     assert mem.peak_anon > 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-full", "v1.2-base", "v1.2-full"])
+def test_analytic_parameter_count_equals_the_built_model(name):
+    import dataclasses
+
+    from rhythmflow.model.dit import DiT
+
+    cfg = {"tiny": TINY, "tiny-full": dataclasses.replace(TINY, depth=3, max_frames=6144,
+                                                          conv_layers=2)}.get(name) or PRESETS[name]
+    with torch.device("meta"):
+        model = DiT(cfg)
+    assert cfg.param_count == sum(p.numel() for p in model.parameters())

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
 from rhythmflow.errors import UsageError
+from rhythmflow.plan import Gpu, Machine, runtime_for
 from rhythmflow.runtime import apply_threads, physical_cores, resolve_runtime
 
 
@@ -19,44 +18,51 @@ def test_cpu_defaults_float32_physical_cores_8_steps(monkeypatch):
     assert (rt.device, rt.dtype, rt.default_steps, rt.vae_device) == ("cpu", "float32", 8, "cpu")
     assert rt.threads == physical_cores() >= 1
     assert rt.torch_dtype is torch.float32
-    assert any("float16 is emulated" in r for r in rt.reasons)
+    assert any(r.startswith("dtype float32") for r in rt.reasons)
+
+
+GPU = 8 * 1024**3
 
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, "bfloat16"), (False, "float16")])
-def test_cuda_prefers_bf16_when_supported(monkeypatch, bf16, expected):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    rt = resolve_runtime()
+def test_cuda_prefers_bf16_when_supported(bf16, expected):
+    rt = runtime_for(Machine(gpus=(Gpu("Fake GPU", GPU, bf16),)))
     assert (rt.device, rt.dtype, rt.default_steps) == ("cuda", expected, 32)
+    assert "Fake GPU" in rt.reasons[0]
 
 
-def test_mps_decodes_vae_on_cpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    rt = resolve_runtime()
+def test_mps_decodes_vae_on_cpu():
+    rt = runtime_for(Machine(mps=True))
     assert (rt.device, rt.vae_device, rt.dtype) == ("mps", "cpu", "float32")
 
 
-def test_overrides_and_fp16_on_cpu_warns(caplog):
-    with caplog.at_level(logging.WARNING):
-        rt = resolve_runtime("cpu", "fp16", threads=1)
+def test_measured_cpu_dtype_is_the_automatic_choice():
+    m = Machine(cores=2, cpu_dtype="bfloat16", cpu_dtype_reason="3.4x faster than float32")
+    rt = runtime_for(m)
+    assert (rt.device, rt.dtype, rt.threads) == ("cpu", "bfloat16", 2)
+    assert "dtype bfloat16: 3.4x faster than float32" in rt.reasons
+
+
+def test_overrides_and_fp16_on_cpu_warns():
+    rt = resolve_runtime("cpu", "fp16", threads=1)
     assert (rt.dtype, rt.threads) == ("float16", 1)
-    assert "40x slower" in caplog.text
+    assert any("float16 is emulated" in r for r in rt.reasons)
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"device": "tpu"}, "unknown device"), ({"dtype": "float8"}, "unknown dtype"),
-    ({"threads": 0}, "--threads must be >= 1")])
+    ({"device": "tpu"}, "device: unknown device"), ({"dtype": "float8"}, "dtype: unknown value"),
+    ({"threads": 0}, "threads: must be >= 1")])
 def test_bad_settings(kw, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message) as info:
         resolve_runtime(**kw)
+    assert info.value.field == next(iter(kw))
 
 
-def test_cuda_requested_without_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(UsageError, match="CUDA is not available"):
-        resolve_runtime("cuda")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_device_requested_that_the_machine_lacks(device):
+    machine = Machine(gpus=(Gpu("Fake GPU", GPU, True),)) if device == "cuda:1" else Machine()
+    with pytest.raises(UsageError, match="not available|no such CUDA device"):
+        runtime_for(machine, device)
 
 
 def test_apply_threads():

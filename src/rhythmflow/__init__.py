@@ -14,6 +14,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "SongGenerator": "rhythmflow.api",
     "Song": "rhythmflow.api",
+    "run": "rhythmflow.api",
+    "GenerationRequest": "rhythmflow.request",
+    "plan": "rhythmflow.plan",
+    "Plan": "rhythmflow.plan",
+    "Machine": "rhythmflow.plan",
+    "ModelSpec": "rhythmflow.specs",
     "load_checkpoint": "rhythmflow.model",
     "DiTConfig": "rhythmflow.config",
     "parse_lrc": "rhythmflow.lyrics",

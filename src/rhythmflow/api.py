@@ -1,8 +1,8 @@
-"""SongGenerator: the stages wired together, top to bottom.
+"""SongGenerator (the loaded weights and the stages) and ``run(plan, generator)``: the wiring.
 
-LRC text → LyricsTrack → style embedding → SamplingInputs (Conditioning) → sample() → latents
-→ VAE → audio. Loading and generation are timed separately; every stage reports a
-:class:`~rhythmflow.console.StageEvent` to ``on_progress``.
+request → :func:`~rhythmflow.plan.plan` → :func:`run`: LRC → LyricsTrack → style embedding →
+SamplingInputs → ``sample`` → latents → VAE → audio. Every decision was made by the plan;
+``run`` only executes it and reports :mod:`rhythmflow.events` to one ``on_event`` callable.
 """
 
 from __future__ import annotations
@@ -10,36 +10,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rhythmflow import __version__
-from rhythmflow.config import FRAME_RATE, DiTConfig, preset
-from rhythmflow.console import StageEvent
+from rhythmflow import __version__, events
+from rhythmflow.config import DiTConfig
 from rhythmflow.errors import SamplingCancelled, SamplingTimeout, UsageError
-from rhythmflow.runtime import Runtime, apply_threads, resolve_runtime
+from rhythmflow.events import EventSink, emit
+from rhythmflow.lyrics.resources import LyricsAssets
+from rhythmflow.plan import Plan, plan
+from rhythmflow.request import GenerationRequest
+from rhythmflow.runtime import Runtime, resolve_runtime
 
 log = logging.getLogger(__name__)
-Progress = Callable[[Any], None]
-BASE_SECONDS = 95.0
-FULL_SECONDS = (96.0, 285.0)
-
-
-@dataclass(frozen=True)
-class DecodeEvent:
-    """One VAE chunk decoded."""
-
-    step: int
-    total: int
-    elapsed: float
-    eta: float | None
-    chunk: bool = True
 
 
 @dataclass
@@ -56,25 +43,6 @@ class Song:
         return self.audio.shape[0]
 
 
-def default_duration(config: DiTConfig) -> float:
-    return BASE_SECONDS if config.max_frames == 2048 else FULL_SECONDS[1]
-
-
-def check_duration(config: DiTConfig, duration: float) -> None:
-    """The base models make 95 s songs; the full models 96-285 s (as the original)."""
-    if config.max_frames == 2048 and duration != BASE_SECONDS:
-        raise UsageError(f"--duration {duration:g}: base models generate exactly 95 s; use "
-                         "--model full for 96-285 s")
-    lo, hi = FULL_SECONDS
-    if config.max_frames != 2048 and not lo <= duration <= hi:
-        raise UsageError(f"--duration {duration:g}: full models generate {lo:.0f}-{hi:.0f} s")
-
-
-def _emit(on_progress: Progress | None, event: Any) -> None:
-    if on_progress is not None:
-        on_progress(event)
-
-
 def _fingerprint(*tensors: torch.Tensor, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for t in tensors:
@@ -83,13 +51,14 @@ def _fingerprint(*tensors: torch.Tensor, extra: str = "") -> str:
 
 
 class SongGenerator:
-    """A loaded model + VAE on a resolved runtime; ``generate`` makes songs."""
+    """A loaded DiT + VAE on a runtime, and the stages that use them. Holds nothing else."""
 
     def __init__(self, model, vae, runtime: Runtime, *, identity: dict[str, Any],
                  assets_dir: str | os.PathLike | None = None, offline: bool | None = None,
                  load_seconds: float = 0.0) -> None:
         self.model, self.vae, self.runtime = model, vae, runtime
         self.identity, self.assets_dir, self.offline = identity, assets_dir, offline
+        self.lyrics_assets = LyricsAssets.of(assets_dir, offline)
         self.load_seconds = load_seconds
 
     @property
@@ -97,29 +66,38 @@ class SongGenerator:
         return self.model.config
 
     @classmethod
+    def for_plan(cls, p: Plan, *, assets_dir: str | os.PathLike | None = None,
+                 offline: bool | None = None, on_event: EventSink | None = None) -> SongGenerator:
+        """Load what plan ``p`` needs (its model, VAE, runtime, quantization)."""
+        r = p.request
+        return cls._load(r.checkpoint or p.model, p.runtime, config=p.config,
+                         vae=r.vae, assets_dir=assets_dir, offline=offline,
+                         quantize=r.quantize, chunked=r.chunked, on_event=on_event)
+
+    @classmethod
     def from_pretrained(
-        cls,
-        model: str | os.PathLike = "v1.2-base",
-        *,
-        model_config: str | os.PathLike | None = None,
-        vae: str | os.PathLike | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        threads: int | None = None,
-        assets_dir: str | os.PathLike | None = None,
-        offline: bool | None = None,
-        quantize: str = "none",
-        chunked: bool = True,
-        on_progress: Progress | None = None,
+        cls, model: str | os.PathLike = "v1.2-base", *,
+        model_config: str | os.PathLike | None = None, vae: str | os.PathLike | None = None,
+        device: str = "auto", dtype: str = "auto", threads: int | None = None,
+        assets_dir: str | os.PathLike | None = None, offline: bool | None = None,
+        quantize: str = "none", chunked: bool = True, on_event: EventSink | None = None,
     ) -> SongGenerator:
         """Load an official model by name (``v1.2-base``, ``base``, ``full`` …) or a checkpoint
-        path (architecture read from the file), and the VAE, onto the resolved device/dtype."""
+        path (architecture read from the file), and the VAE, onto the resolved device/dtype.
+        Process-wide settings (threads) are left alone: call
+        :func:`rhythmflow.runtime.configure_process` once from your entry point if you want them."""
+        runtime = resolve_runtime(device, dtype, threads)
+        return cls._load(model, runtime, config=model_config, vae=vae, assets_dir=assets_dir,
+                         offline=offline, quantize=quantize, chunked=chunked, on_event=on_event)
+
+    @classmethod
+    def _load(cls, model, runtime: Runtime, *, config, vae, assets_dir, offline, quantize,
+              chunked, on_event) -> SongGenerator:
         from rhythmflow.assets import resolve
         from rhythmflow.model import load_checkpoint
+        from rhythmflow.specs import get_spec
         from rhythmflow.vae import load_vae
 
-        runtime = resolve_runtime(device, dtype, threads)
-        apply_threads(runtime.threads)
         for reason in runtime.reasons:
             log.info("%s", reason)
         t0 = time.perf_counter()
@@ -127,13 +105,12 @@ class SongGenerator:
         if Path(name).suffix in (".pt", ".safetensors", ".bin", ".pth") or Path(name).exists():
             path, ident = Path(name), {"checkpoint": str(Path(name).resolve())}
         else:
-            preset(name)  # validates the name with a clear error
-            key = {"base": "v1.2-base", "full": "v1.2-full"}.get(name, name)
+            key = get_spec(name).name
             path = resolve(f"dit-{key}", assets_dir=assets_dir, offline=offline)
             ident = {"model": key, "checkpoint": str(path)}
-        _emit(on_progress, StageEvent("load", f"loading {path.name} ({runtime.describe()})"))
+        emit(on_event, events.StageStarted("load", f"loading {path.name} ({runtime.describe()})"))
         dit = load_checkpoint(path, dtype=runtime.torch_dtype, device=runtime.device,
-                              config=model_config)
+                              config=config)
         if quantize == "int8":
             from rhythmflow.model.quantize import quantize_int8
             from rhythmflow.perf import release_freed_memory
@@ -141,47 +118,52 @@ class SongGenerator:
             dit = quantize_int8(dit)
             release_freed_memory()  # give the replaced float32 weights back to the OS
         elif quantize != "none":
-            raise UsageError(f"unknown quantization {quantize!r}; choose none or int8")
+            raise UsageError(f"quantize: unknown value {quantize!r}; choose none or int8",
+                             field="quantize")
         ident.update(config=dit.config.to_dict(), quantize=quantize, dtype=runtime.dtype,
                      rhythmflow=__version__)
         vae_model = load_vae(vae, device=runtime.vae_device, assets_dir=assets_dir,
                              offline=offline, chunked=chunked)
         seconds = time.perf_counter() - t0
-        _emit(on_progress, StageEvent("load", "model and VAE ready", done=True, seconds=seconds))
+        emit(on_event, events.StageFinished("load", "model and VAE ready", round(seconds, 3)))
         return cls(dit, vae_model, runtime, identity=ident, assets_dir=assets_dir,
                    offline=offline, load_seconds=seconds)
 
     # ---- stages ---------------------------------------------------------------------------
 
     def lyrics(self, lrc: str, duration: float, keep_last_line: bool = False):
-        from rhythmflow import assets
+        """LRC text → LyricsTrack, with this generator's G2P resources."""
         from rhythmflow.lyrics import lrc_to_track
 
-        with assets.scope(assets_dir=self.assets_dir, offline=self.offline):  # G2P resources
-            track = lrc_to_track(lrc, max_frames=self.config.max_frames, audio_length=duration,
-                                 keep_last_line=keep_last_line)
-        return track  # the lyrics module logs every dropped or truncated line
+        return lrc_to_track(lrc, max_frames=self.config.max_frames, audio_length=duration,
+                            keep_last_line=keep_last_line, assets=self.lyrics_assets)
 
-    def style(self, style: torch.Tensor | str | os.PathLike | None = None, *,
-              style_audio: str | os.PathLike | None = None) -> torch.Tensor:
-        """[1, 512] from a tensor, a text prompt, a .npy file or (``style_audio``) an audio file."""
-        from rhythmflow.style import MuQMuLanEncoder, style_embedding
+    def style(self, r: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(style [1, 512], negative style [1, 512] or None without guidance) of a request."""
+        from rhythmflow.style import MuQMuLanEncoder, negative_style, style_embedding
 
-        if isinstance(style, torch.Tensor):
-            return style.float().reshape(1, -1)
-        # the encoder loads nothing until it is used (a cache hit never loads it)
-        encoder = MuQMuLanEncoder(
-            device=self.runtime.device if self.runtime.kind == "cuda" else "cpu",
-            assets_dir=self.assets_dir, offline=self.offline,
-        )
-        if style_audio is not None:
-            return style_embedding(audio_path=style_audio, encoder=encoder)
-        if isinstance(style, Path) or (isinstance(style, str) and style.endswith(".npy")):
-            return style_embedding(npy=style)
-        if isinstance(style, str) and style.strip():
-            return style_embedding(prompt=style, encoder=encoder)
-        raise UsageError("a style is required: a text prompt, a reference audio file or a .npy "
-                         "embedding (--style-prompt / --style-audio / --style-embedding)")
+        if r.style_embedding is not None:
+            style = torch.tensor(r.style_embedding, dtype=torch.float32).reshape(1, -1)
+        elif r.style_embedding_file is not None:
+            style = style_embedding(npy=r.style_embedding_file)
+        elif r.style_prompt is not None or r.style_audio is not None:
+            encoder = MuQMuLanEncoder(  # loads nothing until used (a cache hit never loads it)
+                device=self.runtime.device if self.runtime.kind == "cuda" else "cpu",
+                assets_dir=self.assets_dir, offline=self.offline)
+            style = (style_embedding(audio_path=r.style_audio, encoder=encoder)
+                     if r.style_audio is not None
+                     else style_embedding(prompt=r.style_prompt, encoder=encoder))
+        else:
+            raise UsageError("style_prompt: a style is required: a text prompt, a reference "
+                             "audio file or a [1, 512] .npy embedding", field="style_prompt")
+        if r.cfg_strength <= 0:
+            return style, None
+        if r.negative_style_embedding is not None:
+            neg = torch.tensor(r.negative_style_embedding, dtype=torch.float32).reshape(1, -1)
+        else:
+            neg = negative_style(r.negative_style, assets_dir=self.assets_dir,
+                                 offline=self.offline)
+        return style, neg
 
     def reference(self, ref_song: str | os.PathLike, segments, frames: int, seed: int):
         """Edit mode: the reference latent [1, n, 64] (VAE posterior sample drawn with ``seed``)
@@ -189,178 +171,170 @@ class SongGenerator:
         from rhythmflow.edit import plan_edit, reference_latents
 
         gen = torch.Generator(device=self.runtime.vae_device).manual_seed(seed)
-        plan = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
-        return plan.reference, plan.mask
+        edit = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
+        return edit.reference, edit.mask
 
-    def decode(self, latents: torch.Tensor, on_progress: Progress | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, on_event: EventSink | None = None) -> torch.Tensor:
         t0 = time.perf_counter()
 
         def on_chunk(done: int, total: int) -> None:
             el = time.perf_counter() - t0
-            eta = el / done * (total - done) if done else None
-            _emit(on_progress, DecodeEvent(done, total, el, eta))
+            emit(on_event, events.DecodeChunk(done, total, el,
+                                              el / done * (total - done) if done else None))
 
         audio = self.vae.decode(latents.transpose(1, 2).contiguous(), on_chunk=on_chunk)
         return audio.float().cpu()
 
-    # ---- the whole job --------------------------------------------------------------------
+    # ---- the Python API's one-call form -----------------------------------------------------
 
-    def generate(
-        self,
-        lrc: str = "",
-        *,
-        style: torch.Tensor | str | os.PathLike | None = None,
-        style_audio: str | os.PathLike | None = None,
-        negative_style: str | os.PathLike | torch.Tensor | None = None,
-        duration: float | None = None,
-        steps: int | None = None,
-        solver: str = "euler",
-        schedule: str = "uniform",
-        cfg_strength: float = 4.0,
-        guidance_interval: tuple[float, float] | None = None,
-        seed: int | None = None,
-        batch: int = 1,
-        timeout: float | None = None,
-        anytime: bool = False,
-        time_budget: float | None = None,
-        estimate: bool = True,
-        on_progress: Progress | None = None,
-        cancel=None,
-        resume: str | os.PathLike | None = None,
-        save_state: str | os.PathLike | None = None,
-        ref_song: str | os.PathLike | None = None,
-        edit_segments=None,
-        keep_last_line: bool = False,
-        checkpoint: str | os.PathLike | None = None,
-    ) -> Song:
-        """Generate ``batch`` songs. Raises SamplingTimeout / SamplingCancelled (with the saved
-        state's path when ``save_state`` is given) unless ``anytime`` finished the song.
-        ``checkpoint``: save the resumable sampler state there after every step (serve workers)."""
-        from rhythmflow import estimate as est
-        from rhythmflow.sampling import Deadline, SamplerState, prepare_inputs, sample
-        from rhythmflow.style import negative_style as load_negative
+    def generate(self, lrc: str = "", *, style: torch.Tensor | str | os.PathLike | None = None,
+                 negative_style: str | os.PathLike | torch.Tensor | None = None,
+                 on_progress: EventSink | None = None, cancel=None,
+                 resume: str | os.PathLike | None = None,
+                 save_state: str | os.PathLike | None = None, **fields: Any) -> Song:
+        """Plan and run a request on this generator. ``style``: a tensor, a text prompt or a
+        .npy path; other keyword arguments are :class:`GenerationRequest` fields (``steps``,
+        ``seed``, ``duration``, ``style_audio``, ``edit_segments`` …)."""
+        from rhythmflow.sampling import SamplerState
 
-        started = time.perf_counter()
-        deadline = Deadline.after(timeout) if timeout is not None else None
-        cfg = self.config
-        duration = default_duration(cfg) if duration is None else duration
-        check_duration(cfg, duration)
-        if batch < 1:
-            raise UsageError(f"--batch must be >= 1, got {batch}")
-        state = SamplerState.load(resume) if resume is not None else None
-        if seed is None and state is None:
-            seed = secrets.randbelow(2**31)  # drawn here so the sidecar can reproduce the song
-        timings: dict[str, float] = {"load": round(self.load_seconds, 3)}
-
-        def stage(name: str, message: str, t0: float | None = None) -> None:
-            if t0 is not None:
-                timings[name] = round(time.perf_counter() - t0, 3)
-            _emit(on_progress, StageEvent(name, message, done=t0 is not None,
-                                          seconds=timings.get(name) if t0 else None))
-
-        t0 = time.perf_counter()
-        track = self.lyrics(lrc, duration, keep_last_line)
-        n = track.end_frame
-        stage("lyrics", f"{len(track.placed)} lines placed on {n} frames "
-              f"({n / FRAME_RATE:.1f} s)", t0)
-        t0 = time.perf_counter()
-        style_vec = self.style(style, style_audio=style_audio)
+        if isinstance(style, torch.Tensor):
+            fields["style_embedding"] = tuple(style.float().reshape(-1).tolist())
+        elif isinstance(style, Path) or (isinstance(style, str) and style.endswith(".npy")):
+            fields["style_embedding_file"] = str(style)
+        elif style is not None:
+            fields["style_prompt"] = style
         if isinstance(negative_style, torch.Tensor):
-            neg = negative_style.float().reshape(1, -1)
-        else:
-            neg = load_negative(negative_style, assets_dir=self.assets_dir, offline=self.offline)
-        stage("style", "style embedding ready", t0)
-        reference = mask = None
-        if ref_song is not None or edit_segments is not None:
-            if ref_song is None or edit_segments is None:
-                raise UsageError("edit mode needs both --ref-song and --edit-segments")
-            t0 = time.perf_counter()
-            state_seed = state.settings.seed if state is not None else seed
-            reference, mask = self.reference(ref_song, edit_segments, n, state_seed or 0)
-            stage("edit", f"{int(mask.sum())} of {n} frames to regenerate", t0)
-        dev, dt = self.runtime.device, self.model.dtype
-        inputs = prepare_inputs(
-            self.model, text=track.tokens.to(dev), style=style_vec.to(dev, dt),
-            negative_style=neg.to(dev, dt) if cfg_strength > 0 else None,
-            start_time=track.start_time, song_duration=track.song_duration,
-            reference=None if reference is None else reference.to(dev), edit_mask=mask,
-            batch=batch)
-        steps = self._choose_steps(steps, n, batch, cfg_strength, solver, time_budget, estimate,
-                                   started, on_progress, timings, est)
-        tag = _fingerprint(track.tokens, style_vec, neg, extra=str(self.identity.get("checkpoint")))
-        t0 = time.perf_counter()
-        stage("sample", f"{steps} {solver} steps, cfg {cfg_strength:g}, batch {batch}")
-        result = sample(self.model, inputs, steps=steps, cfg_strength=cfg_strength, solver=solver,
-                        schedule=schedule, guidance_interval=guidance_interval, seed=seed,
-                        model_dtype=dt, deadline=deadline, cancel=cancel, callback=on_progress,
-                        anytime=anytime, resume_state=state, tag=tag, checkpoint=checkpoint)
-        stage("sample", f"{result.status} after {result.steps_done}/{result.total_steps} steps, "
-              f"{result.evaluations} evaluations", t0)
-        if not result.completed and result.latent is None:
-            self._interrupt(result, save_state)
-        if result.anytime:
-            log.warning("timeout: finished with one jump from step %d/%d (lower quality)",
-                        result.steps_done, result.total_steps)
-        t0 = time.perf_counter()
-        stage("decode", f"decoding {n} frames with the VAE")
-        audio = self.decode(result.latent, on_progress)
-        stage("decode", f"{audio.shape[-1] / self.vae.sample_rate:.1f} s of audio", t0)
-        timings["total"] = round(time.perf_counter() - started + self.load_seconds, 3)
-        seeds = [None if result.seed is None else result.seed + i for i in range(batch)]
-        meta = {
-            "rhythmflow": __version__, "model": self.identity, "runtime": self.runtime.describe(),
-            "settings": dict(duration=duration, frames=n, steps=steps, solver=solver,
-                             schedule=schedule, cfg_strength=cfg_strength,
-                             guidance_interval=guidance_interval, batch=batch, timeout=timeout,
-                             anytime=result.anytime, keep_last_line=keep_last_line,
-                             edit_segments=edit_segments, resumed=resume is not None),
-            "seed": result.seed, "seeds": seeds, "status": result.status,
-            "evaluations": result.evaluations, "timings": timings,
-            "lyrics": {"placed": len(track.placed), "dropped": [
-                {"line": d.line.line, "text": d.line.text, "reason": d.reason}
-                for d in track.dropped], "truncated": [t.line for t in track.truncated]},
-        }
-        return Song(audio, self.vae.sample_rate, result.latent.cpu(), seeds, meta)
+            fields["negative_style_embedding"] = tuple(negative_style.float().reshape(-1).tolist())
+        elif negative_style is not None:
+            fields["negative_style"] = str(negative_style)
+        for key in ("ref_song",):
+            if fields.get(key) is not None:
+                fields[key] = str(fields[key])
+        state = SamplerState.load(resume) if resume is not None else None
+        if state is not None and fields.get("seed") is None:
+            fields["seed"] = state.settings.seed
+        request = GenerationRequest(lrc=lrc, **fields)
+        from rhythmflow.plan import Machine
 
-    def _choose_steps(self, steps, n, batch, cfg_strength, solver, time_budget, estimate,
-                      started, on_progress, timings, est) -> int:
-        """Print the calibrated estimate; with a time budget, pick (or refuse) the step count."""
-        cfg, guided = self.config, cfg_strength > 0
-        mem = est.estimate_memory(cfg, n, batch=batch, cfg=guided, dtype=self.runtime.dtype,
-                                  device=self.runtime.device)
-        _emit(on_progress, StageEvent("estimate", f"memory {mem.describe()}"))
-        est.refuse_if_too_big(mem, batch=batch, frames=n, dtype=self.runtime.dtype,
-                              device=self.runtime.device)
-        chosen = steps if steps is not None else self.runtime.default_steps
-        if steps is not None and steps < 1:
-            raise UsageError(f"--steps must be >= 1, got {steps}")
-        if not (estimate or time_budget):
-            return chosen
-        t0 = time.perf_counter()
-        per_eval = est.calibrate(self.model, n, rows=batch * (2 if guided else 1))
-        if time_budget is not None:
-            spent = time.perf_counter() - started + self.load_seconds
-            decode = 60.0 * n / 2048 if self.runtime.kind == "cpu" else 5.0
-            best = est.steps_for_budget(time_budget, per_eval, solver=solver,
-                                        overhead=spent + decode)
-            if steps is not None and steps > best:
-                raise est.ResourceError(
-                    f"--steps {steps} does not fit --time-budget {time_budget:.0f}s here; at most "
-                    f"{best} steps fit (drop --steps to let the budget choose)")
-            chosen = steps if steps is not None else best
-        t = est.estimate_time(chosen, per_eval, solver=solver)
-        timings["estimate"] = round(time.perf_counter() - t0, 3)
-        _emit(on_progress, StageEvent("estimate", f"sampling {t.describe()}", done=True,
-                                      seconds=timings["estimate"]))
-        return chosen
+        p = plan(request, Machine.detect(measure=False), config=self.config,
+                 runtime=self.runtime)
+        return run(p, self, on_progress, cancel=cancel, resume_state=state,
+                   save_state=save_state)
 
-    def _interrupt(self, result, save_state) -> None:
-        path = None
-        if save_state is not None and result.state is not None:
-            path = result.state.save(save_state)
-        where = f"; state saved to {path}" if path else ""
-        what = (f"stopped after {result.steps_done}/{result.total_steps} steps "
-                f"({result.elapsed:.0f} s){where}")
-        if result.status == "timeout":
-            raise SamplingTimeout(f"timeout: {what}", result.state, path)
-        raise SamplingCancelled(f"cancelled: {what}", result.state, path)
+
+def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cancel=None,
+        resume_state=None, save_state: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | None = None) -> Song:
+    """Execute plan ``p`` on a loaded generator. Raises SamplingTimeout / SamplingCancelled
+    (with the state saved to ``save_state`` when given) unless ``anytime`` finished the song.
+    ``checkpoint``: a file the sampler state is saved to after every step."""
+    from rhythmflow.sampling import Deadline, prepare_inputs, sample
+
+    r, started = p.request, time.perf_counter()
+    deadline = Deadline.after(r.timeout) if r.timeout is not None else None
+    timings: dict[str, float] = {"load": round(gen.load_seconds, 3)}
+
+    def stage(name: str, message: str, t0: float | None = None) -> None:
+        if t0 is None:
+            return emit(on_event, events.StageStarted(name, message))
+        timings[name] = round(time.perf_counter() - t0, 3)
+        emit(on_event, events.StageFinished(name, message, timings[name]))
+
+    t0 = time.perf_counter()
+    track = gen.lyrics(r.lrc, p.duration, r.keep_last_line)
+    for d in track.dropped:
+        emit(on_event, events.Warning(f"LRC line {d.line.line} ({d.line.text!r}) not sung: "
+                                      f"{d.reason}"))
+    stage("lyrics", f"{len(track.placed)} lines placed on {track.end_frame} frames", t0)
+    t0 = time.perf_counter()
+    style, neg = gen.style(r)
+    stage("style", "style embedding ready", t0)
+    reference = mask = None
+    if r.edit:
+        t0 = time.perf_counter()
+        reference, mask = gen.reference(r.ref_song, r.edit_segments, p.frames, p.seed)
+        stage("edit", f"{int(mask.sum())} of {p.frames} frames to regenerate", t0)
+    dev, dt = gen.runtime.device, gen.model.dtype
+    inputs = prepare_inputs(
+        gen.model, text=track.tokens.to(dev), style=style.to(dev, dt),
+        negative_style=None if neg is None else neg.to(dev, dt), start_time=track.start_time,
+        song_duration=track.song_duration, reference=None if reference is None else
+        reference.to(dev), edit_mask=mask, batch=r.batch)
+    if r.estimate:
+        _calibrated_estimate(p, gen, stage)
+    tag = _fingerprint(track.tokens, style, neg if neg is not None else style,
+                       extra=str(gen.identity.get("checkpoint")))
+    t0 = time.perf_counter()
+    stage("sample", f"{p.steps} {r.solver} steps, cfg {r.cfg_strength:g}, batch {r.batch}")
+
+    def on_step(e) -> None:
+        emit(on_event, events.SamplingStep(e.step, e.total, e.t, e.elapsed, e.eta,
+                                           e.sec_per_step, e.evaluations))
+
+    extra = {} if checkpoint is None else {"checkpoint": checkpoint}
+    result = sample(gen.model, inputs, steps=p.steps, cfg_strength=r.cfg_strength,
+                    solver=r.solver, schedule=r.schedule, guidance_interval=r.guidance_interval,
+                    seed=p.seed, model_dtype=dt, deadline=deadline, cancel=cancel,
+                    callback=on_step, anytime=r.anytime, resume_state=resume_state, tag=tag,
+                    **extra)
+    stage("sample", f"{result.status} after {result.steps_done}/{result.total_steps} steps, "
+          f"{result.evaluations} evaluations", t0)
+    if not result.completed and result.latent is None:
+        _interrupt(result, save_state)
+    if result.anytime:
+        emit(on_event, events.Warning(f"timeout: finished with one jump from step "
+                                      f"{result.steps_done}/{result.total_steps} (lower quality)"))
+    t0 = time.perf_counter()
+    stage("decode", f"decoding {p.frames} frames with the VAE")
+    audio = gen.decode(result.latent, on_event)
+    stage("decode", f"{audio.shape[-1] / gen.vae.sample_rate:.1f} s of audio", t0)
+    timings["total"] = round(time.perf_counter() - started + gen.load_seconds, 3)
+    seeds = [p.seed + i for i in range(r.batch)]
+    return Song(audio, gen.vae.sample_rate, result.latent.cpu(), seeds,
+                _metadata(p, gen, result, track, timings, resumed=resume_state is not None))
+
+
+def _calibrated_estimate(p: Plan, gen: SongGenerator, stage) -> None:
+    """Time the loaded model once and report the sampling time on that basis (the rest of the
+    job keeps the plan's figures)."""
+    from rhythmflow.estimate import calibrate, evaluations
+    from rhythmflow.request import SOLVER_EVALS
+    from rhythmflow.sampling.progress import format_seconds
+
+    t0, r = time.perf_counter(), p.request
+    per_eval = calibrate(gen.model, p.frames, rows=r.batch * (2 if p.guided else 1))
+    evals, _ = evaluations(p.steps, SOLVER_EVALS[r.solver], p.guided, r.guidance_interval)
+    decode = f", decode ~{format_seconds(p.estimate.decode)}" if p.estimate.decode else ""
+    stage("estimate", f"memory {p.memory.describe()}; sampling ~"
+          f"{format_seconds(evals * per_eval)} for {p.steps} steps ({evals} evaluations of "
+          f"{per_eval:.3g} s){decode}", t0)
+
+
+def _metadata(p: Plan, gen: SongGenerator, result, track, timings, *, resumed: bool) -> dict:
+    r = p.request
+    return {
+        "rhythmflow": __version__, "model": gen.identity, "runtime": gen.runtime.describe(),
+        "request": r.to_dict(), "plan": p.to_dict(),
+        "settings": dict(duration=p.duration, frames=p.frames, steps=p.steps, solver=r.solver,
+                         schedule=r.schedule, cfg_strength=r.cfg_strength,
+                         guidance_interval=r.guidance_interval, batch=r.batch, timeout=r.timeout,
+                         anytime=result.anytime, keep_last_line=r.keep_last_line,
+                         edit_segments=r.edit_segments, resumed=resumed),
+        "seed": p.seed, "seeds": [p.seed + i for i in range(r.batch)], "status": result.status,
+        "evaluations": result.evaluations, "timings": timings,
+        "lyrics": {"placed": len(track.placed), "dropped": [
+            {"line": d.line.line, "text": d.line.text, "reason": d.reason}
+            for d in track.dropped], "truncated": [t.line for t in track.truncated]},
+    }
+
+
+def _interrupt(result, save_state) -> None:
+    path = None
+    if save_state is not None and result.state is not None:
+        path = result.state.save(save_state)
+    where = f"; state saved to {path}" if path else ""
+    what = (f"stopped after {result.steps_done}/{result.total_steps} steps "
+            f"({result.elapsed:.0f} s){where}")
+    if result.status == "timeout":
+        raise SamplingTimeout(f"timeout: {what}", result.state, path)
+    raise SamplingCancelled(f"cancelled: {what}", result.state, path)

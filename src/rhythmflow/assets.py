@@ -14,13 +14,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rhythmflow.config import MODEL_ALIASES, PRESETS
+from rhythmflow import specs
 from rhythmflow.errors import EXIT_ASSET, EXIT_OK, AssetError, UsageError
 
 log = logging.getLogger(__name__)
@@ -49,11 +47,9 @@ _MULAN, _MUQ, _XLMR = "OpenMuQ/MuQ-MuLan-large", "OpenMuQ/MuQ-large-msd-iter", "
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
-        Asset("dit-v1.2-base", "ASLP-lab/DiffRhythm-1_2", "model", "cfm_model.pt", None, "2.2 GB"),
-        Asset("dit-v1.2-full", "ASLP-lab/DiffRhythm-1_2-full", "model", "cfm_model.pt", None, "2.2 GB"),
-        Asset("dit-v1.0-base", "ASLP-lab/DiffRhythm-base", "model", "cfm_model.pt", None, "2.2 GB"),
-        Asset("dit-v1.0-full", "ASLP-lab/DiffRhythm-full", "model", "cfm_model.pt", None, "2.2 GB"),
-        Asset("vae", "ASLP-lab/DiffRhythm-vae", "model", "vae_model.pt",
+        *(Asset(f"dit-{s.name}", s.repo, "model", s.file, None, "2.2 GB")
+          for s in specs.MODELS.values()),
+        Asset("vae", specs.VAE_REPO, "model", specs.VAE_FILE,
               "cbf5e34d649b48fae7e5c5c2266bbbce97b647d52e7dcd584325a28a8338c81a", "625 MB"),
         Asset("mulan-config", _MULAN, "model", "config.json"),
         Asset("mulan-weights", _MULAN, "model", "pytorch_model.bin", None, "2.8 GB"),
@@ -91,7 +87,7 @@ ASSETS: dict[str, Asset] = {
 # fmt: on
 
 #: ``--model`` choice (names and aliases of :mod:`rhythmflow.config`) → DiT asset name.
-MODELS: dict[str, str] = {m: "dit-" + MODEL_ALIASES.get(m, m) for m in (*PRESETS, *MODEL_ALIASES)}
+MODELS: dict[str, str] = {m: "dit-" + specs.get_spec(m).name for m in specs.MODEL_NAMES}
 COMMON_ASSETS = ("vae", "g2p-vocab", "negative-style")
 MULAN_ASSETS = tuple(n for n in ASSETS if n.split("-")[0] in {"mulan", "muq", "xlmr"})
 CHINESE_ASSETS = tuple(n for n in ASSETS if n.startswith("zh-"))
@@ -340,25 +336,6 @@ def _locate(
     return path, "download", check(path, force=True)
 
 
-_SCOPE: ContextVar[tuple[str | os.PathLike | None, bool | None]] = ContextVar(
-    "rhythmflow_asset_scope", default=(None, None)
-)
-
-
-@contextmanager
-def scope(
-    *, assets_dir: str | os.PathLike | None = None, offline: bool | None = None
-) -> Iterator[None]:
-    """Within the block, :func:`resolve` calls that pass no ``assets_dir``/``offline`` use these
-    (before the environment). Lets a caller's settings reach stages that resolve their own
-    files (G2P vocabulary, Chinese lexicon, ...) without threading them through every call."""
-    token = _SCOPE.set((assets_dir, offline))
-    try:
-        yield
-    finally:
-        _SCOPE.reset(token)
-
-
 def resolve(
     name: str,
     *,
@@ -383,9 +360,6 @@ def resolve(
         if not p.is_file():
             raise AssetError(f"{name}: the file {p} given for it does not exist")
         return p
-    scoped_dir, scoped_offline = _SCOPE.get()
-    assets_dir = scoped_dir if assets_dir is None else assets_dir
-    offline = scoped_offline if offline is None else offline
     offline = env_offline() if offline is None else offline
     found, source, _ = _locate(
         asset, assets_dir=assets_dir, offline=offline, force_verify=False, on_progress=on_progress

@@ -14,12 +14,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rhythmflow import errors
+from rhythmflow import errors, specs
 from rhythmflow.console import ProgressView, setup_logging
 
 log = logging.getLogger("rhythmflow")
 
-MODELS = ["base", "full", "v1.2-base", "v1.2-full", "v1.0-base", "v1.0-full"]
+MODELS = list(specs.MODEL_NAMES)
+_B, _F = specs.BASE, specs.FULL
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,15 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--style-audio", type=Path, help="reference audio (>= 10 s) for the style")
     style.add_argument("--style-embedding", type=Path, help="a [1, 512] .npy style embedding")
     g.add_argument("--negative-style", type=Path, help="negative style .npy (default: the release's)")
-    g.add_argument("--model", choices=MODELS, help="official model (default: base for 95 s, "
-                   "full for longer songs)")
+    g.add_argument("--model", choices=MODELS, help=f"official model (default: base for "
+                   f"{_B.max_seconds:g} s, full for longer songs)")
     g.add_argument("--checkpoint", type=Path, help="a local DiT checkpoint (.pt/.safetensors); "
                    "the architecture is read from it")
     g.add_argument("--model-config", type=Path, help="official config JSON for --checkpoint")
     g.add_argument("--vae", type=Path, help="local TorchScript VAE file (vae_model.pt)")
     _assets(g)
-    g.add_argument("--duration", type=float, help="song length in seconds: 95 (base) or 96-285 "
-                   "(full); default 95, or 285 with a full model")
+    g.add_argument("--duration", type=float, help=f"song length in seconds: {_B.max_seconds:g} "
+                   f"(base) or {_F.min_seconds:g}-{_F.max_seconds:g} (full); default "
+                   f"{_B.max_seconds:g}, or {_F.max_seconds:g} with a full model")
     g.add_argument("--steps", type=int, help="ODE solver steps (default: 8 on CPU, 32 on GPU; "
                    "the original's steps=32 is 31 of ours)")
     g.add_argument("--solver", default="euler", help="euler (default), midpoint, heun, rk4")
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ref-song", type=Path, help="reference song for --edit")
     g.add_argument("--edit-segments", help='segments to regenerate, seconds: "[[0, 10], [40, -1]]"')
     g.add_argument("--keep-last-line", action="store_true", help="keep the last lyric line for "
-                   "95 s songs (the original drops it)")
+                   "base-model songs (the original drops it)")
     g.add_argument("--no-chunked", dest="chunked", action="store_false",
                    help="decode the whole song at once (needs more memory)")
     g.add_argument("--quantize", choices=["none", "int8"], default="none",
@@ -138,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "loudness (e.g. -14) instead of the original's peak normalisation")
     g.add_argument("--progress", choices=["bar", "log", "json", "none"], default="bar",
                    help="progress display on stderr (json: one object per line on stdout)")
+    g.add_argument("--plan", action="store_true", help="print the plan (every decision, the "
+                   "time and memory estimate) and exit without loading anything")
+    g.add_argument("--json", action="store_true", help="with --plan: print it as JSON")
     _common(g)
 
     f = sub.add_parser("fetch", help="download (or, offline, verify) the files a model needs")
@@ -150,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     d.add_argument("--smoke", action="store_true", help="run the whole pipeline end to end on a "
                    "tiny random model (seconds)")
-    d.add_argument("--duration", type=float, default=95.0, help="song length to estimate for")
+    d.add_argument("--duration", type=float, default=_B.max_seconds,
+                   help="song length to estimate for")
     d.add_argument("--bench-frames", type=int, default=128,
                    help="frames for the full-size transformer benchmark (0 to skip)")
     _common(d)
@@ -173,9 +179,6 @@ def _install_signal_handlers(cancel) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         from rhythmflow.commands import run_generate
-        from rhythmflow.perf import keep_freed_memory
-
-        keep_freed_memory()  # reuse freed activations instead of re-faulting pages (PERFORMANCE.md)
         from rhythmflow.sampling import CancelToken
 
         cancel = CancelToken()
@@ -210,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except errors.RhythmflowError as exc:
-        log.error("error: %s", exc)
+        log.error("error: %s", _in_flags(exc))
         path = getattr(exc, "state_path", None)
         if path:
             log.error("resume with the same command plus: --resume %s", path)
@@ -222,6 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("error: out of memory; try --batch 1, a shorter --duration, --quantize int8 or "
                   "a machine with more memory")
         return errors.EXIT_RESOURCES
+
+
+def _in_flags(exc: errors.RhythmflowError) -> str:
+    """The error message with its leading request field written as the CLI flag."""
+    from rhythmflow.commands import flag_of
+
+    message = str(exc)
+    field = getattr(exc, "field", None)
+    if field and message.startswith((field + ":", field + " ")):
+        return flag_of(field) + message[len(field):]
+    return message
 
 
 def _json_default(o):

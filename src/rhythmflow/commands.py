@@ -7,8 +7,10 @@ import json
 import logging
 from pathlib import Path
 
-from rhythmflow import errors
-from rhythmflow.console import ProgressView, StageEvent
+from rhythmflow import errors, events
+from rhythmflow.audio import write_audio, write_sidecar
+from rhythmflow.console import ProgressView
+from rhythmflow.request import GenerationRequest
 
 log = logging.getLogger("rhythmflow")
 FORMATS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3"}
@@ -38,100 +40,92 @@ def output_paths(output: Path, fmt: str | None, batch: int) -> list[Path]:
     return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(batch)]
 
 
-def _validate(args: argparse.Namespace, outputs: list[Path]) -> None:
-    """Cheap checks before anything heavy is loaded."""
-    if args.edit and (args.ref_song is None or args.edit_segments is None):
-        raise errors.UsageError("--edit needs --ref-song FILE and --edit-segments JSON")
+#: request field → the generate flag that sets it (where it is not ``--field-name``)
+FLAGS = {"style_embedding_file": "--style-embedding", "estimate": "--skip-estimate",
+         "chunked": "--no-chunked", "negative_style_embedding": "--negative-style"}
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag of a request field (``steps`` → ``--steps``)."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def request_from_args(args: argparse.Namespace) -> GenerationRequest:
+    """The GenerationRequest a ``generate`` command line asks for (reads the LRC file)."""
     if not args.edit and (args.ref_song or args.edit_segments):
         raise errors.UsageError("--ref-song / --edit-segments are only used with --edit")
-    for flag in ("style_audio", "style_embedding", "ref_song", "resume", "checkpoint",
-                 "model_config", "vae", "negative_style"):
-        p = getattr(args, flag)
-        if p is not None and not Path(p).is_file():
-            raise errors.UsageError(f"--{flag.replace('_', '-')} {p}: no such file")
-    if args.edit_segments is not None:
-        from rhythmflow.edit import parse_segments
-
-        parse_segments(args.edit_segments)  # malformed segments fail before any loading
-    if args.checkpoint and args.model:
-        raise errors.UsageError("use either --model or --checkpoint, not both")
-    if args.model_config and not args.checkpoint:
-        raise errors.UsageError("--model-config describes a --checkpoint; pass --checkpoint too")
-    for out in outputs:
-        if not out.parent.exists():
-            raise errors.UsageError(f"output folder {out.parent} does not exist; create it first")
-    if args.timeout is not None and args.timeout <= 0:
-        raise errors.UsageError("--timeout must be a positive number of seconds")
-
-
-def _model_name(args: argparse.Namespace) -> str:
-    if args.checkpoint:
-        return str(args.checkpoint)
-    if args.model:
-        return args.model
-    return "full" if args.duration is not None and args.duration > 95 else "base"
-
-
-def _precheck_memory(args: argparse.Namespace) -> None:
-    """Refuse an official model that cannot fit before spending minutes loading it."""
-    if args.checkpoint:
-        return  # the architecture is known after reading the file; generate() checks then
-    from rhythmflow import estimate
-    from rhythmflow.api import default_duration
-    from rhythmflow.config import preset
-    from rhythmflow.lyrics.tokens import end_frame_for
-    from rhythmflow.runtime import resolve_runtime
-
-    cfg = preset(_model_name(args))
-    duration = args.duration if args.duration is not None else default_duration(cfg)
-    frames = end_frame_for(cfg.max_frames, duration)
-    rt = resolve_runtime(args.device, args.dtype, args.threads)
-    mem = estimate.estimate_memory(cfg, frames, batch=args.batch, cfg=args.cfg_strength > 0,
-                                   dtype=rt.dtype, quantize=args.quantize, device=rt.device)
-    estimate.refuse_if_too_big(mem, batch=args.batch, frames=frames, dtype=rt.dtype,
-                               device=rt.device)
-
-
-def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
-    from rhythmflow.api import SongGenerator
-    from rhythmflow.audio import write_audio, write_sidecar
-
-    outputs = output_paths(args.output, args.format, args.batch)
-    _validate(args, outputs)
+    if args.edit and (args.ref_song is None or args.edit_segments is None):
+        raise errors.UsageError("--edit needs --ref-song FILE and --edit-segments JSON")
     lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
     if not args.lrc:
         log.info("no --lrc given: generating an instrumental")
-    from rhythmflow.lyrics import parse_lrc
-
-    parse_lrc(lrc)  # malformed lyrics fail before the model is loaded
-    _precheck_memory(args)
-    save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
-    gen = SongGenerator.from_pretrained(
-        _model_name(args), model_config=args.model_config, vae=args.vae, device=args.device,
-        dtype=args.dtype, threads=args.threads, assets_dir=args.assets_dir,
-        offline=True if args.offline else None, quantize=args.quantize, chunked=args.chunked,
-        on_progress=view)
-    style = args.style_prompt if args.style_prompt is not None else args.style_embedding
-    song = gen.generate(
-        lrc, style=style, style_audio=args.style_audio, negative_style=args.negative_style,
-        duration=args.duration, steps=args.steps, solver=args.solver, schedule=args.schedule,
-        cfg_strength=args.cfg_strength,
+    fmt = args.format or FORMATS.get(args.output.suffix.lower(), "wav")
+    opt = lambda v: None if v is None else str(v)  # noqa: E731
+    return GenerationRequest(
+        lrc=lrc, style_prompt=args.style_prompt, style_embedding_file=opt(args.style_embedding),
+        style_audio=opt(args.style_audio), negative_style=opt(args.negative_style),
+        model=args.model, checkpoint=opt(args.checkpoint), model_config=opt(args.model_config),
+        vae=opt(args.vae), duration=args.duration, steps=args.steps, solver=args.solver,
+        schedule=args.schedule, cfg_strength=args.cfg_strength,
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        seed=args.seed, batch=args.batch, timeout=args.timeout, anytime=args.anytime,
-        time_budget=args.time_budget, estimate=not args.skip_estimate, on_progress=view,
-        cancel=cancel, resume=args.resume, save_state=save_state,
-        ref_song=args.ref_song if args.edit else None, edit_segments=args.edit_segments,
-        keep_last_line=args.keep_last_line)
-    view(StageEvent("write", f"writing {len(outputs)} file(s)"))
+        seed=args.seed, batch=args.batch, keep_last_line=args.keep_last_line,
+        ref_song=opt(args.ref_song) if args.edit else None,
+        edit_segments=args.edit_segments if args.edit else None, format=fmt,
+        sample_format=args.sample_format, loudness=args.loudness, time_budget=args.time_budget,
+        timeout=args.timeout, anytime=args.anytime, estimate=not args.skip_estimate,
+        quantize=args.quantize, device=args.device, dtype=args.dtype, threads=args.threads,
+        chunked=args.chunked)
+
+
+def _print_plan(p, as_json: bool) -> None:
+    from rhythmflow.plan import describe
+
+    if as_json:
+        d = p.to_dict()
+        d["grid"] = [round(float(t), 8) for t in p.grid()]
+        print(json.dumps(d, indent=2))
+    else:
+        print(describe(p))
+
+
+def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
+    from rhythmflow.api import SongGenerator, run
+    from rhythmflow.plan import Machine, plan
+    from rhythmflow.runtime import configure_process
+    from rhythmflow.sampling import SamplerState
+
+    request = request_from_args(args)
+    outputs = output_paths(args.output, request.format, request.batch)
+    for out in outputs:
+        if not out.parent.exists():
+            raise errors.UsageError(f"output folder {out.parent} does not exist; create it first")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise errors.UsageError(f"--resume {args.resume}: no such file")
+    state = SamplerState.load(args.resume) if args.resume else None  # read once
+    if state is not None and request.seed is None:
+        request = request.replace(seed=state.settings.seed)
+    p = plan(request, Machine.detect(threads=args.threads))
+    if args.plan:
+        _print_plan(p, args.json)
+        return errors.EXIT_OK
+    for reason in p.reasons:
+        log.info("%s", reason)
+    configure_process(p.runtime.threads)  # the CLI is an entry point: threads + malloc tuning
+    save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
+    gen = SongGenerator.for_plan(p, assets_dir=args.assets_dir,
+                                 offline=True if args.offline else None, on_event=view)
+    song = run(p, gen, view, cancel=cancel, resume_state=state, save_state=save_state)
+    view(events.StageStarted("write", f"writing {len(outputs)} file(s)"))
     for i, path in enumerate(outputs):
-        write_audio(path, song.audio[i], song.sample_rate, sample_format=args.sample_format,
-                    normalize="peak" if args.loudness is None else "loudness",
-                    target_lufs=args.loudness if args.loudness is not None else -14.0)
+        write_audio(path, song.audio[i], song.sample_rate, sample_format=request.sample_format,
+                    normalize="peak" if request.loudness is None else "loudness",
+                    target_lufs=request.loudness if request.loudness is not None else -14.0)
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
         write_sidecar(path, meta)
         if view.mode == "json":  # stdout stays one JSON object per line
-            print(json.dumps({"event": "Output", "path": str(path), "seed": song.seeds[i]}))
+            print(json.dumps(events.to_dict(events.Result(
+                "completed", outputs=(str(path),), seeds=(song.seeds[i],)))))
         else:
             print(path)
     if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rhythmflow import specs
 from rhythmflow.errors import UsageError
+from rhythmflow.specs import FRAME_RATE  # noqa: F401  (re-exported for older imports)
 
 COND_DIM = 512  # hard-wired in the original: time / start / duration / style width
 TIME_SINUS_DIM = 256
-FRAME_RATE = 44100 / 2048  # latent frames per second
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class DiTConfig:
     conv_layers: int = 4
     mel_dim: int = 64
     text_num_embeds: int = 363
-    max_frames: int = 2048
+    max_frames: int = specs.BASE_FRAMES
     heads: int = 32
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
@@ -49,7 +50,7 @@ class DiTConfig:
     @property
     def has_duration_embed(self) -> bool:
         """The original adds a song-duration embedding only for max_frames == 6144 exactly."""
-        return self.max_frames == 6144
+        return self.max_frames == specs.FULL_FRAMES
 
     @property
     def n_fusion(self) -> int:
@@ -62,6 +63,20 @@ class DiTConfig:
     @property
     def in_features(self) -> int:
         return 2 * self.mel_dim + self.text_dim + 2 * COND_DIM
+
+    @property
+    def param_count(self) -> int:
+        """Parameters of the network this config builds, counted analytically (no torch; a test
+        checks it against the built model)."""
+        d, t, m, ff = self.dim, self.text_dim, self.mel_dim, self.ff_dim
+        time_mlp = TIME_SINUS_DIM * COND_DIM + COND_DIM + COND_DIM * COND_DIM + COND_DIM
+        times = (3 if self.has_duration_embed else 2) * time_mlp
+        text = (self.text_num_embeds + 1) * t + self.conv_layers * (4 * t * t + 17 * t)
+        inputs = d * self.in_features + d + 2 * (d * (d // 16) * 31 + d)
+        blocks = self.depth * (4 * d * d + 3 * d * ff + 2 * d)
+        fusion = self.n_fusion * (t * d + d)
+        out = 2 * d * COND_DIM + 2 * d + m * d + m
+        return times + text + inputs + blocks + fusion + out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,22 +150,14 @@ _FULL = dict(
     dim=2048, depth=16, ff_mult=4, text_dim=512, conv_layers=4, mel_dim=64, text_num_embeds=363
 )
 
-#: The four official models. All share the architecture; "full" models have 6144 frames.
+#: The four official models (:data:`rhythmflow.specs.MODELS`). All share the architecture.
 PRESETS: dict[str, DiTConfig] = {
-    "v1.0-base": DiTConfig(**_FULL, max_frames=2048),
-    "v1.0-full": DiTConfig(**_FULL, max_frames=6144),
-    "v1.2-base": DiTConfig(**_FULL, max_frames=2048),
-    "v1.2-full": DiTConfig(**_FULL, max_frames=6144),
+    name: DiTConfig(**_FULL, max_frames=spec.max_frames) for name, spec in specs.MODELS.items()
 }
 
 #: Short names accepted by the command line.
-MODEL_ALIASES = {"base": "v1.2-base", "full": "v1.2-full"}
+MODEL_ALIASES = specs.ALIASES
 
 
 def preset(name: str) -> DiTConfig:
-    key = MODEL_ALIASES.get(name, name)
-    if key not in PRESETS:
-        raise UsageError(
-            f"unknown model {name!r}; choose one of {sorted(PRESETS) + sorted(MODEL_ALIASES)}"
-        )
-    return PRESETS[key]
+    return PRESETS[specs.get_spec(name).name]

@@ -1,7 +1,6 @@
 """Progress rendering for the command line: a bar, log lines, or JSON events.
 
-Library code emits typed events (:class:`StageEvent`, sampling ``SampleEvent``, VAE chunk events);
-only this module draws them.
+Library code emits the typed events of :mod:`rhythmflow.events`; only this module draws them.
 """
 
 from __future__ import annotations
@@ -10,68 +9,52 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
+from rhythmflow import events
 from rhythmflow.sampling.progress import format_seconds
 
 log = logging.getLogger("rhythmflow")
 
 
-@dataclass(frozen=True)
-class StageEvent:
-    """A pipeline stage started or finished: load, lyrics, style, estimate, sample, decode, write."""
-
-    stage: str
-    message: str
-    done: bool = False
-    seconds: float | None = None
-
-
-def event_dict(event: Any) -> dict[str, Any]:
-    """A JSON-able dict of an event (tensors left out)."""
-    d: dict[str, Any] = {"event": type(event).__name__}
-    if is_dataclass(event):
-        for f in fields(event):
-            v = getattr(event, f.name)
-            if isinstance(v, str | int | float | bool) or v is None:
-                d[f.name] = v
-            elif isinstance(v, list | tuple) and all(isinstance(i, int | float | str) for i in v):
-                d[f.name] = list(v)
-    return d
-
-
 class ProgressView:
     """Turns events into output. mode: "bar" (stderr, redrawn), "log" (logging lines), "json"
-    (one JSON object per line on stdout), "none"."""
+    (one JSON object per line on stdout), "none". Warnings are logged in every mode but
+    "json" (where they are events) so ``-q`` alone hides them."""
 
     def __init__(self, mode: str = "bar", stream: TextIO | None = None, width: int = 28) -> None:
         self.mode = mode
         self.stream = stream
         self.width = width
         self._open_bar = False
-        self._last_log = 0.0
 
     @property
     def out(self) -> TextIO:
         return self.stream or (sys.stdout if self.mode == "json" else sys.stderr)
 
-    def __call__(self, event: Any) -> None:
-        if self.mode == "none":
-            return
+    def __call__(self, event: events.Event) -> None:
         if self.mode == "json":
-            self.out.write(json.dumps(event_dict(event)) + "\n")
+            self.out.write(json.dumps(events.to_dict(event)) + "\n")
             self.out.flush()
             return
-        if isinstance(event, StageEvent):
+        if isinstance(event, events.Warning):
             self._end_bar()
-            took = f" ({event.seconds:.1f}s)" if event.seconds is not None else ""
+            log.warning("warning: %s", event.message)
+            return
+        if self.mode == "none":
+            return
+        if isinstance(event, (events.StageStarted, events.StageFinished)):
+            self._end_bar()
+            took = f" ({event.seconds:.1f}s)" if isinstance(event, events.StageFinished) else ""
             log.info("%s: %s%s", event.stage, event.message, took)
             return
-        step, total = getattr(event, "step", None), getattr(event, "total", None)
-        if step is None or not total:
-            return
-        line = self._line(event)
+        if isinstance(event, events.SamplingStep):
+            self._progress(event.step, event.total, self._line("step", event, event.t,
+                                                               event.sec_per_step))
+        elif isinstance(event, events.DecodeChunk):
+            self._progress(event.chunk, event.total, self._line("decode chunk", event))
+
+    def _progress(self, step: int, total: int, line: str) -> None:
         if self.mode == "bar" and self.out.isatty():
             filled = round(self.width * step / total)
             bar = "█" * filled + "·" * (self.width - filled)
@@ -83,18 +66,17 @@ class ProgressView:
         else:  # log lines (also the bar's fallback when stderr is not a terminal)
             log.info("%s", line)
 
-    def _line(self, event: Any) -> str:
-        label = "decode chunk" if hasattr(event, "chunk") or type(event).__name__.startswith(
-            ("Decode", "Chunk", "Vae")) else "step"
-        parts = [f"{label} {event.step}/{event.total}"]
-        if hasattr(event, "t"):
-            parts.append(f"t={event.t:.3f}")
-        if hasattr(event, "elapsed"):
-            parts.append(f"elapsed {format_seconds(event.elapsed)}")
-        if getattr(event, "eta", None) is not None:
+    @staticmethod
+    def _line(label: str, event, t: float | None = None, sec_per_step: float | None = None) -> str:
+        done = event.step if isinstance(event, events.SamplingStep) else event.chunk
+        parts = [f"{label} {done}/{event.total}"]
+        if t is not None:
+            parts.append(f"t={t:.3f}")
+        parts.append(f"elapsed {format_seconds(event.elapsed)}")
+        if event.eta is not None:
             parts.append(f"ETA {format_seconds(event.eta)}")
-        if getattr(event, "sec_per_step", None):
-            parts.append(f"{event.sec_per_step:.2f} s/step")
+        if sec_per_step:
+            parts.append(f"{sec_per_step:.2f} s/step")
         return " | ".join(parts)
 
     def _end_bar(self) -> None:

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rhythmflow import specs
 from rhythmflow.config import PRESETS
+from rhythmflow.estimate import DIT_EFFICIENCY
 
 log = logging.getLogger("rhythmflow")
 GB = 1024**3
-FULL_LENGTH_EFFICIENCY = 0.9  # full-length forward GFLOP/s ÷ GEMM GFLOP/s (docs/PERFORMANCE.md)
 
 
 def _cpu_info() -> dict[str, Any]:
@@ -99,7 +100,7 @@ def model_report(duration: float) -> dict[str, Any]:
     from rhythmflow.perf import forward_flops, param_count
 
     out = {}
-    for name in ("v1.2-base", "v1.2-full"):
+    for name in (specs.BASE.name, specs.FULL.name):
         cfg, frames = PRESETS[name], _frames(name, duration)
         params = param_count(cfg)
         out[name] = {
@@ -121,7 +122,7 @@ def benchmark(frames: int) -> dict[str, Any]:
     result: dict[str, Any] = {"gemm_gflops": round(gemm, 1)}
     if frames <= 0:
         return result
-    cfg = PRESETS["v1.2-base"]
+    cfg = PRESETS[specs.BASE.name]
     model = random_dit(cfg)  # speed does not depend on the values
     secs = time_forward(model, frames, 2, repeats=1, warmup_frames=16)
     gflops = forward_flops(cfg, frames, 2)["total"] / secs / 1e9
@@ -131,20 +132,26 @@ def benchmark(frames: int) -> dict[str, Any]:
 
 
 def _frames(name: str, duration: float) -> int:
-    """Latent frames of a ``duration`` song on preset ``name`` (full models: 285 s unless a
-    longer-than-95 s duration is asked for)."""
-    from rhythmflow.lyrics.tokens import end_frame_for
+    """Latent frames of a ``duration`` song on model ``name`` (full models: their longest song
+    unless a duration they accept is asked for)."""
+    spec = specs.get_spec(name)
+    if not spec.min_seconds <= duration <= spec.max_seconds:
+        duration = spec.default_seconds
+    return specs.frames_for(spec.max_frames, duration)
 
-    return end_frame_for(PRESETS[name].max_frames, duration if duration > 95 else 285.0)
 
-
-def estimates(duration: float, gflops: float) -> dict[str, dict[str, float]]:
-    from rhythmflow.perf import estimate_seconds
+def estimates(duration: float, gemm_gflops: float) -> dict[str, dict[str, float]]:
+    """Whole-job seconds (load, lyrics, sampling, decode) for 4/8/16/32 guided Euler steps at
+    this machine's float32 GEMM rate: the same cost model ``plan`` uses."""
+    from rhythmflow.estimate import estimate_job
+    from rhythmflow.perf import param_count
 
     out = {}
-    for name in ("v1.2-base", "v1.2-full"):
+    for name in (specs.BASE.name, specs.FULL.name):
         cfg, frames = PRESETS[name], _frames(name, duration)
-        out[name] = {str(s): round(estimate_seconds(cfg, frames, s, gflops=gflops), 1)
+        out[name] = {str(s): round(estimate_job(cfg, frames, steps=s, evals_per_step=1,
+                                                gflops=gemm_gflops,
+                                                weight_bytes=param_count(cfg) * 4).total, 1)
                      for s in (4, 8, 16, 32)}
     return out
 
@@ -153,9 +160,9 @@ def recommendations(system: dict, est: dict) -> list[str]:
     rec = []
     rt = system["runtime"]
     if rt["device"] == "cpu":
-        base8 = est["v1.2-base"]["8"]
+        base8 = est[specs.BASE.name]["8"]
         rec.append(f"CPU run: keep float32 (float16 is emulated on CPUs); use --steps 8 "
-                   f"(~{base8 / 60:.0f} min for a 95 s song) or --time-budget to let rhythmflow "
+                   f"(~{base8 / 60:.0f} min for a {specs.BASE.max_seconds:g} s song) or --time-budget to let rhythmflow "
                    f"choose; --cfg-strength 0 halves the work at some loss of adherence.")
         rec.append(f"threads: {system['physical_cores']} (physical cores); more threads than "
                    "cores slows GEMMs down.")
@@ -203,12 +210,12 @@ def run_diagnose(args: argparse.Namespace) -> int:
     else:
         log.info("measuring this machine's GEMM throughput…")
     report["benchmark"] = bench = benchmark(args.bench_frames)
-    # A short benchmark forward runs below the full-length rate (fixed costs, small GEMMs); at
-    # full length the forward reaches ~0.9 of the GEMM rate, so the estimate uses that. The
-    # short forward is reported as a sanity check (``generate`` calibrates on the real model).
-    gflops = bench["gemm_gflops"] * FULL_LENGTH_EFFICIENCY
-    report["estimate_basis"] = {"gflops": round(gflops, 1), "efficiency": FULL_LENGTH_EFFICIENCY}
-    report["estimates_seconds"] = estimates(args.duration, gflops)
+    # A short benchmark forward runs below the full-length rate (fixed costs, small GEMMs); the
+    # cost model uses the GEMM rate × the measured full-length efficiency. The short forward is
+    # reported as a sanity check (``generate`` calibrates on the real model).
+    report["estimate_basis"] = {"gemm_gflops": bench["gemm_gflops"],
+                                "efficiency": DIT_EFFICIENCY}
+    report["estimates_seconds"] = estimates(args.duration, bench["gemm_gflops"])
     report["recommendations"] = recommendations(report["system"], report["estimates_seconds"])
     if args.smoke:
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,12 +26,11 @@ import torch
 from rhythmflow import audio
 from rhythmflow.errors import UsageError
 from rhythmflow.sampling.guidance import segments_to_mask
+from rhythmflow.specs import HOP, SAMPLE_RATE
 from rhythmflow.vae import VAE
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 44100
-HOP = 2048
 REFERENCE_PEAK_DBFS = -6.0  # upstream normalises the reference song to -6 dBFS before encoding
 
 

@@ -19,9 +19,19 @@ EXIT_CANCELLED = 130
 
 
 class RhythmflowError(Exception):
-    """Base class of all errors the user can act on; the message says what to do."""
+    """Base class of all errors the user can act on; the message says what to do.
+
+    ``field`` names the request field at fault (``steps``, ``lrc`` …) when there is one, so each
+    front end can point at it in its own words (the CLI as ``--steps``, the API as JSON);
+    ``line`` is the 1-based line of the lyrics at fault, when known.
+    """
 
     exit_code = EXIT_INTERNAL
+
+    def __init__(self, *args: object, field: str | None = None, line: int | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
+        self.line = line
 
 
 class UsageError(RhythmflowError, ValueError):
@@ -68,7 +78,7 @@ class Interrupted(RhythmflowError):
     """Sampling stopped before the end; ``state`` (a SamplerState) can resume it."""
 
     def __init__(self, message: str, state=None, state_path=None) -> None:
-        super().__init__(message)
+        super().__init__(message, field=None)
         self.state = state
         self.state_path = state_path
 

@@ -1,25 +1,51 @@
-"""Time and memory estimates made before sampling, and the fits-or-refuse decision.
+"""The one cost model: time and memory of a job, before it runs. ``plan``, ``generate`` and
+``diagnose`` all read their numbers from here.
 
-Memory is analytic (weights, conditioning, the largest activations, VAE). Time is calibrated:
-one model evaluation is timed at a short length on this machine, converted to achieved GFLOP/s
-with the analytic FLOP count and extrapolated to the song length (attention included).
+Time counts what the user waits for — loading, lyrics, style, sampling, VAE decode:
+
+* sampling = evaluations × seconds per evaluation. Seconds per evaluation come either from a
+  *calibration* on the loaded model (:func:`calibrate`: two short timed forwards, fixed cost +
+  seconds per FLOP, extrapolated with the analytic FLOP count) or, before anything is loaded,
+  from the machine's measured matrix-multiply rate × :data:`DIT_EFFICIENCY` (the forward/GEMM
+  ratio measured in ``docs/PERFORMANCE.md``).
+* decode = the VAE's FLOPs (:data:`VAE_FLOP_PER_FRAME` per decoded latent frame, overlap
+  included) at :data:`VAE_EFFICIENCY` × the same rate.
+* loading = weight bytes at :data:`LOAD_BYTES_PER_SECOND`; lyrics and style are small constants.
+
+Memory is analytic (weights, conditioning, the largest activations, VAE) against the memory the
+machine reports free.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from rhythmflow.config import DiTConfig
 from rhythmflow.errors import ResourceError
-from rhythmflow.runtime import available_memory
+from rhythmflow.specs import BASE_FRAMES
 
 log = logging.getLogger(__name__)
 
 GB = 1024**3
-VAE_BYTES = int(1.2 * GB)  # TorchScript VAE weights (0.63 GB) + one decode chunk's activations
-OVERHEAD_BYTES = int(0.5 * GB)  # interpreter, torch, lyrics front-end
+VAE_BYTES = int(1.2 * GB)  # TorchScript VAE weights (0.63 GB) + one decode window's activations
+OVERHEAD_BYTES = int(0.5 * GB)  # interpreter, torch, lyrics front end
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+#: forward FLOP rate / GEMM FLOP rate, measured at full size (docs/PERFORMANCE.md: 0.85-1.04)
+DIT_EFFICIENCY = 0.9
+#: Oobleck decoder FLOPs per latent frame (64 ch, strides 2·4·4·8·8, 128×(1,2,4,8,16) channels)
+VAE_FLOP_PER_FRAME = 5.04e9
+#: decode FLOP rate / float32 GEMM rate (full-size decode measured at 0.22-0.25 on CPUs)
+VAE_EFFICIENCY = 0.25
+#: decoded frames / song frames with the default overlapping windows
+VAE_OVERLAP_FACTOR = 1.3
+#: reading + casting checkpoint weights (memory-mapped)
+LOAD_BYTES_PER_SECOND = 1.0e9
+LYRICS_SECONDS = 2.0
+#: a text prompt or reference audio loads the 0.7 B-parameter MuQ-MuLan once (cache misses)
+STYLE_ENCODER_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,15 +67,17 @@ class MemoryEstimate:
                 f"conditioning {self.conditioning / GB:.2f}, activations {self.activations / GB:.2f}, "
                 f"VAE {self.vae / GB:.1f})")
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 def estimate_memory(config: DiTConfig, frames: int, *, batch: int = 1, cfg: bool = True,
                     dtype: str = "float32", quantize: str = "none",
-                    device: str = "cpu") -> MemoryEstimate:
-    """Peak bytes of a generation: weights + conditioning + one forward's activations + VAE."""
-    from rhythmflow.perf import param_count
-
+                    available: int | None = None) -> MemoryEstimate:
+    """Peak bytes of a generation: weights + conditioning + one forward's activations + VAE,
+    compared with ``available`` bytes (None: unknown, always fits)."""
     elt = _BYTES[dtype]
-    params = param_count(config)
+    params = config.param_count
     big = config.depth * (4 * config.dim**2 + 3 * config.dim * config.ff_dim)
     weights = (params - big) * elt + big * (_BYTES["int8"] if quantize == "int8" else elt)
     rows = batch * (2 if cfg else 1)
@@ -57,13 +85,12 @@ def estimate_memory(config: DiTConfig, frames: int, *, batch: int = 1, cfg: bool
     # live at once inside a layer: residual, normed input, gate, up, product (+ attention q/k/v/o)
     activations = rows * frames * (2 * config.ff_dim + 6 * config.dim) * max(elt, 4)
     total = weights + conditioning + activations + VAE_BYTES + OVERHEAD_BYTES
-    return MemoryEstimate(weights, conditioning, activations, VAE_BYTES, total,
-                          available_memory(device))
+    return MemoryEstimate(weights, conditioning, activations, VAE_BYTES, total, available)
 
 
 def refuse_if_too_big(mem: MemoryEstimate, *, batch: int, frames: int, dtype: str,
                       device: str) -> None:
-    """Raise ResourceError with the flags that would make the job fit."""
+    """Raise ResourceError with the settings that would make the job fit."""
     if mem.fits:
         return
     hints = []
@@ -73,68 +100,134 @@ def refuse_if_too_big(mem: MemoryEstimate, *, batch: int, frames: int, dtype: st
         hints.append("--dtype bfloat16")
     if device == "cpu":
         hints.append("--quantize int8")
-    hints.append("a shorter --duration" if frames > 2048 else "closing other programs")
+    hints.append("a shorter --duration" if frames > BASE_FRAMES else "closing other programs")
     raise ResourceError(
         f"not enough memory: this job needs {mem.describe()}. Try {', '.join(hints)}."
     )
 
 
 @dataclass(frozen=True)
-class TimeEstimate:
-    seconds_per_eval: float  # one model evaluation (all rows: batch × [cond; uncond])
-    sampling: float  # all steps
+class JobEstimate:
+    """Expected seconds of each stage of a job, and how they were obtained (``basis``)."""
+
+    load: float
+    lyrics: float
+    style: float
+    sampling: float
+    decode: float
     steps: int
     evaluations: int
+    seconds_per_eval: float
+    basis: str  # e.g. "calibrated on the loaded model", "GEMM rate 272 GFLOP/s", "unknown"
+
+    @property
+    def total(self) -> float:
+        return self.load + self.lyrics + self.style + self.sampling + self.decode
+
+    @property
+    def known(self) -> bool:
+        return self.seconds_per_eval > 0
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), total=self.total)
 
     def describe(self) -> str:
         from rhythmflow.sampling.progress import format_seconds
 
-        return (f"~{format_seconds(self.sampling)} for {self.steps} steps "
-                f"({self.evaluations} evaluations of {self.seconds_per_eval:.3g} s)")
+        if not self.known:
+            return f"{self.steps} steps ({self.evaluations} evaluations); time unknown"
+        return (f"~{format_seconds(self.total)} in all: sampling {format_seconds(self.sampling)} "
+                f"({self.steps} steps, {self.evaluations} evaluations of "
+                f"{self.seconds_per_eval:.3g} s), decode {format_seconds(self.decode)}, "
+                f"load {format_seconds(self.load)} ({self.basis})")
+
+
+def evaluations(steps: int, evals_per_step: int, guided: bool,
+                guidance_interval: tuple[float, float] | None) -> tuple[int, float]:
+    """(model evaluations, share of them that run guided) for a uniform grid."""
+    n = steps * evals_per_step
+    if not guided:
+        return n, 0.0
+    if guidance_interval is None:
+        return n, 1.0
+    lo, hi = guidance_interval
+    inside = sum(1 for k in range(steps) if lo <= k / steps <= hi)
+    return n, inside / steps
+
+
+def seconds_per_eval_from_rate(config: DiTConfig, frames: int, rows: int,
+                               gflops: float | None) -> float:
+    """One evaluation of ``rows`` sequences at ``gflops`` GEMM throughput × DIT_EFFICIENCY;
+    0.0 when the rate is unknown."""
+    from rhythmflow.flops import forward_flops
+
+    if not gflops:
+        return 0.0
+    return forward_flops(config, frames, rows)["total"] / (gflops * DIT_EFFICIENCY * 1e9)
+
+
+def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: int,
+                 batch: int = 1, guided: bool = True,
+                 guidance_interval: tuple[float, float] | None = None,
+                 gflops: float | None = None, seconds_per_eval: float | None = None,
+                 weight_bytes: int = 0, style_encoder: bool = False,
+                 official_vae: bool = True, basis: str | None = None) -> JobEstimate:
+    """Seconds of every stage of a job. ``seconds_per_eval`` (one evaluation of all rows, e.g.
+    from :func:`calibrate`) wins over the rate-based figure from ``gflops`` (the machine's
+    float32 GEMM rate in the job's dtype); with neither, times are 0 and ``known`` is False.
+    The decode time is that of the official VAE; with ``official_vae=False`` it is not counted."""
+    evals, share = evaluations(steps, evals_per_step, guided, guidance_interval)
+    if seconds_per_eval is None:
+        full = seconds_per_eval_from_rate(config, frames, batch * (2 if guided else 1), gflops)
+        single = seconds_per_eval_from_rate(config, frames, batch, gflops)
+        per = share * full + (1 - share) * single if guided else single
+        basis = basis or (f"GEMM rate {gflops:.0f} GFLOP/s" if gflops else "unknown")
+    else:
+        per = seconds_per_eval
+        basis = basis or "calibrated on the loaded model"
+    rate = (gflops or 0.0) * VAE_EFFICIENCY * 1e9 if official_vae else 0.0  # other VAE: unknown
+    decode = (batch * frames * VAE_OVERLAP_FACTOR * VAE_FLOP_PER_FRAME / rate) if rate else 0.0
+    return JobEstimate(
+        load=weight_bytes / LOAD_BYTES_PER_SECOND, lyrics=LYRICS_SECONDS,
+        style=STYLE_ENCODER_SECONDS if style_encoder else 0.0, sampling=evals * per,
+        decode=decode, steps=steps, evaluations=evals, seconds_per_eval=per, basis=basis)
+
+
+def steps_for_budget(budget: float, estimate_for: Callable[[int], JobEstimate], *,
+                     max_steps: int = 32) -> int:
+    """The largest step count (≤ ``max_steps``) whose whole job fits ``budget`` seconds."""
+    fits = [s for s in range(1, max_steps + 1) if estimate_for(s).total <= budget]
+    if not fits:
+        one = estimate_for(1).total
+        raise ResourceError(
+            f"time_budget {budget:g}s is too short: even 1 step takes ~{one:.0f}s here. "
+            "Raise the budget, use a shorter duration, cfg_strength 0, or a GPU.",
+            field="time_budget")
+    return fits[-1]
 
 
 def calibrate(model, frames: int, *, rows: int, calib_frames: int = 128,
-              direct_below: float = 5.0) -> float:
+              direct_below: float = 5.0, timer: Callable[..., float] | None = None) -> float:
     """Seconds of one evaluation of ``rows`` sequences of ``frames`` frames on this machine.
 
     Times forwards at ``calib_frames`` and half of it, fits fixed cost + seconds per FLOP (the
     fixed part dominates tiny models, the FLOP part full-size ones) and extrapolates with the
     analytic FLOP count, attention included. When that predicts under ``direct_below`` seconds,
-    the real length is cheap enough to time directly.
+    the real length is cheap enough to time directly. ``timer(model, frames, rows, **kw)``
+    defaults to :func:`rhythmflow.perf.time_forward` (tests pass a deterministic one).
     """
     from rhythmflow.perf import forward_flops, time_forward
 
+    timer = timer or time_forward
     f1 = max(1, min(frames, calib_frames))
-    t1 = time_forward(model, f1, rows, repeats=1, warmup_frames=min(f1, 16))
+    t1 = timer(model, f1, rows, repeats=1, warmup_frames=min(f1, 16))
     if f1 == frames:
         return t1
     f0 = max(1, f1 // 2)
-    t0 = time_forward(model, f0, rows, repeats=1, warmup_frames=0)
+    t0 = timer(model, f0, rows, repeats=1, warmup_frames=0)
     w0, w1, w = (forward_flops(model.config, f, rows)["total"] for f in (f0, f1, frames))
     per_flop = (t1 - t0) / (w1 - w0) if t1 > t0 and w1 > w0 else t1 / w1
     predicted = max(t1 - per_flop * w1, 0.0) + per_flop * w
     if predicted <= direct_below:
-        return time_forward(model, frames, rows, repeats=1, warmup_frames=0)
+        return timer(model, frames, rows, repeats=1, warmup_frames=0)
     return predicted
-
-
-def estimate_time(steps: int, seconds_per_eval: float, *, solver: str = "euler") -> TimeEstimate:
-    """Sampling seconds for ``steps`` solver steps at ``seconds_per_eval`` per evaluation."""
-    from rhythmflow.sampling.solvers import get_solver
-
-    evals = steps * get_solver(solver).evals_per_step
-    return TimeEstimate(seconds_per_eval, evals * seconds_per_eval, steps, evals)
-
-
-def steps_for_budget(budget: float, seconds_per_eval: float, *, solver: str, overhead: float,
-                     max_steps: int = 32) -> int:
-    """The largest step count (≤ ``max_steps``) whose sampling plus ``overhead`` fits ``budget``."""
-    fits = [s for s in range(1, max_steps + 1)
-            if estimate_time(s, seconds_per_eval, solver=solver).sampling + overhead <= budget]
-    if not fits:
-        one = estimate_time(1, seconds_per_eval, solver=solver).sampling + overhead
-        raise ResourceError(
-            f"--time-budget {budget:.0f}s is too short: even 1 step takes ~{one:.0f}s here. "
-            "Raise the budget, use a shorter --duration, --cfg-strength 0, or a GPU."
-        )
-    return fits[-1]

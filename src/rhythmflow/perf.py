@@ -18,63 +18,13 @@ from collections.abc import Callable
 
 import torch
 
-from rhythmflow.config import COND_DIM, TIME_SINUS_DIM, DiTConfig
-from rhythmflow.errors import UsageError
-
-#: Module groups of :func:`forward_flops`, in the order tables print them.
-GROUPS = ("mlp", "projections", "attention", "convolutions", "embeddings", "output")
-
-_CONV_KERNEL, _CONV_GROUPS = 31, 16  # ConvPositionEmbedding (two such convolutions)
-
-
-def forward_flops(config: DiTConfig, frames: int, batch: int = 1) -> dict[str, int]:
-    """FLOPs of one ``DiT.forward`` on [batch, frames] per module group, plus ``"total"``.
-
-    mlp: gate/up/down projections; projections: q/k/v/o; attention: QKᵀ and AV of the softmax
-    attention core; convolutions: the two grouped position convolutions; embeddings: the time
-    MLP and the x / time columns of the input projection; output: the final AdaLN linear and
-    the output projection.
-    """
-    b, n, d, ff, m = batch, frames, config.dim, config.ff_dim, config.mel_dim
-    tok = b * n
-    layers = config.depth
-    per_conv = 2 * tok * d * (d // _CONV_GROUPS) * _CONV_KERNEL
-    time_mlp = 2 * b * (TIME_SINUS_DIM * COND_DIM + COND_DIM * COND_DIM)
-    flops = {
-        "mlp": layers * 3 * 2 * tok * d * ff,
-        "projections": layers * 4 * 2 * tok * d * d,
-        "attention": layers * 4 * b * n * n * d,
-        "convolutions": 2 * per_conv,
-        "embeddings": time_mlp + 2 * tok * m * d + 2 * b * COND_DIM * d,
-        "output": 2 * b * COND_DIM * 2 * d + 2 * tok * d * m,
-    }
-    flops["total"] = sum(flops.values())
-    return flops
-
-
-def prepare_flops(config: DiTConfig, frames: int, batch: int = 1) -> int:
-    """FLOPs of one ``DiT.prepare`` (once per generation and conditioning row)."""
-    b, n, d, t, m = batch, frames, config.dim, config.text_dim, config.mel_dim
-    tok = b * n
-    convnext = config.conv_layers * (2 * tok * t * 7 + 2 * 2 * tok * t * 2 * t)
-    time_mlps = (
-        (2 if config.has_duration_embed else 1)
-        * 2
-        * b
-        * (TIME_SINUS_DIM * COND_DIM + COND_DIM * COND_DIM)
-    )
-    projection = 2 * tok * (m + t) * d + 2 * b * 2 * COND_DIM * d
-    fusion = config.n_fusion * 2 * tok * t * d
-    return convnext + time_mlps + projection + fusion
+from rhythmflow.config import COND_DIM, DiTConfig
+from rhythmflow.flops import GROUPS, forward_flops, prepare_flops  # noqa: F401 (re-exported)
 
 
 def param_count(config: DiTConfig) -> int:
-    """Parameters of the model a config builds (counted on the meta device, no memory)."""
-    from rhythmflow.model.dit import DiT
-
-    with torch.device("meta"):
-        model = DiT(config)
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of the model a config builds (:attr:`DiTConfig.param_count`)."""
+    return config.param_count
 
 
 def param_bytes(config: DiTConfig, dtype: torch.dtype = torch.float32) -> int:
@@ -189,40 +139,6 @@ def time_forward(
         model(x, t, c)
         times.append(now() - t0)
     return statistics.median(times)
-
-
-def estimate_seconds(
-    config: DiTConfig,
-    frames: int,
-    steps: int,
-    cfg: bool = True,
-    solver: str = "euler",
-    *,
-    gflops: float,
-    efficiency: float = 1.0,
-    guided_fraction: float = 1.0,
-) -> float:
-    """Expected sampling seconds (DiT only: no VAE, no lyrics front-end).
-
-    ``steps`` solver steps of ``solver`` (its evaluations per step from the sampler's table);
-    with ``cfg`` a guided evaluation runs batch 2, and ``guided_fraction`` of the evaluations are
-    guided (a guidance interval lowers it). ``gflops`` is the throughput the model reaches; pass
-    the machine's measured GEMM limit with ``efficiency`` = the measured forward/GEMM ratio.
-    """
-    from rhythmflow.sampling.solvers import get_solver
-
-    if not (gflops > 0 and efficiency > 0 and 0 <= guided_fraction <= 1):
-        raise UsageError(
-            f"estimate_seconds needs gflops > 0, efficiency > 0 and 0 <= guided_fraction <= 1 "
-            f"(got {gflops}, {efficiency}, {guided_fraction})"
-        )
-    evals = steps * get_solver(solver).evals_per_step
-    single = forward_flops(config, frames, 1)["total"]
-    double = forward_flops(config, frames, 2)["total"]
-    share = guided_fraction if cfg else 0.0
-    work = evals * (share * double + (1 - share) * single)
-    work += prepare_flops(config, frames, 2 if cfg else 1)
-    return work / (gflops * efficiency * 1e9)
 
 
 class PeakMemory:

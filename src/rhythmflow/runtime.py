@@ -1,8 +1,8 @@
 """Device / dtype / threads policy, resolved once per run with the reasons written down.
 
 Nothing here runs at import. :func:`resolve_runtime` inspects the machine when called;
-:func:`apply_threads` is the only function with a process-wide effect, and the caller decides
-when to use it.
+:func:`configure_process` is the only function with a process-wide effect, and only entry points
+call it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from rhythmflow import specs
 from rhythmflow.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-#: Default solver steps per device kind (the seed document's advice: few steps on a CPU).
-DEFAULT_STEPS = {"cpu": 8, "mps": 16, "cuda": 32}
+DEFAULT_STEPS = specs.DEFAULT_STEPS
 
 
 @dataclass(frozen=True)
@@ -65,75 +65,19 @@ def physical_cores() -> int:
     return max(1, min(physical, available // per_core if available >= per_core else available))
 
 
-def _detect_device() -> tuple[str, str]:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", f"CUDA device found: {torch.cuda.get_device_name(0)}"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps", "Apple MPS device found"
-    return "cpu", "no CUDA or MPS device found"
-
-
-def _auto_dtype(kind: str, device: str) -> tuple[str, str]:
-    if kind == "cpu":
-        return "float32", "float32 on CPU (float16 is emulated on CPUs and ~40x slower)"
-    if kind == "cuda":
-        import torch
-
-        if torch.cuda.is_bf16_supported():
-            return "bfloat16", "bfloat16: the GPU supports it (float16 range without overflow risk)"
-        return "float16", "float16: the GPU has no bfloat16 support"
-    return "float32", "float32 on MPS (the original also runs MPS in float32)"
-
-
 def resolve_runtime(device: str = "auto", dtype: str = "auto",
                     threads: int | None = None) -> Runtime:
-    """Choose device (cuda > mps > cpu), dtype, thread count and default steps."""
-    reasons: list[str] = []
-    if device == "auto":
-        device, why = _detect_device()
-        reasons.append(f"device {device}: {why}")
-    else:
-        device = _check_device(device)
-        reasons.append(f"device {device}: requested")
-    kind = device.split(":")[0]
-    if dtype == "auto":
-        dtype, why = _auto_dtype(kind, device)
-        reasons.append(f"dtype {dtype}: {why}")
-    else:
-        if dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {dtype!r}; choose auto, {', '.join(sorted(set(DTYPES.values())))}")
-        dtype = DTYPES[dtype]
-        reasons.append(f"dtype {dtype}: requested")
-        if kind == "cpu" and dtype == "float16":
-            log.warning("float16 on a CPU is emulated and about 40x slower than float32")
-            reasons.append("warning: float16 on CPU is very slow; prefer --dtype float32")
-    if threads is None:
-        threads = physical_cores()
-        reasons.append(f"threads {threads}: physical cores available to this process")
-    elif threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    vae_device = "cpu" if kind == "mps" else device
-    if vae_device != device:
-        reasons.append("VAE on cpu: the TorchScript VAE does not run on MPS")
-    steps = DEFAULT_STEPS[kind]
-    reasons.append(f"default steps {steps} on {kind}")
-    return Runtime(device, dtype, threads, vae_device, steps, tuple(reasons))
+    """Choose device (cuda > mps > cpu), dtype, thread count and default steps for this machine
+    (:func:`rhythmflow.plan.runtime_for` on :meth:`Machine.detect`, without measuring)."""
+    from rhythmflow.plan import Machine, runtime_for
+    from rhythmflow.request import DTYPE_NAMES
 
-
-def _check_device(device: str) -> str:
-    import torch
-
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but CUDA is not available; use --device cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("--device mps requested but MPS is not available; use --device cpu")
-    return device
+    if dtype not in DTYPE_NAMES:
+        raise UsageError(f"dtype: unknown value {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}",
+                         field="dtype")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads: must be >= 1, got {threads}", field="threads")
+    return runtime_for(Machine.detect(measure=False), device, dtype, threads)
 
 
 def available_memory(device) -> int:
@@ -150,8 +94,18 @@ def available_memory(device) -> int:
 
 
 def apply_threads(threads: int) -> None:
-    """Set torch's intra-op thread count (process-wide; called by the CLI / API at run start)."""
+    """Set torch's intra-op thread count (process-wide)."""
     import torch
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def configure_process(threads: int) -> None:
+    """The process-wide settings a generation wants: torch's thread count and glibc malloc
+    tuning that keeps freed activations (docs/PERFORMANCE.md). Only entry points call this (the
+    CLI, the server, a worker, or a user's own script) — library calls never change them."""
+    from rhythmflow.perf import keep_freed_memory
+
+    apply_threads(threads)
+    keep_freed_memory()

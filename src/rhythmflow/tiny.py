@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-HOP = 2048
-LATENT_DIM = 64
+from rhythmflow.specs import HOP, LATENT_CHANNELS
+
+LATENT_DIM = LATENT_CHANNELS
 CHANNELS = 2
 DECODER_REACH = 2  # frames each side a decoded frame depends on (kernel 5)
 ENCODER_REACH = 1  # frames each side an encoded frame depends on (kernel 3)

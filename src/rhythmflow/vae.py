@@ -30,12 +30,11 @@ import torch.nn.functional as F
 from rhythmflow.assets import resolve
 from rhythmflow.errors import CheckpointError, NumericalError, UsageError
 from rhythmflow.runtime import available_memory
+from rhythmflow.specs import HOP, LATENT_CHANNELS, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 44100
-HOP = 2048
-LATENT_DIM = 64
+LATENT_DIM = LATENT_CHANNELS
 AUDIO_CHANNELS = 2
 DEFAULT_OVERLAP = 32
 UPSTREAM_CHUNK_SIZE = 128

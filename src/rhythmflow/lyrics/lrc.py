@@ -63,7 +63,7 @@ class LyricLine:
 
 def _error(line_no: int, raw: str, what: str, hint: str = _TIME_HINT) -> LrcError:
     shown = raw if len(raw) <= 60 else raw[:57] + "..."
-    return LrcError(f"LRC line {line_no}: {what} in {shown!r}; {hint}")
+    return LrcError(f"LRC line {line_no}: {what} in {shown!r}; {hint}", field="lrc", line=line_no)
 
 
 def _parse_time(content: str, line_no: int, raw: str) -> float:

@@ -25,15 +25,14 @@ from typing import TYPE_CHECKING
 
 from rhythmflow.errors import LyricsError, UsageError
 from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
+from rhythmflow.specs import BASE_FRAMES, frame_of, frames_for
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 44100
-HOP = 2048
-BASE_MAX_FRAMES = 2048  # the 95 s model
 COMMA, PERIOD = 1, 2
 PAST_END = "past song end"
 LAST_LINE_RULE = "last line dropped (95 s model rule)"
@@ -81,16 +80,7 @@ class LyricsTrack:
 
 def end_frame_for(max_frames: int, audio_length: float) -> int:
     """Number of frames in the track (see rule 3 in the module docstring)."""
-    if max_frames == BASE_MAX_FRAMES:
-        end = BASE_MAX_FRAMES
-    else:
-        end = int(audio_length * (SAMPLE_RATE / HOP))
-    return min(end, max_frames)
-
-
-def frame_of(seconds: float) -> int:
-    """Latent frame index of a time, truncated toward zero as the original computes it."""
-    return int(seconds * SAMPLE_RATE / HOP)
+    return frames_for(max_frames, audio_length)
 
 
 def song_duration_half(end_frame: int, max_frames: int) -> float:
@@ -135,7 +125,7 @@ def place_tokens(
             kept.append((line, toks))
         else:
             dropped.append(DroppedLine(line, PAST_END))
-    if max_frames == BASE_MAX_FRAMES and kept and not keep_last_line:
+    if max_frames == BASE_FRAMES and kept and not keep_last_line:
         dropped.append(DroppedLine(kept.pop()[0], LAST_LINE_RULE))
 
     end_frame = end_frame_for(max_frames, audio_length)
@@ -173,7 +163,8 @@ def place_tokens(
     )
 
 
-def tokenize_lines(lines: Sequence[LyricLine]) -> list[list[int]]:
+def tokenize_lines(lines: Sequence[LyricLine], *,
+                   assets: LyricsAssets = DEFAULT_ASSETS) -> list[list[int]]:
     """Token ids for each line (``[]`` for instrumental markers); a G2P failure is re-raised as
     LyricsError naming the LRC line number and text."""
     from rhythmflow.lyrics.g2p import g2p_tokens
@@ -184,9 +175,10 @@ def tokenize_lines(lines: Sequence[LyricLine]) -> list[list[int]]:
             result.append([])
             continue
         try:
-            result.append(g2p_tokens(line.text))
+            result.append(g2p_tokens(line.text, assets=assets))
         except LyricsError as exc:
-            raise LyricsError(f"LRC line {line.line} ({line.text!r}): {exc}") from exc
+            raise LyricsError(f"LRC line {line.line} ({line.text!r}): {exc}", field="lrc",
+                              line=line.line) from exc
     return result
 
 
@@ -196,6 +188,7 @@ def lrc_to_track(
     max_frames: int,
     audio_length: float,
     keep_last_line: bool = False,
+    assets: LyricsAssets = DEFAULT_ASSETS,
 ) -> LyricsTrack:
     """LRC text → :class:`LyricsTrack`: :func:`parse_lrc`, G2P of every line (including lines
     past the song end, so a file's errors do not depend on the song length), then
@@ -203,12 +196,13 @@ def lrc_to_track(
 
     Raises LrcError (bad LRC), LyricsError (a line that cannot be phonemized; names the LRC
     line), UsageError (bad sizes), DependencyError/AssetError (missing espeak-ng or resources).
+    Resource files are read from ``assets``.
     """
     _check_sizes(max_frames, audio_length)
     lines = parse_lrc(lrc_text)
     return place_tokens(
         lines,
-        tokenize_lines(lines),
+        tokenize_lines(lines, assets=assets),
         max_frames=max_frames,
         audio_length=audio_length,
         keep_last_line=keep_last_line,

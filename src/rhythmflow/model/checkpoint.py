@@ -22,6 +22,7 @@ from rhythmflow.config import DiTConfig, load_config_file
 from rhythmflow.errors import CheckpointError
 from rhythmflow.model.blocks import text_position_table
 from rhythmflow.model.dit import DiT
+from rhythmflow.specs import BASE_FRAMES, FULL_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def infer_config(sd: dict[str, Tensor]) -> DiTConfig:
         conv_layers=_count(sd, r"text_embed\.text_blocks\.(\d+)\."),
         mel_dim=mel_dim,
         text_num_embeds=rows - 1,
-        max_frames=6144 if "duration_time_embed.time_mlp.0.weight" in sd else 2048,
+        max_frames=FULL_FRAMES if "duration_time_embed.time_mlp.0.weight" in sd else BASE_FRAMES,
     )
 
 
@@ -150,6 +151,19 @@ def expected_shapes(config: DiTConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = DiT(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def read_config(path: str | os.PathLike,
+                config: DiTConfig | str | os.PathLike | None = None) -> DiTConfig:
+    """The architecture of a checkpoint without loading its weights (the file is memory-mapped;
+    only tensor shapes are read): ``config`` when it is a DiTConfig, an official config JSON
+    path (its ``max_frames`` wins, else the file's), or the shapes alone."""
+    if isinstance(config, DiTConfig):
+        return config
+    path = Path(path)
+    sd = _strip(_read_container(path), path)
+    found = infer_config(sd)
+    return found if config is None else load_config_file(config, max_frames=found.max_frames)
 
 
 def load_checkpoint(

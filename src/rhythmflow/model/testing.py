@@ -15,6 +15,7 @@ from rhythmflow.config import DiTConfig
 from rhythmflow.model.blocks import text_position_table
 from rhythmflow.model.checkpoint import PREFIX
 from rhythmflow.model.dit import DiT
+from rhythmflow.specs import BASE_FRAMES
 
 TINY = DiTConfig(
     dim=64,
@@ -24,7 +25,7 @@ TINY = DiTConfig(
     conv_layers=1,
     mel_dim=64,
     text_num_embeds=363,
-    max_frames=2048,
+    max_frames=BASE_FRAMES,
 )
 
 

@@ -10,7 +10,8 @@ appended; a trailing English word break ``_`` is removed. Token ids are the voca
 (``vocab.json``, asset ``g2p-vocab``) of the ``|``-separated phones found in the vocab, plus 1
 (0 is the "no lyric" pad in the frame track).
 
-Results are cached per distinct line (songs repeat their choruses).
+Results are cached per distinct line and :class:`LyricsAssets` (songs repeat their choruses);
+resource files are read from the ``assets`` each call is given (default: the environment's).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import logging
 
 from rhythmflow.errors import LyricsError, RhythmflowError
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,10 @@ def segments(text: str) -> list[tuple[str, str]]:
 
 
 @functools.cache
-def vocab() -> dict[str, int]:
-    """Phone → vocab id (before the +1), read once from the ``g2p-vocab`` asset (UTF-8 JSON)."""
-    from rhythmflow.assets import resolve
-
-    path = resolve("g2p-vocab")
+def vocab(assets: LyricsAssets = DEFAULT_ASSETS) -> dict[str, int]:
+    """Phone → vocab id (before the +1), read once per ``assets`` from the ``g2p-vocab`` asset
+    (UTF-8 JSON)."""
+    path = assets.path("g2p-vocab")
     try:
         table = json.loads(path.read_text(encoding="utf-8"))["vocab"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -74,12 +75,12 @@ def vocab() -> dict[str, int]:
     return dict(table)
 
 
-def _segment_tokens(phones: str) -> list[int]:
-    table = vocab()
+def _segment_tokens(phones: str, assets: LyricsAssets) -> list[int]:
+    table = vocab(assets)
     return [table[p] for p in phones.split("\t")[0].split("|") if p in table]
 
 
-def _segment_phonemes(segment: str, lang: str, line: str) -> str:
+def _segment_phonemes(segment: str, lang: str, line: str, assets: LyricsAssets) -> str:
     if lang == EN:
         from rhythmflow.lyrics.g2p.english import english_phonemes
 
@@ -87,7 +88,7 @@ def _segment_phonemes(segment: str, lang: str, line: str) -> str:
     if lang == ZH:
         from rhythmflow.lyrics.g2p.chinese import zh_phonemes
 
-        return zh_phonemes(segment)
+        return zh_phonemes(segment, assets=assets)
     if lang == OTHER and not segment.strip():
         raise LyricsError(
             f"lyric {line!r} is only whitespace; remove it, or leave the lyric after the "
@@ -102,13 +103,13 @@ def _segment_phonemes(segment: str, lang: str, line: str) -> str:
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _g2p(text: str) -> tuple[str, tuple[int, ...]]:
+def _g2p(text: str, assets: LyricsAssets) -> tuple[str, tuple[int, ...]]:
     parts = segments(text)
     phonemes = ""
     tokens: list[int] = []
     for index, (segment, lang) in enumerate(parts):
         try:
-            phones = _segment_phonemes(segment, lang, text)
+            phones = _segment_phonemes(segment, lang, text, assets)
         except RhythmflowError:
             raise
         except ImportError as exc:
@@ -128,29 +129,29 @@ def _g2p(text: str) -> tuple[str, tuple[int, ...]]:
                 f"({type(exc).__name__}: {exc}); rephrase or remove that part"
             ) from exc
         phonemes += phones + "|"
-        tokens += _segment_tokens(phones)
+        tokens += _segment_tokens(phones, assets)
         if lang == EN and index == len(parts) - 1 and phonemes[-2:-1] == "_":
             phonemes = phonemes[:-2]
             tokens = tokens[:-1]
     return phonemes, tuple(tokens)
 
 
-def g2p_phonemes(text: str) -> str:
+def g2p_phonemes(text: str, *, assets: LyricsAssets = DEFAULT_ASSETS) -> str:
     """The ``|``-separated phoneme string of one lyric line (upstream ``chn_eng_g2p``'s first
     result). Raises LyricsError for text without English/Chinese letters (including the empty
     string) or text the G2P cannot convert; DependencyError if espeak-ng (or, for Chinese, the
     Chinese G2P packages) is missing; AssetError if a resource file is missing."""
     if not isinstance(text, str):
         raise LyricsError(f"lyric must be text (str), got {type(text).__name__}")
-    return _g2p(text)[0]
+    return _g2p(text, assets)[0]
 
 
-def g2p_tokens(text: str) -> list[int]:
+def g2p_tokens(text: str, *, assets: LyricsAssets = DEFAULT_ASSETS) -> list[int]:
     """Token ids (vocab ids + 1, never 0) for one lyric line, identical to upstream
     ``CNENTokenizer.encode``. Errors as :func:`g2p_phonemes`."""
     if not isinstance(text, str):
         raise LyricsError(f"lyric must be text (str), got {type(text).__name__}")
-    return [t + 1 for t in _g2p(text)[1]]
+    return [t + 1 for t in _g2p(text, assets)[1]]
 
 
 def clear_cache() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from rhythmflow.lyrics.g2p.chinese.bopomofo import bopomofo_to_ipa, finalize
 from rhythmflow.lyrics.g2p.chinese.normalize import normalize, numbers_to_chinese
 from rhythmflow.lyrics.g2p.chinese.words import Predictor, text_to_bopomofo
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 
 __all__ = ["Predictor", "prepare", "zh_phonemes"]
 
@@ -22,7 +23,8 @@ def prepare(text: str) -> str:
     return normalize(numbers_to_chinese(text.strip()))
 
 
-def zh_phonemes(text: str, *, predict: Predictor | None = None) -> str:
+def zh_phonemes(text: str, *, predict: Predictor | None = None,
+                assets: LyricsAssets = DEFAULT_ASSETS) -> str:
     """Phones of one Chinese segment, "|"-separated, without the trailing "|".
 
     Characters with no reading (not in the lexicon, not polyphonic) stay as raw hanzi in the
@@ -30,4 +32,4 @@ def zh_phonemes(text: str, *, predict: Predictor | None = None) -> str:
     normalised segment and the character index. Raises DependencyError if an optional package
     is missing, AssetError if a Chinese resource is missing, LyricsError on unreadable input.
     """
-    return finalize(bopomofo_to_ipa(text_to_bopomofo(prepare(text), predict)))
+    return finalize(bopomofo_to_ipa(text_to_bopomofo(prepare(text), predict, assets)))

@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from rhythmflow import assets
 from rhythmflow.errors import AssetError
 from rhythmflow.lyrics.g2p.chinese._deps import require
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +64,14 @@ def _read(lexicon_path: Path, bopomofo_path: Path, polychar_path: Path) -> Lexic
     return Lexicon(words, table, polychars)
 
 
-def load_lexicon() -> Lexicon:
-    """The lexicon from the ``zh-lexicon``, ``zh-pinyin2bpmf`` and ``zh-polychar`` assets.
+def load_lexicon(assets: LyricsAssets = DEFAULT_ASSETS) -> Lexicon:
+    """The lexicon from the ``zh-lexicon``, ``zh-pinyin2bpmf`` and ``zh-polychar`` assets of
+    ``assets``.
 
-    Parsed once per process (per resolved paths). Raises AssetError if a file is missing or
-    malformed.
+    Parsed once per set of resolved paths. Raises AssetError if a file is missing or malformed.
     """
-    return _read(
-        assets.resolve("zh-lexicon"),
-        assets.resolve("zh-pinyin2bpmf"),
-        assets.resolve("zh-polychar"),
-    )
+    return _read(assets.path("zh-lexicon"), assets.path("zh-pinyin2bpmf"),
+                 assets.path("zh-polychar"))
 
 
 def pypinyin_bopomofo(word: str) -> list[str]:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from rhythmflow import assets
 from rhythmflow.errors import AssetError, LyricsError
 from rhythmflow.lyrics.g2p.chinese._deps import require
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 
 logger = logging.getLogger(__name__)
 
@@ -95,18 +95,14 @@ def _load(onnx_path: Path, vocab_path: Path, labels_path: Path, config_path: Pat
     return _Model(session, _read_vocab(vocab_path), labels, max_positions)
 
 
-def _model() -> _Model:
-    return _load(
-        assets.resolve("zh-poly-onnx"),
-        assets.resolve("zh-poly-vocab"),
-        assets.resolve("zh-polydict"),
-        assets.resolve("zh-poly-config"),
-    )
+def _model(assets: LyricsAssets) -> _Model:
+    return _load(assets.path("zh-poly-onnx"), assets.path("zh-poly-vocab"),
+                 assets.path("zh-polydict"), assets.path("zh-poly-config"))
 
 
 @functools.lru_cache(maxsize=256)
-def _logits(text: str) -> np.ndarray:
-    model = _model()
+def _logits(text: str, assets: LyricsAssets) -> np.ndarray:
+    model = _model(assets)
     if len(text) + 1 > model.max_positions:
         raise LyricsError(
             f"Chinese lyric segment of {len(text)} characters is too long for the polyphone "
@@ -118,7 +114,12 @@ def _logits(text: str) -> np.ndarray:
     return logits
 
 
-def predict(text: str, index: int) -> PolyphonePrediction:
+def predictor(assets: LyricsAssets = DEFAULT_ASSETS):
+    """``predict`` reading the model files of ``assets``."""
+    return functools.partial(predict, assets=assets)
+
+
+def predict(text: str, index: int, assets: LyricsAssets = DEFAULT_ASSETS) -> PolyphonePrediction:
     """Reading of ``text[index]`` in the context of the whole normalised segment ``text``.
 
     The argmax runs over all classes, so in principle another character's label can win, as
@@ -127,10 +128,10 @@ def predict(text: str, index: int) -> PolyphonePrediction:
     """
     if not 0 <= index < len(text):
         raise LyricsError(f"polyphone index {index} outside the segment {text!r}")
-    row = _logits(text)[index]
+    row = _logits(text, assets)[index]
     best = int(np.argmax(row))
     masked = row.copy()
     masked[best] = -np.inf
     second = int(np.argmax(masked))
-    labels = _model().labels
+    labels = _model(assets).labels
     return PolyphonePrediction(labels[best], labels[second], float(row[best] - row[second]))

@@ -16,6 +16,7 @@ from rhythmflow.lyrics.g2p.chinese import polyphone
 from rhythmflow.lyrics.g2p.chinese.lexicon import Lexicon, load_lexicon, pypinyin_bopomofo
 from rhythmflow.lyrics.g2p.chinese.sandhi import apply_sandhi
 from rhythmflow.lyrics.g2p.chinese.segment import segment
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 
 Predictor = Callable[[str, int], polyphone.PolyphonePrediction]
 
@@ -62,14 +63,15 @@ def word_bopomofo(
     return syllables
 
 
-def text_to_bopomofo(text: str, predict: Predictor | None = None) -> str:
+def text_to_bopomofo(text: str, predict: Predictor | None = None,
+                     assets: LyricsAssets = DEFAULT_ASSETS) -> str:
     """Bopomofo of a normalised segment: syllables joined by "|", punctuation words as "|,".
 
     Tone 1 gets an explicit "ˉ" mark. ``predict`` defaults to the BERT polyphone model; it is
     called with (``text``, character index) for every polyphonic character read alone.
     """
-    predict = polyphone.predict if predict is None else predict
-    lexicon = load_lexicon()
+    predict = polyphone.predictor(assets) if predict is None else predict
+    lexicon = load_lexicon(assets)
     out = ""
     start = 0
     for word in segment(text):

@@ -1,0 +1,375 @@
+"""``plan(request, machine) -> Plan``: every decision and validation of a job, once, before any
+weights are loaded.
+
+A plan resolves the model (official name, or a checkpoint's architecture read from its tensor
+shapes), the duration and latent frames, device / dtype / threads / VAE device, the step count
+(including a ``time_budget``), the seed, the time grid, the memory estimate (refusing a job that
+cannot fit, with the settings that would make it fit) and the time estimate of every stage. It
+checks every input that can be checked without the model: the LRC (line numbers), the edit
+segments, the files a request names. It is pure given the :class:`Machine` (which is where all
+measurement lives) and cheap; what it decides is what ``run`` does, what ``--plan`` prints, what
+the service stores and what the sidecar records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rhythmflow import specs
+from rhythmflow.config import DiTConfig
+from rhythmflow.errors import UsageError
+from rhythmflow.estimate import JobEstimate, MemoryEstimate
+from rhythmflow.request import SOLVER_EVALS, GenerationRequest
+from rhythmflow.runtime import DTYPES, Runtime
+
+log = logging.getLogger(__name__)
+
+#: dtype → bytes per weight, for the load-time estimate
+_WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_free: int
+    bf16: bool
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a plan may know about the machine it will run on; :meth:`detect` measures it.
+
+    ``gflops`` maps ``"<kind>-<dtype>"`` (``cpu-float32``, ``cuda-bfloat16`` …) to measured
+    matrix-multiply GFLOP/s; ``cpu_dtype`` is the automatic CPU dtype chosen by measurement,
+    with ``cpu_dtype_reason`` saying why.
+    """
+
+    cpu: str = "unknown CPU"
+    cores: int = 1
+    memory_available: int | None = None
+    gpus: tuple[Gpu, ...] = ()
+    mps: bool = False
+    gflops: dict[str, float] = field(default_factory=dict)
+    cpu_dtype: str = "float32"
+    cpu_dtype_reason: str = "float32 on CPU (no measurement of this CPU's low-precision speed)"
+
+    @classmethod
+    def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
+        """This machine: CPU, cores, free memory, GPUs; with ``measure``, the float32 GEMM rate
+        (a fraction of a second, once per process)."""
+        return _detect(measure, threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Machine:
+        d = dict(d)
+        d["gpus"] = tuple(Gpu(**g) for g in d.get("gpus", ()))
+        return cls(**d)
+
+    def rate(self, kind: str, dtype: str) -> float | None:
+        """Measured GEMM GFLOP/s for ``kind``/``dtype`` (low precision falls back to float32)."""
+        return self.gflops.get(f"{kind}-{dtype}") or self.gflops.get(f"{kind}-float32")
+
+
+_GEMM_RATE: dict[int | None, float] = {}  # measured once per process and thread count
+
+
+def _detect(measure: bool, threads: int | None) -> Machine:
+    import platform
+
+    import psutil
+    import torch
+
+    from rhythmflow.runtime import physical_cores
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, _ = torch.cuda.mem_get_info(i)
+            gpus.append(Gpu(torch.cuda.get_device_name(i), int(free),
+                            bool(torch.cuda.is_bf16_supported())))
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    gflops: dict[str, float] = {}
+    if measure:
+        if threads not in _GEMM_RATE:
+            from rhythmflow.perf import measure_gemm_gflops
+
+            _GEMM_RATE[threads] = round(measure_gemm_gflops(512, 2048, 2048, repeats=2), 1)
+        gflops["cpu-float32"] = _GEMM_RATE[threads]
+    return Machine(cpu=cpu, cores=physical_cores(), gpus=tuple(gpus), mps=mps,
+                   memory_available=int(psutil.virtual_memory().available), gflops=gflops)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything ``run`` will do. ``request`` is what was asked; the rest was decided here."""
+
+    request: GenerationRequest
+    model: str  # official model name, or the checkpoint path
+    config: DiTConfig
+    duration: float
+    frames: int
+    runtime: Runtime
+    steps: int
+    seed: int
+    guided: bool
+    memory: MemoryEstimate
+    estimate: JobEstimate
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def device(self) -> str:
+        return self.runtime.device
+
+    @property
+    def dtype(self) -> str:
+        return self.runtime.dtype
+
+    @property
+    def runtime_class(self) -> str:
+        """Which workers can run (and resume) this job: device kind and dtype."""
+        return f"{self.runtime.kind}-{self.runtime.dtype}"
+
+    @property
+    def sway_coef(self) -> float | None:
+        return -1.0 if self.request.schedule == "sway" else None
+
+    def grid(self):
+        """The float32 time grid tensor ``run`` integrates over (imports torch)."""
+        from rhythmflow.sampling import make_grid
+
+        return make_grid(self.steps, self.request.schedule, self.sway_coef)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the request, the decisions, the estimates (no torch needed)."""
+        return {
+            "request": self.request.to_dict(), "model": self.model,
+            "config": self.config.to_dict(), "duration": self.duration, "frames": self.frames,
+            "device": self.runtime.device, "dtype": self.runtime.dtype,
+            "threads": self.runtime.threads, "vae_device": self.runtime.vae_device,
+            "runtime_class": self.runtime_class, "steps": self.steps, "seed": self.seed,
+            "guided": self.guided, "memory": self.memory.to_dict(),
+            "estimate": self.estimate.to_dict(), "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+        }
+
+
+def plan(request: GenerationRequest, machine: Machine | None = None, *,
+         config: DiTConfig | None = None, runtime: Runtime | None = None,
+         check_files: bool = True) -> Plan:
+    """Decide everything about ``request`` on ``machine`` (default: :meth:`Machine.detect`).
+
+    ``config``/``runtime`` pin the architecture and runtime of an already loaded generator.
+    ``check_files`` checks that the files the request names exist (off for a service that
+    stores uploads elsewhere). Raises UsageError (naming the field) for anything invalid and
+    ResourceError when the job cannot fit in memory or the time budget.
+    """
+    machine = machine if machine is not None else Machine.detect()
+    reasons: list[str] = []
+    if check_files:
+        _check_files(request)
+    spec, config, model = _model(request, config, reasons)
+    duration = spec.default_seconds if request.duration is None else request.duration
+    spec.check_duration(duration)
+    frames = specs.frames_for(config.max_frames, duration)
+    runtime = runtime or runtime_for(machine, request.device, request.dtype, request.threads)
+    reasons.extend(runtime.reasons)
+    _check_lyrics(request)
+    if request.edit_segments is not None:
+        from rhythmflow.edit import segments_to_frames
+
+        segments_to_frames(request.edit_segments, frames)
+    guided = request.cfg_strength > 0
+    from rhythmflow import estimate as est
+
+    mem = est.estimate_memory(config, frames, batch=request.batch, cfg=guided,
+                              dtype=runtime.dtype, quantize=request.quantize,
+                              available=_available(machine, runtime))
+    est.refuse_if_too_big(mem, batch=request.batch, frames=frames, dtype=runtime.dtype,
+                          device=runtime.device)
+
+    def estimate_for(steps: int) -> JobEstimate:
+        return _estimate(request, machine, runtime, config, frames, steps, guided)
+
+    if request.time_budget is not None:
+        best = est.steps_for_budget(request.time_budget, estimate_for)
+        if not estimate_for(1).known:
+            raise UsageError("time_budget: this machine's speed is unknown, so no step count "
+                             "can be chosen; give steps instead", field="time_budget")
+        if request.steps is not None and request.steps > best:
+            raise est.ResourceError(
+                f"steps {request.steps} does not fit time_budget {request.time_budget:.0f}s "
+                f"here; at most {best} steps fit (drop steps to let the budget choose)",
+                field="steps")
+        steps = request.steps if request.steps is not None else best
+        reasons.append(f"steps {steps}: the most that fit time_budget {request.time_budget:g}s")
+    elif request.steps is not None:
+        steps = request.steps
+        reasons.append(f"steps {steps}: requested")
+    else:
+        steps = runtime.default_steps
+        reasons.append(f"steps {steps}: default on {runtime.kind}")
+    seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    if request.seed is None:
+        reasons.append(f"seed {seed}: drawn (recorded in the sidecar)")
+    return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
+                estimate_for(steps), tuple(reasons))
+
+
+def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
+                threads: int | None = None) -> Runtime:
+    """Device (cuda > mps > cpu), dtype, threads, VAE device and default steps on ``machine``."""
+    reasons: list[str] = []
+    if device == "auto":
+        device = "cuda" if machine.gpus else "mps" if machine.mps else "cpu"
+        why = (f"CUDA device found: {machine.gpus[0].name}" if machine.gpus else
+               "Apple MPS device found" if machine.mps else "no CUDA or MPS device found")
+        reasons.append(f"device {device}: {why}")
+    else:
+        reasons.append(f"device {device}: requested")
+    kind, _, index = device.partition(":")
+    if kind not in specs.DEFAULT_STEPS or (index and not (kind == "cuda" and index.isdigit())):
+        raise UsageError(f"device: unknown device {device!r}; choose auto, cpu, cuda, cuda:N "
+                         "or mps", field="device")
+    if kind == "cuda" and (not machine.gpus or int(index or 0) >= len(machine.gpus)):
+        raise UsageError(f"device: {device} requested but this machine has no such CUDA device; "
+                         "use cpu", field="device")
+    if kind == "mps" and not machine.mps:
+        raise UsageError("device: mps requested but MPS is not available; use cpu",
+                         field="device")
+    if dtype == "auto":
+        dtype, why = _auto_dtype(machine, kind, int(index or 0))
+        reasons.append(f"dtype {dtype}: {why}")
+    else:
+        dtype = DTYPES[dtype]
+        reasons.append(f"dtype {dtype}: requested")
+        if kind == "cpu" and dtype == "float16" and machine.cpu_dtype != "float16":
+            reasons.append("warning: float16 is emulated on most CPUs and can be far slower "
+                           "than float32")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads: must be >= 1, got {threads}", field="threads")
+    if threads is None:
+        threads = machine.cores
+        reasons.append(f"threads {threads}: physical cores available to this process")
+    vae_device = "cpu" if kind == "mps" else device
+    if vae_device != device:
+        reasons.append("VAE on cpu: the TorchScript VAE does not run on MPS")
+    steps = specs.DEFAULT_STEPS[kind]
+    return Runtime(device, dtype, threads, vae_device, steps, tuple(reasons))
+
+
+def _auto_dtype(machine: Machine, kind: str, index: int) -> tuple[str, str]:
+    if kind == "cpu":
+        return machine.cpu_dtype, machine.cpu_dtype_reason
+    if kind == "cuda":
+        if machine.gpus[index].bf16:
+            return "bfloat16", "the GPU supports it (float16's speed, float32's range)"
+        return "float16", "the GPU has no bfloat16 support"
+    return "float32", "float32 on MPS (the original also runs MPS in float32)"
+
+
+def _available(machine: Machine, runtime: Runtime) -> int | None:
+    if runtime.kind == "cuda":
+        return machine.gpus[int(runtime.device.partition(":")[2] or 0)].memory_free
+    return machine.memory_available
+
+
+def _model(request: GenerationRequest, config: DiTConfig | None,
+           reasons: list[str]) -> tuple[specs.ModelSpec, DiTConfig, str]:
+    from rhythmflow.config import preset
+
+    if request.checkpoint is not None:
+        if config is None:
+            from rhythmflow.model.checkpoint import read_config
+
+            config = read_config(request.checkpoint, request.model_config)
+        reasons.append(f"model: checkpoint {request.checkpoint} "
+                       f"({config.max_frames} frames, read from the file)")
+        return specs.spec_for_frames(config.max_frames), config, request.checkpoint
+    if config is not None and request.model is None:
+        return specs.spec_for_frames(config.max_frames), config, "loaded model"
+    spec = (specs.get_spec(request.model) if request.model is not None
+            else specs.model_for_duration(request.duration))
+    if request.model is None:
+        reasons.append(f"model {spec.name}: default for "
+                       f"{'95 s' if request.duration is None else f'{request.duration:g} s'}")
+    return spec, config or preset(spec.name), spec.name
+
+
+def _check_lyrics(request: GenerationRequest) -> None:
+    """The LRC's syntax, with line numbers (G2P runs in the lyrics stage)."""
+    from rhythmflow.lyrics import parse_lrc
+
+    parse_lrc(request.lrc)
+
+
+def _check_files(request: GenerationRequest) -> None:
+    for name in ("style_embedding_file", "style_audio", "negative_style", "checkpoint",
+                 "model_config", "vae", "ref_song"):
+        value = getattr(request, name)
+        if value is not None and not Path(value).is_file():
+            raise UsageError(f"{name}: no such file {value}", field=name)
+
+
+def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
+              config: DiTConfig, frames: int, steps: int, guided: bool) -> JobEstimate:
+    from rhythmflow.estimate import estimate_job
+
+    return estimate_job(
+        config, frames, steps=steps, evals_per_step=SOLVER_EVALS[request.solver],
+        batch=request.batch, guided=guided, guidance_interval=request.guidance_interval,
+        gflops=machine.rate(runtime.kind, runtime.dtype),
+        weight_bytes=config.param_count * _WEIGHT_BYTES[runtime.dtype],
+        style_encoder=request.style_source in ("style_prompt", "style_audio"),
+        official_vae=request.vae is None)
+
+
+def describe(p: Plan) -> str:
+    """A readable table of a plan (``rhythmflow generate --plan`` without ``--json``)."""
+    from rhythmflow.sampling.progress import format_seconds
+
+    e = p.estimate
+    rows = [
+        ("model", p.model), ("duration", f"{p.duration:g} s ({p.frames} latent frames)"),
+        ("device", f"{p.runtime.device} ({p.runtime.dtype}, {p.runtime.threads} threads, "
+                   f"VAE on {p.runtime.vae_device})"),
+        ("sampler", f"{p.steps} {p.request.solver} steps, {p.request.schedule} grid, "
+                    f"cfg {p.request.cfg_strength:g}" +
+                    (f" in {list(p.request.guidance_interval)}"
+                     if p.request.guidance_interval else "")),
+        ("seed", f"{p.seed} (batch {p.request.batch})"),
+        ("memory", p.memory.describe()),
+    ]
+    if e.known:
+        rows += [("time", f"~{format_seconds(e.total)} ({e.basis})"),
+                 ("  load", format_seconds(e.load)), ("  lyrics", format_seconds(e.lyrics)),
+                 ("  style", format_seconds(e.style)),
+                 ("  sampling", f"{format_seconds(e.sampling)} ({e.evaluations} evaluations)"),
+                 ("  decode", format_seconds(e.decode))]
+    else:
+        rows.append(("time", "unknown (no measurement of this machine)"))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines += [f"- {r}" for r in p.reasons]
+    return "\n".join(lines)
+
+
+def default_assets(assets_dir: str | os.PathLike | None) -> str | None:
+    return None if assets_dir is None else str(assets_dir)
