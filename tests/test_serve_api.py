@@ -88,6 +88,7 @@ def test_a_job_runs_and_serves_audio_metadata_and_events(immediate):
     assert job["status"] == "completed" and job["attempts"] == 1 and job["error"] is None
     assert job["progress"]["step"] == job["progress"]["total_steps"] == 3
     assert job["plan"]["seed"] == 11 and job["plan"]["frames"] == 2048
+    assert job["plan"]["runtime_class"] == "cpu-float32" and job["request"]["seed"] == 11
     assert {"lyrics", "sample", "decode"} <= set(job["timings"])
     [out] = job["outputs"]
     audio = immediate.get(out["url"])
@@ -98,9 +99,11 @@ def test_a_job_runs_and_serves_audio_metadata_and_events(immediate):
     assert meta["seed"] == 11 and meta["settings"]["steps"] == 3 and meta["status"] == "completed"
 
     events = sse(immediate, job_id)
-    assert [e["step"] for kind, e in events if kind == "SampleEvent"] == [1, 2, 3]
-    stages = {e["stage"] for kind, e in events if kind == "StageEvent"}
-    assert {"lyrics", "style", "sample", "decode", "write"} <= stages
+    assert [e["step"] for kind, e in events if kind == "sampling_step"] == [1, 2, 3]
+    assert all(kind == e["event"] for kind, e in events)
+    stages = {e["stage"] for kind, e in events if kind == "stage_finished"}
+    assert {"lyrics", "style", "sample", "decode"} <= stages
+    assert [e["outputs"] for kind, e in events if kind == "result"] == [["song.wav"]]
     assert [e["status"] for kind, e in events if kind == "status"] == ["queued", "running",
                                                                        "completed"]
     assert events[-1][0] == "status"  # the stream ends with the final status
@@ -125,7 +128,8 @@ def test_validate_returns_the_plan_with_an_estimate_after_a_job(immediate):
     assert r.status_code == 200
     plan = r.json()["plan"]
     assert plan["steps"] == 6 and isinstance(plan["seed"], int) and plan["frames"] == 2048
-    assert plan["runtime_class"] == "cpu-float32" and plan["estimate"]["seconds"] > 0
+    assert plan["runtime_class"] == "cpu-float32" and plan["estimate"]["total"] > 0
+    assert plan["provisional"] is False and plan["memory"]["available"] > 0
 
 
 def _lrc_message(text: str) -> str:
@@ -140,7 +144,7 @@ BAD = [
     ({"checkpoint": "/etc/passwd"}, 422, "checkpoint", None),
     ({"style_audio": "/etc/passwd"}, 422, "style_audio", None),
     ({"vae": "../../x.pt"}, 422, "vae", None),
-    ({"style_prompt": "jazz"}, 422, "style_prompt", None),  # two styles
+    ({"style_prompt": "jazz"}, 422, "style_embedding", None),  # two styles
     ({"style_embedding": [0.0] * 511}, 422, "style_embedding", None),
     ({"style_embedding": None}, 422, "style_prompt", None),  # no style
     ({"steps": 0}, 422, "steps", None),
@@ -174,7 +178,8 @@ def test_duration_is_checked_against_the_model(immediate, tmp_path):
         r = client.post("/api/validate", json=job_body(duration=300))
         assert r.status_code == 422 and r.json()["error"]["field"] == "duration"
         plan = client.post("/api/validate", json=job_body(duration=200)).json()["plan"]
-        assert plan["frames"] == int(200 * 44100 / 2048) and plan["max_frames"] == 6144
+        assert plan["frames"] == int(200 * 44100 / 2048) and plan["config"]["max_frames"] == 6144
+        assert plan["provisional"] is True
 
 
 def test_lrc_errors_carry_the_cli_message(idle):
@@ -194,7 +199,7 @@ def test_malformed_or_oversized_bodies(idle, body, status):
 def test_a_job_too_big_for_the_workers_memory_is_refused(immediate):
     worker = immediate.worker
     facts = json.loads(json.dumps(worker.facts))
-    facts["memory"]["available"] = 1000  # as a worker on a machine with 1 kB free would say
+    facts["machine"]["memory_available"] = 1000  # as a worker with 1 kB free would say
     worker.store.worker_beat(worker.id, model=facts)
     try:
         before = len(immediate.get("/api/jobs?limit=100").json()["jobs"])
@@ -354,7 +359,7 @@ def test_cancel_a_running_job_then_resume_it_bit_identically(threaded):
     job = wait_for("completed", lambda: (j := c.get(f"/api/jobs/{job_id}").json())["status"]
                    == "completed" and j)
     assert job["attempts"] == 2
-    steps = [e["step"] for kind, e in sse(c, job_id) if kind == "SampleEvent"]
+    steps = [e["step"] for kind, e in sse(c, job_id) if kind == "sampling_step"]
     assert steps[0] == 1 and steps[-1] == 12 and steps == sorted(steps)
     assert steps.count(stopped_at + 1) == 1  # resumed from the state it stopped at
     ref_id = c.post("/api/jobs", json=job_body(steps=12, seed=3)).json()["id"]

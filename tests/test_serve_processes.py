@@ -81,7 +81,7 @@ class Service:
         return [e["status"] for e in self.events(job_id) if e["event"] == "status"]
 
     def steps(self, job_id: str) -> list[int]:
-        return [e["step"] for e in self.events(job_id) if e["event"] == "SampleEvent"]
+        return [e["step"] for e in self.events(job_id) if e["event"] == "sampling_step"]
 
     def latents(self, job_id: str) -> np.ndarray:
         return np.load(self.data / "jobs" / job_id / "latents.npy")

@@ -81,24 +81,21 @@ def _known(request: Request) -> dict[str, Any] | None:
 
 # ---- reading a request -------------------------------------------------------------------
 
+TEXT_FIELDS = ("lrc", "lyrics", "style_prompt", "solver", "schedule", "format",
+               "sample_format")
+
+
 def _form_value(name: str, text: str) -> Any:
-    """A multipart text field converted to its JSON type (numbers, booleans, lists)."""
-    types = core.FIELDS.get(name, ((str,), None))[0]
-    if text == "" and str not in types:
+    """A multipart text field as its JSON value (numbers, booleans, lists); text fields and
+    anything that is not JSON stay text; an empty field is left out (None)."""
+    if name in TEXT_FIELDS:
+        return text
+    if text == "":
         return None
     try:
-        if bool in types:
-            return text.lower() in ("1", "true", "on", "yes")
-        if list in types:
-            return json.loads(text)
-        if int in types and float not in types:
-            return int(text)
-        if float in types:
-            return float(text)
+        return json.loads(text)
     except ValueError:
-        raise ApiError(422, f"'{name}' must be a {types[0].__name__}, got {text!r}",
-                       field=name) from None
-    return text
+        return text
 
 
 async def _save_upload(upload, folder: Path, limits) -> Path:
@@ -148,8 +145,8 @@ async def _read_request(request: Request, folder: Path) -> dict[str, Any]:
                 body["_style_audio"] = str(await _save_upload(value, folder, limits))
             elif name == "request":
                 body.update(_json(value))
-            else:
-                body[name] = _form_value(name, value)
+            elif (v := _form_value(name, value)) is not None:
+                body[name] = v
         return body
     if length > limits.body_bytes:
         raise ApiError(413, f"the request body is larger than {limits.body_bytes} bytes")
@@ -174,8 +171,8 @@ def _validate(request: Request, body: dict[str, Any]) -> tuple[dict, dict]:
         return core.validate(body, request.app.state.settings, _known(request))
     except core.RequestError as exc:
         raise ApiError(413 if exc.too_large else 422, str(exc), exc.field, exc.line) from None
-    except RhythmflowError as exc:  # ResourceError (cannot fit), a bad model name …
-        raise ApiError(422, str(exc)) from None
+    except RhythmflowError as exc:  # a bad field or LRC line, ResourceError (cannot fit) …
+        raise ApiError(422, str(exc), exc.field, exc.line) from None
 
 
 # ---- routes ------------------------------------------------------------------------------
@@ -283,8 +280,9 @@ def metadata(request: Request, job_id: str, index: int = Query(0, ge=0)) -> File
 
 @router.get("/jobs/{job_id}/events", dependencies=authed, summary="Server-Sent Events")
 async def events(request: Request, job_id: str) -> StreamingResponse:
-    """The job's events (``--progress json`` vocabulary: StageEvent, SampleEvent, DecodeEvent,
-    plus ``status``), replayed from the start (or after ``Last-Event-ID``) then live; the stream
+    """The job's events (the ``--progress json`` vocabulary of :mod:`rhythmflow.events`:
+    stage_started, stage_finished, sampling_step, decode_chunk, warning, result; plus
+    ``status`` for the job's lifecycle), replayed from the start (or after ``Last-Event-ID``) then live; the stream
     ends after a final status (completed, failed, cancelled)."""
     store = request.app.state.store
     _job(request, job_id)

@@ -221,17 +221,18 @@ class Store:
 
     def finish(self, job_id: str, owner: str, status: str, *, error: str | None = None,
                outputs: list | None = None, timings: dict | None = None,
-               has_state: bool = False) -> bool:
+               plan: dict | None = None, has_state: bool = False) -> bool:
         """Leave ``running`` for ``status`` (completed/failed/cancelled, or queued when a worker
         shuts down) if ``owner`` holds the lease; False otherwise (nothing written)."""
         now = time.time()
         with self._tx() as db:
             n = db.execute("UPDATE jobs SET status=?, stage=?, error=?, outputs=COALESCE(?, "
-                           "outputs), timings=COALESCE(?, timings), has_state=?, "
+                           "outputs), timings=COALESCE(?, timings), plan=COALESCE(?, plan), "
+                           "has_state=?, "
                            "lease_owner=NULL, lease_expires=NULL, cancel_requested=0, "
                            "updated_at=? WHERE id=? AND lease_owner=? AND status='running'",
                            (status, status, error, _dumps(outputs), _dumps(timings),
-                            int(has_state), now, job_id, owner)).rowcount
+                            _dumps(plan), int(has_state), now, job_id, owner)).rowcount
             if n == 0:
                 return False
             _status_event(db, job_id, status, now, error=error)

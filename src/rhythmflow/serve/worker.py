@@ -73,8 +73,12 @@ class Worker:
     # ---- model ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the model and VAE and publish the facts the HTTP side validates with."""
+        """Load the model and VAE and publish the facts the HTTP side plans with: the
+        architecture, the runtime and this machine (free memory, measured GEMM rate)."""
+        import dataclasses
+
         from rhythmflow.api import SongGenerator
+        from rhythmflow.plan import Machine
 
         s = self.settings
         self.store.worker_beat(self.id, pid=os.getpid(), host=socket.gethostname(),
@@ -86,10 +90,10 @@ class Worker:
             offline=True if s.offline else None, quantize=s.quantize)
         rt = gen.runtime
         self.runtime_class = f"{rt.kind}-{rt.dtype}" + ("-int8" if s.quantize == "int8" else "")
+        runtime = {k: v for k, v in dataclasses.asdict(rt).items() if k != "reasons"}
+        machine = Machine.detect(measure=rt.kind == "cpu", threads=rt.threads)
         self.facts = {"config": gen.config.to_dict(), "runtime_class": self.runtime_class,
-                      "runtime": {"device": rt.device, "dtype": rt.dtype,
-                                  "default_steps": rt.default_steps},
-                      "memory": _memory_facts(gen, s.quantize)}
+                      "runtime": runtime, "machine": machine.to_dict()}
         self.store.worker_beat(self.id, runtime_class=self.runtime_class, model=self.facts,
                                model_loaded=1)
         log.info("worker %s ready: %s", self.id, self.runtime_class)
@@ -147,12 +151,11 @@ class Worker:
 
         job_id, folder = job["id"], self.job_dir(job["id"])
         folder.mkdir(parents=True, exist_ok=True)
-        checkpoint, last = folder / "state.pt", {}
+        checkpoint = folder / "state.pt"
 
         def on_event(event: Any) -> None:
             d, cols = _event_columns(event)
-            if d["event"] == "SampleEvent":
-                last.update(d)
+            if d["event"] == "sampling_step":
                 cols["has_state"] = int(d["step"] < d["total"])
             if not self.store.progress(job_id, self.id, d, **cols):
                 token.lost.set()
@@ -162,8 +165,8 @@ class Worker:
             return not token.lost.is_set() and row is not None and row["lease_owner"] == self.id
 
         try:
-            outputs, timings = core.execute(job, self.generator, on_event, token, checkpoint,
-                                            folder, still_owned=owned)
+            plan, outputs, timings = core.execute(job, self.settings, self.generator, on_event,
+                                                  token, checkpoint, folder, still_owned=owned)
         except core.LostLease:
             status, kw = None, {}
         except SamplingCancelled:
@@ -180,8 +183,9 @@ class Worker:
             status, kw = "failed", {"error": f"internal error: {type(exc).__name__}: {exc}",
                                     "has_state": checkpoint.is_file()}
         else:
-            status, kw = "completed", {"outputs": outputs, "timings": timings}
-            self._learn_speed(job, last)
+            status, kw = "completed", {"outputs": outputs, "timings": timings,
+                                       "plan": {**{k: v for k, v in plan.to_dict().items()
+                                                   if k != "request"}, "provisional": False}}
         if status is None:
             log.warning("job %s: lease lost; stopped without writing", job_id)
             return None
@@ -194,16 +198,6 @@ class Worker:
             checkpoint.unlink(missing_ok=True)
         log.info("job %s: %s", job_id, status)
         return status
-
-    def _learn_speed(self, job: dict[str, Any], last: dict[str, Any]) -> None:
-        """Publish seconds per (row × frame) evaluation for the HTTP side's time estimates."""
-        plan, r = job["plan"], job["request"]
-        rows = r["batch"] * (2 if r["cfg_strength"] > 0 else 1)
-        evals = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}[r["solver"]]
-        frames = plan.get("frames") or 0
-        if last.get("sec_per_step") and frames:
-            self.facts["sec_per_row_frame_eval"] = last["sec_per_step"] / (rows * frames * evals)
-            self.store.worker_beat(self.id, model=self.facts)
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -240,29 +234,15 @@ class Worker:
 
 def _event_columns(event: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the event as JSON, the job columns it updates)."""
-    from rhythmflow.console import event_dict
+    from rhythmflow import events
 
-    d = event_dict(event)
+    d = events.to_dict(event)
     kind = d["event"]
-    if kind == "SampleEvent":
+    if kind == "sampling_step":
         return d, {"step": d["step"], "total_steps": d["total"], "elapsed": d["elapsed"],
                    "eta": d["eta"], "stage": "sample"}
-    if kind == "DecodeEvent":
-        return d, {"stage": "decode"}
-    if kind == "StageEvent":
+    if kind in ("stage_started", "stage_finished"):
         return d, {"stage": d["stage"]}
+    if kind == "decode_chunk":
+        return d, {"stage": "decode"}
     return d, {}
-
-
-def _memory_facts(gen, quantize: str) -> dict[str, Any]:
-    """Memory of a job as base + per (row × frame), from the estimator at two sizes."""
-    from rhythmflow.estimate import estimate_memory
-    from rhythmflow.runtime import available_memory
-
-    rt = gen.runtime
-    keys = ("weights", "conditioning", "activations", "vae", "total")
-    one, two = (estimate_memory(gen.config, n, batch=1, cfg=False, dtype=rt.dtype,
-                                quantize=quantize, device=rt.device) for n in (1, 2))
-    per = {k: getattr(two, k) - getattr(one, k) for k in keys}
-    return {"available": available_memory(rt.device), "per_row_frame": per,
-            "base": {k: getattr(one, k) - per[k] for k in keys}}
