@@ -3,6 +3,7 @@
     python benchmarks/run.py                    # full run (~20-30 min on 2 cores)
     python benchmarks/run.py --quick            # a few minutes: 128 frames, depth-2 full width
     python benchmarks/run.py --frames 256 2048 --json out.json [--solvers]
+    python benchmarks/run.py --policy --frames 512 --json out.json   # what --dtype auto picks
 
 Prints Markdown tables and writes a JSON file with at least ``gemm_gflops`` (fp32 GEMM limit at
 the model's dominant shape, measured in this run) and ``forward`` (a list of
@@ -294,7 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--solvers-json", help="reuse a `solvers.py` result instead of running it")
     p.add_argument("--render", metavar="JSON", help="only print the tables of an earlier run")
     p.add_argument("--malloc", choices=["tuned", "default"], default="tuned")
+    p.add_argument("--policy", action="store_true", help="only the dtype policy check on the "
+                   "full-size model and the 95 s VAE decode (benchmarks/policy.py)")
     a = p.parse_args(argv)
+    if a.policy:
+        import policy
+
+        policy.main(["--frames", str((a.frames or [512])[0]), "--json", a.json])
+        return
     if a.render:
         print_tables(json.loads(Path(a.render).read_text(encoding="utf-8")))
         return

@@ -34,3 +34,22 @@ def test_diagnose_ode_stall_script_runs_from_repo_root():
                            "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "recommendations" in json.loads(proc.stdout)
+
+
+def test_diagnose_reports_the_cached_probe_and_refresh_measures_again(capsys, monkeypatch,
+                                                                      tmp_path):
+    from rhythmflow import probe as pr
+    from tests.test_probe import AMX
+
+    monkeypatch.setenv("RHYTHMFLOW_CACHE_DIR", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(pr, "measure_cpu", lambda t, **kw: measured.append(t) or AMX)
+    assert main(["diagnose", "--json", "--bench-frames", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)["probe"]
+    assert report["chosen"] == "bfloat16" and "(AMX)" in report["reason"]
+    assert report["cache"].startswith(str(tmp_path)) and len(measured) == 1
+    assert main(["diagnose", "--json", "--bench-frames", "0"]) == 0  # cached: not measured
+    assert len(measured) == 1
+    assert main(["diagnose", "--bench-frames", "0", "--refresh"]) == 0
+    assert len(measured) == 2
+    assert "bfloat16 2.80x" in capsys.readouterr().out

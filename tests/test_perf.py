@@ -123,3 +123,37 @@ def test_analytic_parameter_count_equals_the_built_model(name):
     with torch.device("meta"):
         model = DiT(cfg)
     assert cfg.param_count == sum(p.numel() for p in model.parameters())
+
+
+def test_time_forward_builds_inputs_on_the_model_device_and_synchronises(monkeypatch):
+    """A model whose weights live off the CPU (here: the meta device) gets its inputs there, and
+    every timed forward is bracketed by a sync of that device (CUDA work is asynchronous)."""
+    model = random_dit(TINY).to("meta")
+    a = perf.model_inputs(model, 16, 2)
+    assert {v.device.type for v in a.values()} == {"meta"}
+    synced: list[torch.device] = []
+    monkeypatch.setattr(perf, "device_sync", lambda d: synced.append(torch.device(d)))
+    calls = []
+    real_forward = type(model).forward
+
+    def forward(self, x, t, c):
+        calls.append(len(synced))
+        return real_forward(self, x, t, c)
+
+    monkeypatch.setattr(type(model), "forward", forward)
+    perf.time_forward(model, 16, 2, repeats=3, warmup_frames=8)
+    assert synced == [torch.device("meta")] * 6
+    # warm-up runs unsynchronised; then each timed forward has one sync before and one after
+    assert calls == [0, 1, 3, 5]
+
+
+def test_device_sync_calls_the_backend_of_the_device(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: seen.append(("cuda", d)))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: seen.append(("mps", None)))
+    perf.device_sync("cpu")
+    perf.device_sync(torch.device("meta"))
+    assert seen == []
+    perf.device_sync("cuda:1")
+    perf.device_sync("mps")
+    assert seen == [("cuda", torch.device("cuda:1")), ("mps", None)]

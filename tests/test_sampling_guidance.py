@@ -203,3 +203,32 @@ def test_conditioning_is_built_once_and_shared(model, song):
     inputs = prepare_inputs(model, **_plain(song), batch=2)
     assert isinstance(inputs.both, Conditioning) and inputs.both.batch == 4
     assert inputs.cond.static.data_ptr() == inputs.both.static.data_ptr()  # a view, not a copy
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_split_layout_equals_the_doubled_batch(model, song, batch):
+    """Two forwards of b rows compute what one doubled forward does: the same rows of the same
+    conditioning, combined the same way (equal up to GEMM rounding of the row count)."""
+    inputs = prepare_inputs(model, **_plain(song), batch=batch)
+    x = torch.randn(batch, N, 64, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor(0.4)
+    rec_b, rec_s = Recorder(model), Recorder(model)
+    batched = GuidedVelocity(rec_b, inputs, cfg_strength=2.0, layout="batched")(x, t)
+    split = GuidedVelocity(rec_s, inputs, cfg_strength=2.0, layout="split")(x, t)
+    assert [c[0] for c in rec_b.calls] == [2 * batch]
+    assert [c[0] for c in rec_s.calls] == [batch, batch]
+    assert_rel_close(split, batched)
+    # the split passes are exactly the conditional and the unconditional rows, each alone
+    uncond = inputs.both.select(slice(batch, 2 * batch))
+    v_c, v_u = model(x, t, inputs.cond).float(), model(x, t, uncond).float()
+    assert torch.equal(split, v_c + (v_c - v_u) * 2.0)
+    # outside a guidance interval both run the conditional rows once
+    out_b = GuidedVelocity(model, inputs, 2.0, interval=(0.5, 0.6), layout="batched")(x, t)
+    out_s = GuidedVelocity(model, inputs, 2.0, interval=(0.5, 0.6), layout="split")(x, t)
+    assert torch.equal(out_b, out_s)
+
+
+def test_unknown_guidance_layout_is_a_usage_error(model, song):
+    inputs = prepare_inputs(model, **_plain(song))
+    with pytest.raises(UsageError, match="layout"):
+        GuidedVelocity(model, inputs, 1.0, layout="interleaved")

@@ -7,12 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from rhythmflow.errors import AssetError, CheckpointError, NumericalError, UsageError
+from rhythmflow import vae as vae_module
+from rhythmflow.errors import (
+    AssetError,
+    CheckpointError,
+    NumericalError,
+    ResourceError,
+    UsageError,
+)
 from rhythmflow.vae import (
+    DECODE_GEOMETRY,
     HOP,
+    RECEPTIVE_MARGIN,
+    DecodeGeometry,
     TorchScriptVAE,
     Window,
-    auto_chunk_size,
     chunk_windows,
     load_vae,
 )
@@ -98,6 +107,11 @@ def test_decode_reports_each_chunk(vae_file):
     )
     total = len(chunk_windows(200, 64, 16))
     assert calls == [(k, total) for k in range(1, total + 1)] and total > 1
+    calls.clear()
+    _vae(vae_file, chunk_size=64, overlap=16).decode(
+        _latents(200, b=2), on_chunk=lambda d, t: calls.append((d, t))
+    )
+    assert calls == [(k, 2 * total) for k in range(1, 2 * total + 1)]  # item by item
 
 
 def test_decode_rejects_bad_latents(vae_file):
@@ -146,15 +160,45 @@ def test_encode_then_decode_keeps_length(vae_file):
     assert vae.decode(vae.encode(audio)).shape == audio.shape
 
 
-def test_auto_chunk_size_follows_memory():
-    small = auto_chunk_size("cpu", available_bytes=1 << 30)
-    big = auto_chunk_size("cpu", available_bytes=64 << 30)
-    assert 64 <= small <= big <= 1024
-    assert small % 32 == 0 and big % 32 == 0
-    assert auto_chunk_size("cpu", available_bytes=64 << 30, batch=8) <= big
-    assert auto_chunk_size("cpu", available_bytes=0) == 64  # never below the floor
-    assert auto_chunk_size("cpu", overlap=96, available_bytes=0) > 96
-    assert 64 <= auto_chunk_size("cpu") <= 1024  # real psutil reading
+def test_default_geometry_is_fixed_and_covers_the_receptive_field(vae_file):
+    vae = _vae(vae_file)
+    assert vae.geometry() == DECODE_GEOMETRY == DecodeGeometry(256, 32)
+    assert DECODE_GEOMETRY.overlap // 2 >= RECEPTIVE_MARGIN > 9  # measured reach: 9 frames
+    assert vae.geometry().to_dict() == {"chunk": 256, "overlap": 32, "per_item": True}
+    assert _vae(vae_file, chunked=False).geometry() == DecodeGeometry(0, 0)
+
+
+def test_decode_does_not_depend_on_free_memory(vae_file, monkeypatch):
+    """The old chunk size followed free memory (and so did the bytes); now only the fit does."""
+    z = _latents(700, b=1, seed=9)
+    outs = []
+    for free in (4 << 30, 64 << 30):  # the old rule: 128- and 1024-frame chunks
+        monkeypatch.setattr(vae_module, "available_memory", lambda device, free=free: free)
+        vae = _vae(vae_file)
+        vae.check_fits(700)
+        outs.append(vae.decode(z))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_batch_item_equals_the_same_latent_decoded_alone(vae_file):
+    """batch 2 item 0 == batch 1, bit for bit (float latents -> audio), at either position."""
+    z = _latents(600, b=2, seed=12)
+    vae = _vae(vae_file)
+    both = vae.decode(z)
+    assert torch.equal(both[0:1], vae.decode(z[0:1]))
+    assert torch.equal(both[1:2], vae.decode(z[1:2]))
+    assert torch.equal(vae.decode(z.flip(0))[1:2], both[0:1])
+
+
+def test_decode_refuses_when_it_cannot_fit(vae_file):
+    vae = _vae(vae_file)
+    need = vae.memory_needed(2048)
+    assert need < vae.memory_needed(4096) or vae.geometry().chunk < 2048
+    vae.check_fits(2048, available=need)
+    with pytest.raises(ResourceError, match=r"VAE decode needs .*close other programs"):
+        vae.check_fits(2048, available=need - 1)
+    with pytest.raises(ResourceError, match="--batch 1"):
+        vae.check_fits(2048, batch=4, available=need)
 
 
 def test_load_rejects_non_torchscript_and_incomplete_modules(tmp_path):
@@ -182,3 +226,50 @@ def test_missing_vae_offline_names_repo_and_fix(tmp_path, monkeypatch):
         load_vae(assets_dir=tmp_path / "empty", offline=True)
     msg = str(err.value)
     assert "vae_model.pt" in msg and "ASLP-lab/DiffRhythm-vae" in msg and "rhythmflow fetch" in msg
+
+
+@pytest.fixture(scope="module")
+def oobleck_file(tmp_path_factory) -> Path:
+    """The official decoder's architecture (Oobleck: strides 2·4·4·8·8, dilated residual units)
+    at a small width, as a TorchScript file."""
+    from rhythmflow.model.oobleck import SMALL, random_decoder, save_scripted
+
+    return save_scripted(random_decoder(SMALL), tmp_path_factory.mktemp("oob") / "oobleck.pt")
+
+
+def test_oobleck_reach_is_within_the_fixed_overlap(oobleck_file):
+    """Perturbing one latent frame moves the decoded audio only within RECEPTIVE_MARGIN frames
+    (the real architecture reaches 9 frames at 1e-6): the fixed overlap covers it."""
+    vae = _vae(oobleck_file, chunked=False)
+    n, mid = 40, 20
+    z = _latents(n, seed=3)
+    z2 = z.clone()
+    z2[..., mid] += 1.0
+    y, y2 = vae.decode(z), vae.decode(z2)
+    per_frame = (y2 - y).abs().amax(dim=1).reshape(n, HOP).amax(dim=1)
+    scale = y.pow(2).mean().sqrt()
+    far = torch.ones(n, dtype=torch.bool)
+    far[mid - RECEPTIVE_MARGIN : mid + RECEPTIVE_MARGIN + 1] = False
+    assert per_frame[mid] > 1e-3 * scale
+    assert per_frame[far].max() <= 1e-6 * scale
+
+
+def test_oobleck_chunked_decode_with_the_fixed_overlap_equals_whole(oobleck_file):
+    """The fixed overlap (not the window size) decides equality: short windows, same overlap."""
+    z = _latents(100, seed=4)
+    whole = _vae(oobleck_file, chunked=False).decode(z)
+    chunked = _vae(oobleck_file, chunk_size=64, overlap=DECODE_GEOMETRY.overlap).decode(z)
+    assert len(chunk_windows(100, 64, DECODE_GEOMETRY.overlap)) == 3
+    assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()  # float rounding only
+
+
+def test_torchscript_vae_cast_to_bfloat16_decodes_float32_audio(oobleck_file):
+    vae32 = _vae(oobleck_file, chunked=False)
+    module = torch.jit.load(str(oobleck_file)).eval().to(torch.bfloat16)
+    vae16 = TorchScriptVAE(module, chunked=False)
+    assert vae16.dtype == torch.bfloat16
+    z = _latents(16, seed=5)
+    a, b = vae32.decode(z), vae16.decode(z)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    rel = ((b - a).pow(2).mean().sqrt() / a.pow(2).mean().sqrt()).item()
+    assert 0 < rel < 3e-2

@@ -217,7 +217,7 @@ class SongGenerator:
         from rhythmflow.plan import Machine
 
         p = plan(request, Machine.detect(measure=False), config=self.config,
-                 runtime=self.runtime)
+                 runtime=self.runtime, lyrics_assets=self.lyrics_assets)
         return run(p, self, on_progress, cancel=cancel, resume_state=state,
                    save_state=save_state)
 
@@ -241,7 +241,9 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         emit(on_event, events.StageFinished(name, message, timings[name]))
 
     t0 = time.perf_counter()
-    track = gen.lyrics(r.lrc, p.duration, r.keep_last_line)
+    for message in p.warnings:
+        emit(on_event, events.Warning(message))
+    track = gen.lyrics(p.lrc, p.duration, p.keep_last_line)
     for d in track.dropped:
         emit(on_event, events.Warning(f"LRC line {d.line.line} ({d.line.text!r}) not sung: "
                                       f"{d.reason}"))
@@ -318,10 +320,11 @@ def _metadata(p: Plan, gen: SongGenerator, result, track, timings, *, resumed: b
         "settings": dict(duration=p.duration, frames=p.frames, steps=p.steps, solver=r.solver,
                          schedule=r.schedule, cfg_strength=r.cfg_strength,
                          guidance_interval=r.guidance_interval, batch=r.batch, timeout=r.timeout,
-                         anytime=result.anytime, keep_last_line=r.keep_last_line,
+                         anytime=result.anytime, keep_last_line=p.keep_last_line,
                          edit_segments=r.edit_segments, resumed=resumed),
         "seed": p.seed, "seeds": [p.seed + i for i in range(r.batch)], "status": result.status,
-        "evaluations": result.evaluations, "timings": timings,
+        "evaluations": result.evaluations, "timings": timings, "autotime": p.autotime,
+        "vae_decode": gen.vae.geometry().to_dict(),
         "lyrics": {"placed": len(track.placed), "dropped": [
             {"line": d.line.line, "text": d.line.text, "reason": d.reason}
             for d in track.dropped], "truncated": [t.line for t in track.truncated]},

@@ -1,4 +1,4 @@
-"""Command line: ``rhythmflow generate | fetch | diagnose``. ``main(argv) -> exit code``.
+"""Command line: ``rhythmflow generate | lrc | fetch | diagnose``. ``main(argv) -> exit code``.
 
 Exit codes: see :mod:`rhythmflow.errors` (0 ok, 2 usage, 3 asset, 4 resources, 5 timeout,
 6 numerical, 130 cancelled).
@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     g = sub.add_parser("generate", help="generate a song from timed lyrics and a style")
-    g.add_argument("--lrc", type=Path, help="LRC lyrics file (omit for an instrumental)")
+    words = g.add_mutually_exclusive_group()
+    words.add_argument("--lrc", type=Path, help="LRC lyrics file (omit for an instrumental)")
+    words.add_argument("--lyrics", type=Path, help="plain lyrics file (one line per sung line, "
+                       "optional [verse]/[chorus] markers): timed automatically; the LRC used "
+                       "is written beside the output")
     style = g.add_mutually_exclusive_group(required=True)
     style.add_argument("--style-prompt", help="text describing the style, e.g. 'jazzy nightclub'")
     style.add_argument("--style-audio", type=Path, help="reference audio (>= 10 s) for the style")
@@ -151,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     _assets(f)
     _common(f)
 
+    t = sub.add_parser("lrc", help="time plain lyrics into an LRC file (no timestamps needed)")
+    t.add_argument("lyrics", type=Path, help="plain lyrics file (UTF-8): one sung line per line, "
+                   "blank lines between stanzas, optional [verse]/[chorus]/[instrumental] markers")
+    t.add_argument("--duration", type=float, required=True, help="song length in seconds (95 "
+                   "for the base model, 96-285 for full)")
+    t.add_argument("--language", choices=["en", "zh"], help="tempo table (default: detected)")
+    t.add_argument("--intro", type=float, help="seconds before the first line (default 6)")
+    t.add_argument("--outro", type=float, help="seconds after the last line (default 6)")
+    t.add_argument("-o", "--output", type=Path, help="write the LRC here (default: stdout)")
+    _assets(t)
+    _common(t)
+
     d = sub.add_parser("diagnose", help="system report, model size, benchmark, recommendations")
     d.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     d.add_argument("--smoke", action="store_true", help="run the whole pipeline end to end on a "
@@ -159,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="song length to estimate for")
     d.add_argument("--bench-frames", type=int, default=128,
                    help="frames for the full-size transformer benchmark (0 to skip)")
+    d.add_argument("--refresh", action="store_true",
+                   help="measure this machine's arithmetic again (the cached dtype probe)")
     _common(d)
     _serve_parsers(sub)
     return parser
@@ -194,6 +212,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return serve_commands.run_serve(args) if args.command == "serve" else \
             serve_commands.run_worker(args)
+    if args.command == "lrc":
+        from rhythmflow.lrc_command import run_lrc
+
+        return run_lrc(args)
     if args.command == "fetch":
         from rhythmflow.commands import run_fetch
 

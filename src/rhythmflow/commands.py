@@ -57,12 +57,17 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
     if args.edit and (args.ref_song is None or args.edit_segments is None):
         raise errors.UsageError("--edit needs --ref-song FILE and --edit-segments JSON")
     lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
-    if not args.lrc:
-        log.info("no --lrc given: generating an instrumental")
+    lyrics = None
+    if args.lyrics is not None:
+        from rhythmflow.lrc_command import read_lyrics_file
+
+        lyrics = read_lyrics_file(args.lyrics)
+    elif not args.lrc:
+        log.info("no --lrc or --lyrics given: generating an instrumental")
     fmt = args.format or FORMATS.get(args.output.suffix.lower(), "wav")
     opt = lambda v: None if v is None else str(v)  # noqa: E731
     return GenerationRequest(
-        lrc=lrc, style_prompt=args.style_prompt, style_embedding_file=opt(args.style_embedding),
+        lrc=lrc, lyrics=lyrics, style_prompt=args.style_prompt, style_embedding_file=opt(args.style_embedding),
         style_audio=opt(args.style_audio), negative_style=opt(args.negative_style),
         model=args.model, checkpoint=opt(args.checkpoint), model_config=opt(args.model_config),
         vae=opt(args.vae), duration=args.duration, steps=args.steps, solver=args.solver,
@@ -90,6 +95,7 @@ def _print_plan(p, as_json: bool) -> None:
 
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.api import SongGenerator, run
+    from rhythmflow.lyrics.resources import LyricsAssets
     from rhythmflow.plan import Machine, plan
     from rhythmflow.runtime import configure_process
     from rhythmflow.sampling import SamplerState
@@ -104,7 +110,12 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     state = SamplerState.load(args.resume) if args.resume else None  # read once
     if state is not None and request.seed is None:
         request = request.replace(seed=state.settings.seed)
-    p = plan(request, Machine.detect(threads=args.threads))
+    if args.lyrics is not None:
+        from rhythmflow.lrc_command import check_lrc_outputs
+
+        check_lrc_outputs(outputs, args.lyrics)
+    p = plan(request, Machine.detect(threads=args.threads),
+             lyrics_assets=LyricsAssets.of(args.assets_dir, True if args.offline else None))
     if args.plan:
         _print_plan(p, args.json)
         return errors.EXIT_OK
@@ -122,6 +133,10 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
                     target_lufs=request.loudness if request.loudness is not None else -14.0)
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
+        if p.autotime is not None:  # the LRC the song was conditioned on, beside it
+            from rhythmflow.lrc_command import write_autotimed
+
+            meta["autotime"] = write_autotimed(path, p.autotime, args.lyrics)
         write_sidecar(path, meta)
         if view.mode == "json":  # stdout stays one JSON object per line
             print(json.dumps(events.to_dict(events.Result(

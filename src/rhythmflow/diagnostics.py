@@ -202,6 +202,15 @@ def smoke(workdir: Path) -> dict[str, Any]:
             "audio_seconds": song.audio.shape[-1] / song.sample_rate, "file": str(path)}
 
 
+def probe_report(threads: int, refresh: bool) -> dict[str, Any]:
+    """The cached (or, with ``refresh``, re-measured) machine probe and the CPU dtype it picks."""
+    from rhythmflow.probe import cache_path, choose_cpu_dtype, load_or_measure
+
+    p = load_or_measure(threads, refresh=refresh)
+    dtype, why = choose_cpu_dtype(p)
+    return {**p.to_dict(), "chosen": dtype, "reason": why, "cache": str(cache_path(threads))}
+
+
 def run_diagnose(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"system": system_report(), "model": model_report(args.duration)}
     if args.bench_frames > 0:
@@ -209,6 +218,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
                  args.bench_frames)
     else:
         log.info("measuring this machine's GEMM throughput…")
+    report["probe"] = probe_report(report["system"]["runtime"]["threads"],
+                                   getattr(args, "refresh", False))
     report["benchmark"] = bench = benchmark(args.bench_frames)
     # A short benchmark forward runs below the full-length rate (fixed costs, small GEMMs); the
     # cost model uses the GEMM rate × the measured full-length efficiency. The short forward is
@@ -244,6 +255,10 @@ def _print_text(report: dict[str, Any]) -> None:
     for name, e in report["estimates_seconds"].items():
         lines.append(f"estimate {name}: " + ", ".join(f"{k} steps {v / 60:.1f} min"
                                                        for k, v in e.items()))
+    p = report["probe"]
+    lines.append(f"arithmetic ({p['threads']} threads): " + ", ".join(
+        f"{c['dtype']} {c['speedup_vs_float32']:.2f}x" for c in p["candidates"])
+        + f" -> {p['reason']}")
     lines += [f"- {r}" for r in report["recommendations"]]
     if "smoke" in report:
         lines.append(f"smoke test: OK in {report['smoke']['seconds']} s")

@@ -94,11 +94,28 @@ def measure_gemm_gflops(
     return 2 * m * k * n / _best_seconds(fn, repeats, warmup, clock_kind) / 1e9
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a module without parameters)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def device_sync(device: torch.device | str) -> None:
+    """Wait for the queued work of ``device`` (CUDA / MPS kernels run asynchronously; a clock
+    read without this measures only the launch). No-op on the CPU and other devices."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def model_inputs(model: torch.nn.Module, frames: int, batch: int = 1, seed: int = 0) -> dict:
-    """Random, well-formed DiT inputs: ``x``, ``t`` and the ``prepare`` keyword arguments."""
+    """Random, well-formed DiT inputs on the model's device: ``x``, ``t`` and the ``prepare``
+    keyword arguments (drawn on the CPU from ``seed``, so equal on every device)."""
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
-    return dict(
+    a = dict(
         x=torch.randn(batch, frames, cfg.mel_dim, generator=g),
         t=torch.full((batch,), 0.37),
         cond=torch.zeros(batch, frames, cfg.mel_dim),
@@ -107,6 +124,8 @@ def model_inputs(model: torch.nn.Module, frames: int, batch: int = 1, seed: int 
         start_time=torch.zeros(batch),
         song_duration=torch.full((batch,), frames / cfg.max_frames),
     )
+    device = model_device(model)
+    return {k: v.to(device) for k, v in a.items()}
 
 
 @torch.inference_mode()
@@ -120,12 +139,14 @@ def time_forward(
     clock_kind: str = "wall",
 ) -> float:
     """Seconds of one ``model.forward`` at [batch, frames] (median of ``repeats``, timed with
-    :func:`clock` ``clock_kind``).
+    :func:`clock` ``clock_kind``), inputs on the model's device, the device synchronised before
+    each clock read.
 
     The conditioning is prepared once, outside the timing. A warm-up forward at
     ``min(frames, warmup_frames)`` frames first initialises the kernels cheaply (0 disables it).
     """
     now = clock(clock_kind)
+    device = model_device(model)
     if warmup_frames:
         w = model_inputs(model, min(frames, warmup_frames), batch)
         x, t = w.pop("x"), w.pop("t")
@@ -135,8 +156,10 @@ def time_forward(
     c = model.prepare(**a)
     times = []
     for _ in range(max(1, repeats)):
+        device_sync(device)
         t0 = now()
         model(x, t, c)
+        device_sync(device)
         times.append(now() - t0)
     return statistics.median(times)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from rhythmflow import specs
 from rhythmflow.config import DiTConfig
 from rhythmflow.errors import UsageError
 from rhythmflow.estimate import JobEstimate, MemoryEstimate
+from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 from rhythmflow.request import SOLVER_EVALS, GenerationRequest
 from rhythmflow.runtime import DTYPES, Runtime
 
@@ -61,8 +61,9 @@ class Machine:
 
     @classmethod
     def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
-        """This machine: CPU, cores, free memory, GPUs; with ``measure``, the float32 GEMM rate
-        (a fraction of a second, once per process)."""
+        """This machine: CPU, cores, free memory, GPUs; with ``measure``, the machine probe
+        (:mod:`rhythmflow.probe`: GEMM rates per dtype and the automatic CPU dtype chosen from
+        them; ≤ 3 s once per machine and thread count, then read from the cache)."""
         return _detect(measure, threads)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,9 +78,6 @@ class Machine:
     def rate(self, kind: str, dtype: str) -> float | None:
         """Measured GEMM GFLOP/s for ``kind``/``dtype`` (low precision falls back to float32)."""
         return self.gflops.get(f"{kind}-{dtype}") or self.gflops.get(f"{kind}-float32")
-
-
-_GEMM_RATE: dict[int | None, float] = {}  # measured once per process and thread count
 
 
 def _detect(measure: bool, threads: int | None) -> Machine:
@@ -106,14 +104,18 @@ def _detect(measure: bool, threads: int | None) -> Machine:
                             bool(torch.cuda.is_bf16_supported())))
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     gflops: dict[str, float] = {}
-    if measure:
-        if threads not in _GEMM_RATE:
-            from rhythmflow.perf import measure_gemm_gflops
+    cores = physical_cores()
+    dtype_choice: dict[str, str] = {}
+    if measure:  # the machine probe: measured once per machine and thread count, cached on disk
+        from rhythmflow.probe import choose_cpu_dtype, load_or_measure, probe_gflops
 
-            _GEMM_RATE[threads] = round(measure_gemm_gflops(512, 2048, 2048, repeats=2), 1)
-        gflops["cpu-float32"] = _GEMM_RATE[threads]
-    return Machine(cpu=cpu, cores=physical_cores(), gpus=tuple(gpus), mps=mps,
-                   memory_available=int(psutil.virtual_memory().available), gflops=gflops)
+        probe = load_or_measure(threads or cores)
+        gflops.update({f"cpu-{d}": g for d, g in probe_gflops(probe).items()})
+        dtype, why = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        dtype_choice = {"cpu_dtype": dtype, "cpu_dtype_reason": why}
+    return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps,
+                   memory_available=int(psutil.virtual_memory().available), gflops=gflops,
+                   **dtype_choice)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ class Plan:
     estimate: JobEstimate
     reasons: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    lrc: str = ""  # the timed lyrics run conditions on: the request's LRC, or its plain
+    #                lyrics timed by rhythmflow.lyrics.autotime
+    keep_last_line: bool = False
+    autotime: dict[str, Any] | None = None  # AutotimeResult.summary() for plain lyrics
 
     @property
     def device(self) -> str:
@@ -167,16 +173,18 @@ class Plan:
             "runtime_class": self.runtime_class, "steps": self.steps, "seed": self.seed,
             "guided": self.guided, "memory": self.memory.to_dict(),
             "estimate": self.estimate.to_dict(), "reasons": list(self.reasons),
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "lrc": self.lrc,
+            "keep_last_line": self.keep_last_line, "autotime": self.autotime,
         }
 
 
 def plan(request: GenerationRequest, machine: Machine | None = None, *,
          config: DiTConfig | None = None, runtime: Runtime | None = None,
-         check_files: bool = True) -> Plan:
+         check_files: bool = True, lyrics_assets: LyricsAssets | None = None) -> Plan:
     """Decide everything about ``request`` on ``machine`` (default: :meth:`Machine.detect`).
 
     ``config``/``runtime`` pin the architecture and runtime of an already loaded generator.
+    ``lyrics_assets``: where plain ``lyrics`` read their G2P files when they are timed.
     ``check_files`` checks that the files the request names exist (off for a service that
     stores uploads elsewhere). Raises UsageError (naming the field) for anything invalid and
     ResourceError when the job cannot fit in memory or the time budget.
@@ -191,7 +199,8 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     frames = specs.frames_for(config.max_frames, duration)
     runtime = runtime or runtime_for(machine, request.device, request.dtype, request.threads)
     reasons.extend(runtime.reasons)
-    _check_lyrics(request)
+    lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
+                                                  lyrics_assets or DEFAULT_ASSETS)
     if request.edit_segments is not None:
         from rhythmflow.edit import segments_to_frames
 
@@ -230,7 +239,7 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     if request.seed is None:
         reasons.append(f"seed {seed}: drawn (recorded in the sidecar)")
     return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
-                estimate_for(steps), tuple(reasons))
+                estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime)
 
 
 def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
@@ -313,11 +322,27 @@ def _model(request: GenerationRequest, config: DiTConfig | None,
     return spec, config or preset(spec.name), spec.name
 
 
-def _check_lyrics(request: GenerationRequest) -> None:
-    """The LRC's syntax, with line numbers (G2P runs in the lyrics stage)."""
+def _lyrics(request: GenerationRequest, duration: float, max_frames: int,
+            assets: LyricsAssets) -> tuple[str, bool, dict | None, tuple[str, ...]]:
+    """(LRC to condition on, keep its last line, autotime summary, warnings). An LRC's syntax is
+    checked here with line numbers (its G2P runs in the lyrics stage); plain lyrics are timed
+    here, so a text that cannot be timed fails before anything is loaded."""
+    from rhythmflow.errors import LrcError, LyricsError
     from rhythmflow.lyrics import parse_lrc
 
-    parse_lrc(request.lrc)
+    if request.lyrics is None:
+        parse_lrc(request.lrc)
+        return request.lrc, request.keep_last_line, None, ()
+    from rhythmflow.lyrics.autotime import time_lyrics
+
+    try:
+        timed = time_lyrics(request.lyrics, duration, max_frames=max_frames, assets=assets)
+    except (LrcError, LyricsError) as exc:
+        raise type(exc)(f"lyrics: {exc}", field="lyrics", line=exc.line) from exc
+    except UsageError as exc:
+        raise UsageError(f"lyrics: {exc}", field="lyrics") from exc
+    # every line was timed to fit, so none is dropped by the base model's last-line rule
+    return timed.lrc, True, timed.summary(), timed.warnings
 
 
 def _check_files(request: GenerationRequest) -> None:
@@ -369,7 +394,3 @@ def describe(p: Plan) -> str:
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"- {r}" for r in p.reasons]
     return "\n".join(lines)
-
-
-def default_assets(assets_dir: str | os.PathLike | None) -> str | None:
-    return None if assets_dir is None else str(assets_dir)

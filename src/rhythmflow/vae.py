@@ -12,8 +12,14 @@ Chunked decoding/encoding (upstream ``decode_audio``/``encode_audio``, chunked=T
 end; each window is processed alone and only its centre is pasted — ``overlap // 2`` frames are
 dropped at every inner window edge, later windows overwrite earlier ones. A convolutional VAE
 whose receptive field is within ``overlap // 2`` frames gives the same result chunked and whole;
-a larger overlap costs time, a smaller one leaves seams. Memory grows with ``chunk_size``, so the
-default is chosen from the free memory of the device (:func:`auto_chunk_size`).
+a larger overlap costs time, a smaller one leaves seams.
+
+Same seed, same bytes: the window geometry is FIXED (:data:`DECODE_GEOMETRY`, chosen from the
+official decoder's receptive field and measured speed, never from free memory or the batch
+size) and batch items are processed one at a time, so an item's audio is bit-identical whatever
+the memory, the batch size or the batch position. Memory only decides whether the job fits
+(:meth:`TorchScriptVAE.check_fits`, a ResourceError with a fix otherwise). The geometry used is
+recorded in the song's metadata (:meth:`TorchScriptVAE.geometry`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from rhythmflow.assets import resolve
-from rhythmflow.errors import CheckpointError, NumericalError, UsageError
+from rhythmflow.errors import CheckpointError, NumericalError, ResourceError, UsageError
 from rhythmflow.runtime import available_memory
 from rhythmflow.specs import HOP, LATENT_CHANNELS, SAMPLE_RATE
 
@@ -36,10 +42,33 @@ log = logging.getLogger(__name__)
 
 LATENT_DIM = LATENT_CHANNELS
 AUDIO_CHANNELS = 2
-DEFAULT_OVERLAP = 32
+#: Latent frames each side over which the official (Oobleck) decoder's output still depends on
+#: its input: measured on the full-size architecture, a decode changes by < 1e-6 beyond 9 frames
+#: from a window edge (docs/PERFORMANCE.md). Each inner window edge drops ``overlap // 2`` = 16.
+RECEPTIVE_MARGIN = 16
+DEFAULT_OVERLAP = 2 * RECEPTIVE_MARGIN
+#: The fixed decode window (frames). Measured on the full-size decoder (2-core AMX Xeon, float32):
+#: windows of 128–256 frames decode faster per frame than bigger ones (cache-resident
+#: activations) and 256 wastes 12.5 % on overlap at 2048 frames (128: 37 %).
+DEFAULT_CHUNK = 256
 UPSTREAM_CHUNK_SIZE = 128
-# Rough peak activation memory of the official decoder per latent frame and batch item (float32).
+# Rough peak activation memory of the official decoder per latent frame of one window (float32).
 BYTES_PER_FRAME = 8 << 20
+
+
+class DecodeGeometry(NamedTuple):
+    """The window layout of a chunked VAE pass: ``chunk`` frames per window (0 = whole input in
+    one window), ``overlap`` frames shared by neighbouring windows. Items run one at a time."""
+
+    chunk: int
+    overlap: int
+
+    def to_dict(self) -> dict:
+        return {"chunk": self.chunk, "overlap": self.overlap, "per_item": True}
+
+
+#: What every decode uses unless a caller asks for another geometry explicitly.
+DECODE_GEOMETRY = DecodeGeometry(DEFAULT_CHUNK, DEFAULT_OVERLAP)
 
 ChunkCallback = Callable[[int, int], None]  # (chunks done, chunks total)
 
@@ -59,6 +88,8 @@ class VAE(Protocol):
     def encode(
         self, audio: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor: ...
+
+    def geometry(self) -> DecodeGeometry: ...
 
 
 class Window(NamedTuple):
@@ -90,28 +121,15 @@ def chunk_windows(n: int, chunk_size: int, overlap: int) -> list[Window]:
     ]
 
 
-def auto_chunk_size(
-    device: torch.device | str = "cpu",
-    *,
-    batch: int = 1,
-    overlap: int = DEFAULT_OVERLAP,
-    available_bytes: int | None = None,
-) -> int:
-    """Chunk size in frames that keeps the decoder within a quarter of the free memory: a
-    multiple of 32 in [max(64, overlap + 32), 1024]; upstream uses 128."""
-    free = available_memory(device) if available_bytes is None else available_bytes
-    frames = int(free // 4 // (BYTES_PER_FRAME * max(batch, 1)))
-    lo = max(64, (overlap // 32 + 1) * 32)
-    return max(lo, min(1024, frames // 32 * 32))
-
-
 class TorchScriptVAE:
     """The official TorchScript VAE (or any module with the same two methods).
 
     ``decode(latents [b, 64, n]) -> float32 [b, 2, n * 2048]``;
     ``encode(audio [b, 2, s]) -> float32 [b, 64, s // 2048]`` (trailing partial frame dropped).
-    ``chunked`` (default True) and ``chunk_size`` (frames; None → :func:`auto_chunk_size`) apply
-    to both. Inputs are moved to the module's device and dtype.
+    ``chunked`` (default True) and ``chunk_size`` (frames; None → the fixed
+    :data:`DEFAULT_CHUNK`) apply to both; neither depends on memory or batch size, and batch
+    items are processed one at a time (see the module docstring). Inputs are moved to the
+    module's device and dtype.
     """
 
     sample_rate = SAMPLE_RATE
@@ -135,31 +153,62 @@ class TorchScriptVAE:
         if chunk_size is not None:
             chunk_windows(chunk_size + 1, chunk_size, overlap)  # validates the pair early
 
-    def _windows(self, n: int, batch: int) -> list[Window]:
+    def geometry(self) -> DecodeGeometry:
+        """The fixed window geometry of every pass (recorded in the song's metadata)."""
         if not self.chunked:
+            return DecodeGeometry(0, 0)
+        return DecodeGeometry(self.chunk_size or DEFAULT_CHUNK, self.overlap)
+
+    def memory_needed(self, frames: int) -> int:
+        """Peak activation bytes of one window of a ``frames``-frame decode (one item at a time,
+        float32 estimate), plus the float32 output of one item."""
+        g = self.geometry()
+        window = frames if g.chunk == 0 else min(frames, g.chunk)
+        return window * BYTES_PER_FRAME + frames * self.hop * self.channels * 4
+
+    def check_fits(self, frames: int, batch: int = 1, *, available: int | None = None) -> None:
+        """Raise ResourceError (with a fix) when a ``frames``-frame decode of ``batch`` items
+        cannot fit in ``available`` bytes (default: free memory of the VAE's device). Memory
+        decides only this, never the geometry."""
+        free = available_memory(self.device) if available is None else available
+        need = self.memory_needed(frames) + (batch - 1) * frames * self.hop * self.channels * 4
+        if need > free:
+            raise ResourceError(
+                f"the VAE decode needs ~{need / 2**30:.1f} GiB ({self.geometry().chunk or frames}"
+                f"-frame windows) but {free / 2**30:.1f} GiB is free on {self.device}: close other "
+                "programs, use --batch 1 or a shorter --duration"
+            )
+
+    def _windows(self, n: int) -> list[Window]:
+        g = self.geometry()
+        if g.chunk == 0:
             return [Window(0, n, 0, n)]
-        size = self.chunk_size or auto_chunk_size(self.device, batch=batch, overlap=self.overlap)
-        return chunk_windows(n, size, self.overlap)
+        return chunk_windows(n, g.chunk, g.overlap)
 
     def _run(self, method, x, n: int, in_ratio: int, out_ratio: int, out_shape, on_chunk):
-        """Apply ``method`` window by window over ``n`` frames; a frame is ``in_ratio`` input
-        steps and ``out_ratio`` output steps."""
+        """Apply ``method`` item by item, window by window over ``n`` frames; a frame is
+        ``in_ratio`` input steps and ``out_ratio`` output steps."""
         out = torch.zeros(out_shape, dtype=torch.float32, device=self.device)
-        wins = self._windows(n, x.shape[0])
+        wins = self._windows(n)
+        total = len(wins) * x.shape[0]
         with torch.no_grad():
-            for k, w in enumerate(wins):
-                y = method(x[..., w.start * in_ratio : w.stop * in_ratio])
-                expect = (out_shape[0], out_shape[1], (w.stop - w.start) * out_ratio)
-                if tuple(y.shape) != expect:
-                    raise CheckpointError(
-                        f"the VAE returned shape {list(y.shape)} for input {list(x.shape[:2])}"
-                        f"+[{(w.stop - w.start) * in_ratio}]; expected {list(expect)} "
-                        f"({self.hop} samples per latent frame)"
+            for i in range(x.shape[0]):
+                for k, w in enumerate(wins):
+                    y = method(x[i : i + 1, :, w.start * in_ratio : w.stop * in_ratio])
+                    expect = (1, out_shape[1], (w.stop - w.start) * out_ratio)
+                    if tuple(y.shape) != expect:
+                        raise CheckpointError(
+                            f"the VAE returned shape {list(y.shape)} for input [1, "
+                            f"{x.shape[1]}, {(w.stop - w.start) * in_ratio}]; expected "
+                            f"{list(expect)} ({self.hop} samples per latent frame)"
+                        )
+                    lo = (w.keep_start - w.start) * out_ratio
+                    hi = (w.keep_stop - w.start) * out_ratio
+                    out[i, :, w.keep_start * out_ratio : w.keep_stop * out_ratio] = (
+                        y[0, :, lo:hi].float()
                     )
-                lo, hi = (w.keep_start - w.start) * out_ratio, (w.keep_stop - w.start) * out_ratio
-                out[..., w.keep_start * out_ratio : w.keep_stop * out_ratio] = y[..., lo:hi].float()
-                if on_chunk is not None:
-                    on_chunk(k + 1, len(wins))
+                    if on_chunk is not None:
+                        on_chunk(i * len(wins) + k + 1, total)
         return out
 
     def decode(

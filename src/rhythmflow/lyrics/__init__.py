@@ -6,6 +6,7 @@ first use.
 
 from __future__ import annotations
 
+from rhythmflow.lyrics.autotime import AutotimeResult, autotime, time_lyrics
 from rhythmflow.lyrics.g2p import g2p_phonemes, g2p_tokens
 from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
 from rhythmflow.lyrics.tokens import (
@@ -17,15 +18,20 @@ from rhythmflow.lyrics.tokens import (
     tokenize_lines,
 )
 
+# Note: the name ``autotime`` is the function; import the module's other names with
+# ``from rhythmflow.lyrics.autotime import ...``.
 __all__ = [
+    "AutotimeResult",
     "DroppedLine",
     "LyricLine",
     "LyricsTrack",
     "Placement",
+    "autotime",
     "g2p_phonemes",
     "g2p_tokens",
     "lrc_to_track",
     "parse_lrc",
     "place_tokens",
+    "time_lyrics",
     "tokenize_lines",
 ]

@@ -1,0 +1,143 @@
+"""What ``--dtype auto`` picks on this machine, checked on the full-size model, and the VAE.
+
+    python benchmarks/run.py --policy --frames 512 --json out.json     (the usual entry)
+    python benchmarks/policy.py --frames 512 [--rounds 2] [--depth 16] [--json out.json]
+
+1. The machine probe (:func:`rhythmflow.probe.measure_cpu`, not the cached one) and the dtype
+   :func:`rhythmflow.probe.choose_cpu_dtype` picks from it.
+2. One full-size evaluation (random weights, batch 1, ``--frames``) per candidate — float32,
+   bfloat16, float16, int8 dynamic — interleaved over ``rounds``, with its speed-up over float32
+   and its relative RMS velocity error against float32: does the probe's ranking hold?
+3. The VAE decode of a 95 s song (2048 latent frames) at the fixed geometry in float32 and
+   bfloat16: one window timed per dtype, times the window count (extrapolated, said so).
+
+JSON: ``{"policy": {"chosen", "reason", "probe": {...}, "candidates": [{"dtype", "seconds",
+"speedup_vs_float32", "velocity_rel_error", "probe_speedup"}, ...]}, "vae": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from common import machine, table
+
+from rhythmflow.config import PRESETS
+from rhythmflow.model.testing import random_dit
+from rhythmflow.perf import keep_freed_memory, model_inputs
+from rhythmflow.probe import choose_cpu_dtype, measure_cpu
+
+SONG_FRAMES = 2048  # 95 s
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+
+
+@torch.inference_mode()
+def candidates_section(frames: int, rounds: int, depth: int, threads: int) -> dict:
+    from rhythmflow.model.quantize import quantize_int8
+
+    probe = measure_cpu(threads)
+    chosen, reason = choose_cpu_dtype(probe)
+    cfg = dataclasses.replace(PRESETS["v1.2-base"], depth=depth)
+    ref_model = random_dit(cfg)
+    models = {"float32": ref_model,
+              "bfloat16": copy.deepcopy(ref_model).to(torch.bfloat16),
+              "float16": copy.deepcopy(ref_model).to(torch.float16),
+              "int8": quantize_int8(copy.deepcopy(ref_model))}
+    a = model_inputs(ref_model, frames, 1)
+    x, t = a.pop("x"), a.pop("t")
+    conds = {d: m.prepare(**a) for d, m in models.items()}
+    for m in models.values():  # warm-up at a short length
+        w = model_inputs(m, 32, 1)
+        wx, wt = w.pop("x"), w.pop("t")
+        m(wx, wt, m.prepare(**w))
+    secs: dict[str, list[float]] = {d: [] for d in models}
+    outs: dict[str, torch.Tensor] = {}
+    for _ in range(rounds):
+        for d, m in models.items():
+            s = time.perf_counter()
+            outs[d] = m(x, t, conds[d]).float()
+            secs[d].append(time.perf_counter() - s)
+    base = statistics.median(secs["float32"])
+    rows = []
+    for d in models:
+        med = statistics.median(secs[d])
+        pc = probe.candidate(d)
+        rows.append({"dtype": d, "seconds": med, "all_seconds": secs[d],
+                     "speedup_vs_float32": base / med,
+                     "velocity_rel_error": _rel(outs[d], outs["float32"]),
+                     "probe_speedup": None if pc is None else pc.speedup_vs_float32,
+                     "probe_error_class": None if pc is None else pc.error_class})
+    print(table(f"candidates: one full-size evaluation, {frames} frames, depth {depth}, batch 1 "
+                f"(auto picks {chosen})", ["dtype", "seconds", "x fp32", "velocity rel. error",
+                                           "probe x fp32", "probe class"],
+                [[r["dtype"], r["seconds"], r["speedup_vs_float32"],
+                  f"{r['velocity_rel_error']:.2e}", r["probe_speedup"], r["probe_error_class"]]
+                 for r in rows]))
+    print(f"auto: {reason}")
+    return {"chosen": chosen, "reason": reason, "frames": frames, "depth": depth,
+            "probe": probe.to_dict(), "candidates": rows}
+
+
+@torch.inference_mode()
+def vae_section(dtypes=("float32", "bfloat16"), rounds: int = 1) -> dict:
+    from rhythmflow.model.oobleck import FULL, random_decoder
+    from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows
+
+    g = DECODE_GEOMETRY
+    dec = torch.jit.script(random_decoder(FULL))
+    mods = {d: copy.deepcopy(dec).to(getattr(torch, d)) if d != "float32" else dec
+            for d in dtypes}
+    z = torch.randn(1, FULL.latent_dim, g.chunk, generator=torch.Generator().manual_seed(0))
+    for m in mods.values():
+        for _ in range(2):
+            m.decode_export(z.to(next(m.parameters()).dtype))
+    secs: dict[str, list[float]] = {d: [] for d in dtypes}
+    outs = {}
+    for _ in range(rounds):
+        for d, m in mods.items():
+            s = time.perf_counter()
+            outs[d] = m.decode_export(z.to(getattr(torch, d))).float()
+            secs[d].append(time.perf_counter() - s)
+    wins = len(chunk_windows(SONG_FRAMES, g.chunk, g.overlap))
+    rows = [{"dtype": d, "seconds_per_window": statistics.median(secs[d]), "windows": wins,
+             "seconds_95s": wins * statistics.median(secs[d]),
+             "rel_error_vs_float32": _rel(outs[d], outs["float32"]),
+             "extrapolated_from_one_window": True} for d in dtypes]
+    print(table(f"VAE decode of 95 s ({SONG_FRAMES} frames, {wins} windows of {g.chunk}, "
+                f"overlap {g.overlap}; one window timed)", ["dtype", "s/window", "decode s",
+                                                            "rel. err"],
+                [[r["dtype"], r["seconds_per_window"], r["seconds_95s"],
+                  f"{r['rel_error_vs_float32']:.1e}"] for r in rows]))
+    return {"geometry": g.to_dict(), "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, nargs="+", default=[512])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--depth", type=int, default=16)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--no-vae", action="store_true")
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    keep_freed_memory()
+    res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    res["policy"] = candidates_section(a.frames[0], a.rounds, a.depth, a.threads)
+    if not a.no_vae:
+        res["vae"] = vae_section()
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
+    return res
+
+
+if __name__ == "__main__":
+    main()

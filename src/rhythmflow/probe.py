@@ -1,0 +1,372 @@
+"""The machine probe: which arithmetic is fastest *and* accurate enough here, measured once.
+
+A probe times the candidate arithmetic of the DiT — float32, bfloat16, float16 and dynamic int8
+— on one transformer layer's GEMMs at model shapes (the q/k/v/o ``[n×2048]·[2048×2048]`` and the
+gate/up/down ``[n×2048]·[2048×8192]`` products, n = 256 tokens) with the chosen thread count, in
+about a second (at most ~3 s: a candidate whose first run is slow is scaled from that run rather
+than repeated). It records, per candidate, seconds per layer, the speed-up over float32 and the
+relative RMS error of the product against float32, and the *error class* that error puts it in
+(what the full-size velocity error of that class is, measured once on the full-size model, see
+docs/PERFORMANCE.md). The result is cached as JSON under the user's cache folder
+(``RHYTHMFLOW_CACHE_DIR`` or ``$XDG_CACHE_HOME/rhythmflow``, ``probe/<key>.json``), keyed by CPU
+model, relevant ISA flags, torch version and thread count, so ``generate``, ``serve`` and
+``diagnose`` reuse it and ``rhythmflow diagnose --refresh`` re-measures.
+
+The policies are pure functions of recorded data (unit-testable with recorded probes from other
+machines): :func:`choose_cpu_dtype`, :func:`choose_gpu_dtype`, :func:`choose_dtype` and
+:func:`choose_guidance_layout`. Nothing here runs at import; :func:`load_or_measure` is the only
+function that measures, and only when no cached probe matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Bump when the measurement changes meaning (older cached probes are then re-measured).
+PROBE_VERSION = 1
+CANDIDATES = ("float32", "bfloat16", "float16", "int8")
+#: ISA flags that decide which arithmetic is fast (part of the cache key and the reason text).
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
+             "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "bf16")
+#: Relative RMS error of one probe product against float32, per error class. The velocity error
+#: of the full-size model (random weights, 2048 frames, AMX Xeon) in each class: "exact" 0,
+#: "low-precision" 1.3 % (bfloat16; float16 0.16 %) — the class every GPU user runs — and
+#: "quantized" 4.6–4.9 % (per-tensor dynamic int8).
+EXACT_LIMIT = 1e-5
+LOW_PRECISION_LIMIT = 1e-2
+#: A lower precision must be at least this much faster than float32 to be chosen (noise guard).
+MIN_SPEEDUP = 1.15
+#: float16 is chosen over bfloat16 only when this much faster (bfloat16 has float32's range).
+FP16_MARGIN = 1.10
+TOKENS = 256
+DIM, FF = 2048, 8192
+#: One layer: 4 products [n×d]·[d×d] (q, k, v, o) and 3 of [n×d]·[d×ff] size (gate, up, down).
+LAYER_SHAPES = ((DIM, DIM, 4), (DIM, FF, 3))
+#: Seconds one candidate may take before its timing is scaled from a single (scout) run.
+CANDIDATE_BUDGET = 0.6
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One arithmetic measured on this machine."""
+
+    dtype: str  # "float32" | "bfloat16" | "float16" | "int8"
+    seconds: float  # one layer's GEMMs at TOKENS tokens
+    speedup_vs_float32: float
+    rel_error: float  # relative RMS error of the products against float32
+    error_class: str  # "exact" | "low-precision" | "quantized"
+    finite: bool = True  # no overflow (inf/nan) in the product
+    scaled: bool = False  # timed on a shorter product and scaled (too slow to repeat)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a policy needs to know about one device of this machine.
+
+    ``kind`` "cpu" | "cuda" | "mps"; ``name`` the CPU model or GPU name; ``flags`` the ISA flags
+    of :data:`ISA_FLAGS` the CPU has; ``bf16_supported`` for GPUs; ``candidates`` the measured
+    arithmetic (empty when nothing was timed).
+    """
+
+    kind: str
+    name: str
+    flags: tuple[str, ...] = ()
+    torch_version: str = ""
+    threads: int = 0
+    bf16_supported: bool = False
+    candidates: tuple[Candidate, ...] = ()
+    measured_at: str = ""
+    seconds_taken: float = 0.0
+    version: int = PROBE_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def candidate(self, dtype: str) -> Candidate | None:
+        return next((c for c in self.candidates if c.dtype == dtype), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Probe:
+        d = dict(d)
+        d["flags"] = tuple(d.get("flags", ()))
+        d["candidates"] = tuple(Candidate(**c) for c in d.get("candidates", ()))
+        return cls(**d)
+
+
+def error_class(rel_error: float) -> str:
+    """The error class of a probe product's relative RMS error (see :data:`LOW_PRECISION_LIMIT`)."""
+    if rel_error <= EXACT_LIMIT:
+        return "exact"
+    return "low-precision" if rel_error <= LOW_PRECISION_LIMIT else "quantized"
+
+
+# --------------------------------------------------------------------------- policies (pure)
+
+
+def _isa_note(probe: Probe, dtype: str) -> str:
+    f = set(probe.flags)
+    if dtype == "bfloat16":
+        return "AMX" if "amx_bf16" in f else "AVX-512 BF16" if "avx512_bf16" in f else ""
+    if dtype == "float16":
+        return "AMX-FP16" if "amx_fp16" in f else "AVX-512 FP16" if "avx512_fp16" in f else ""
+    if dtype == "int8":
+        return "AMX" if "amx_int8" in f else "VNNI" if {"avx512_vnni", "avx_vnni"} & f else ""
+    return ""
+
+
+def _faster(c: Candidate, than: str, speed: float, isa: str) -> str:
+    where = f"on this CPU ({isa})" if isa else "on this CPU"
+    return f"{c.dtype}: {speed:.1f}x faster than {than} {where}"
+
+
+def choose_cpu_dtype(probe: Probe | None, *, allow_int8: bool = False,
+                     dtypes: Sequence[str] = CANDIDATES) -> tuple[str, str]:
+    """The CPU dtype ``--dtype auto`` runs, and why: the fastest *acceptable* candidate.
+
+    Acceptable: error class "exact" or "low-precision" and finite; float16 additionally only when
+    it is the fastest by :data:`FP16_MARGIN` over every other acceptable candidate (bfloat16 has
+    float32's range, float16 can overflow); "int8" only when ``allow_int8`` or when its measured
+    error comes down into the low-precision class. A lower precision must beat float32 by
+    :data:`MIN_SPEEDUP`. Without a probe (or without float32 in it): the measured-once rule,
+    float32. Returns ``(dtype, reason)``; dtype is "float32", "bfloat16", "float16" or "int8"
+    (int8 means: float32 model with dynamic int8 linear layers); only ``dtypes`` are considered.
+    """
+    if probe is None or probe.candidate("float32") is None:
+        return "float32", "float32 on CPU (no machine probe; float16 is emulated on many CPUs)"
+    ok = []
+    for c in probe.candidates:
+        if not c.finite or c.dtype == "float32" or c.dtype not in dtypes:
+            continue
+        if c.dtype == "int8" and not (allow_int8 or c.error_class != "quantized"):
+            continue
+        if c.dtype != "int8" and c.error_class == "quantized":
+            continue
+        if c.speedup_vs_float32 >= MIN_SPEEDUP:
+            ok.append(c)
+    fp16 = next((c for c in ok if c.dtype == "float16"), None)
+    others = [c for c in ok if c.dtype != "float16"]
+    if fp16 is not None and others:
+        best_other = max(c.speedup_vs_float32 for c in others)
+        if fp16.speedup_vs_float32 < FP16_MARGIN * best_other:
+            ok.remove(fp16)
+    if not ok:
+        slow = ", ".join(f"{c.dtype} {c.speedup_vs_float32:.2f}x" for c in probe.candidates
+                         if c.dtype != "float32")
+        return "float32", f"float32: no faster acceptable arithmetic on this CPU ({slow})"
+    best = max(ok, key=lambda c: c.speedup_vs_float32)
+    reason = _faster(best, "float32", best.speedup_vs_float32, _isa_note(probe, best.dtype))
+    if best.error_class != "exact":
+        reason += f" (product error {best.rel_error:.1e}, {best.error_class} class)"
+    return best.dtype, reason
+
+
+def probe_gflops(probe: Probe) -> dict[str, float]:
+    """GFLOP/s of each measured candidate (one layer's products at :data:`TOKENS` tokens)."""
+    flops = sum(2 * TOKENS * k * n * count for k, n, count in LAYER_SHAPES)
+    return {c.dtype: round(flops / c.seconds / 1e9, 1) for c in probe.candidates if c.seconds > 0}
+
+
+def choose_gpu_dtype(kind: str, bf16_supported: bool) -> tuple[str, str]:
+    """The GPU dtype ``--dtype auto`` runs, and why: CUDA bfloat16 where supported, else float16;
+    MPS float32 (the original runs MPS in float32)."""
+    if kind == "cuda":
+        if bf16_supported:
+            return "bfloat16", "bfloat16: the GPU supports it (float16 range without overflow risk)"
+        return "float16", "float16: the GPU has no bfloat16 support"
+    if kind == "mps":
+        return "float32", "float32 on MPS (the original also runs MPS in float32)"
+    raise ValueError(f"choose_gpu_dtype: unknown GPU kind {kind!r}; use 'cuda' or 'mps'")
+
+
+def choose_dtype(probe: Probe, *, allow_int8: bool = False) -> tuple[str, str]:
+    """:func:`choose_cpu_dtype` or :func:`choose_gpu_dtype` by the probe's device kind."""
+    if probe.kind == "cpu":
+        return choose_cpu_dtype(probe, allow_int8=allow_int8)
+    return choose_gpu_dtype(probe.kind, probe.bf16_supported)
+
+
+@dataclass(frozen=True)
+class LayoutTiming:
+    """Measured seconds of one guided evaluation at ``frames``: one forward on the doubled batch
+    ("batched") against two batch-``b`` forwards ("split"), same dtype, same machine."""
+
+    frames: int
+    batched: float
+    split: float
+
+
+def choose_guidance_layout(frames: int, timings: Sequence[LayoutTiming] | None) -> tuple[str, str]:
+    """"batched" or "split" for a guided evaluation at ``frames``, and why.
+
+    Uses the measured length nearest to ``frames`` (log scale); without measurements, "batched"
+    (one doubled forward, the original's layout). Both layouts give identical results.
+    """
+    import math
+
+    if not timings:
+        return "batched", "batched guidance (one doubled forward): no layout measurement"
+    near = min(timings, key=lambda m: abs(math.log(max(m.frames, 1) / max(frames, 1))))
+    if near.split < near.batched:
+        return "split", (f"split guidance (two forwards): {near.batched / near.split:.2f}x faster "
+                         f"than one doubled batch at {near.frames} frames here")
+    return "batched", (f"batched guidance (one doubled forward): {near.split / near.batched:.2f}x "
+                       f"faster than two forwards at {near.frames} frames here")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def cpu_facts() -> tuple[str, tuple[str, ...]]:
+    """CPU model name and the :data:`ISA_FLAGS` it has (``/proc/cpuinfo``; ``platform`` else)."""
+    name, flags = platform.processor() or platform.machine() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+        elif key == "model name" and value.strip():
+            name = value.strip()
+    return name, tuple(f for f in ISA_FLAGS if f in flags)
+
+
+def machine_key(threads: int) -> str:
+    """Cache key: CPU model + ISA flags + torch version + threads + probe version."""
+    import torch
+
+    name, flags = cpu_facts()
+    text = json.dumps([name, flags, torch.__version__, threads, PROBE_VERSION])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path(threads: int) -> Path:
+    """Where this machine's probe at ``threads`` threads is cached."""
+    from rhythmflow.assets import cache_root
+
+    return cache_root() / "probe" / f"cpu-{machine_key(threads)}.json"
+
+
+def _product(dtype: str, x, w, lin):
+    import torch
+
+    if dtype == "int8":
+        from rhythmflow.model.quantize import Int8DynamicLinear
+
+        q = Int8DynamicLinear.from_linear(lin)
+        return lambda xs: q(xs)
+    d = getattr(torch, dtype)
+    wd = w.to(d)
+    return lambda xs: torch.nn.functional.linear(xs.to(d), wd)
+
+
+def measure_cpu(threads: int, *, budget: float = CANDIDATE_BUDGET,
+                clock: Callable[[], float] = time.perf_counter) -> Probe:
+    """Time and check every candidate on this CPU at ``threads`` threads (about 1–3 s)."""
+    import torch
+
+    from rhythmflow.model.quantize import available as int8_available
+
+    start = clock()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(TOKENS, DIM, generator=gen)
+        mats = []
+        for k, n, count in LAYER_SHAPES:
+            lin = torch.nn.Linear(k, n, bias=False)
+            with torch.no_grad():
+                lin.weight.copy_(torch.randn(n, k, generator=gen) / k**0.5)
+            mats.append((lin, count))
+        refs: list = []
+        out = []
+        names = [c for c in CANDIDATES if c != "int8" or int8_available()]
+        with torch.inference_mode():
+            for dtype in names:
+                seconds, err_num, err_den, finite, scaled = 0.0, 0.0, 0.0, True, False
+                for i, (lin, count) in enumerate(mats):
+                    fn = _product(dtype, x, lin.weight, lin)
+                    t0 = clock()
+                    fn(x[:32])  # scout: kernel set-up, and the speed of a slow arithmetic
+                    scout = (clock() - t0) * TOKENS / 32
+                    if scout * 3 > budget / len(mats):
+                        seconds += scout * count
+                        scaled = True
+                        y = fn(x[:32]).float()
+                    else:
+                        times = []
+                        for _ in range(3):
+                            t0 = clock()
+                            y = fn(x)
+                            times.append(clock() - t0)
+                        seconds += statistics.median(times) * count
+                        y = y.float()
+                    if dtype == "float32":
+                        refs.append(y)
+                    rows = min(y.shape[0], refs[i].shape[0])
+                    y, ref = y[:rows], refs[i][:rows]
+                    finite = finite and bool(torch.isfinite(y).all())
+                    err_num += float((y - ref).pow(2).sum())
+                    err_den += float(ref.pow(2).sum())
+                rel = (err_num / err_den) ** 0.5 if err_den > 0 else 0.0
+                out.append([dtype, seconds, rel, finite, scaled])
+    finally:
+        torch.set_num_threads(before)
+    base = out[0][1]
+    cands = tuple(Candidate(d, s, base / s, rel, error_class(rel), fin, sc)
+                  for d, s, rel, fin, sc in out)
+    name, flags = cpu_facts()
+    taken = clock() - start
+    probe = Probe("cpu", name, flags, torch.__version__, threads, "avx512_bf16" in flags
+                  or "amx_bf16" in flags, cands, time.strftime("%Y-%m-%dT%H:%M:%S%z"), taken)
+    log.info("machine probe (%d threads, %.1f s): %s", threads, taken, ", ".join(
+        f"{c.dtype} {c.speedup_vs_float32:.2f}x err {c.rel_error:.1e}" for c in cands))
+    return probe
+
+
+def load_or_measure(threads: int, refresh: bool = False) -> Probe:
+    """This machine's CPU probe at ``threads`` threads: the cached one, or measured (and cached)
+    when none matches or ``refresh``. A cache that cannot be read is re-measured; one that cannot
+    be written is logged and skipped (the probe is still returned)."""
+    path = cache_path(threads)
+    if not refresh and path.is_file():
+        try:
+            probe = Probe.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            if probe.version == PROBE_VERSION and probe.threads == threads:
+                return probe
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable machine probe %s (%s); measuring again", path, exc)
+    probe = measure_cpu(threads)
+    save(probe, path)
+    return probe
+
+
+def save(probe: Probe, path: Path) -> None:
+    """Write ``probe`` to ``path`` atomically (temp file then rename); failures are logged."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(probe.to_dict(), f, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not cache the machine probe in %s (%s)", path, exc)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
