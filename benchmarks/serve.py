@@ -1,6 +1,7 @@
 """What the service costs: a job through ``rhythmflow serve`` (submit → audio downloaded) against
-a direct in-process ``SongGenerator.generate`` of the same request (+ writing the file), and the
-latency from a sampler step to its Server-Sent Event reaching a client.
+a direct in-process run of the same request (``plan`` → ``run`` on a loaded ``SongGenerator``,
+then writing the file), and the latency from a sampler step to its Server-Sent Event reaching a
+client.
 
     PYTHONPATH=src python benchmarks/serve.py [--steps 20] [--repeats 3]
 
@@ -9,10 +10,11 @@ makes one job take ≥ 10 s. Runs alternate (direct, API, API, direct, …) so a
 both sides alike; the table shows every pair and the median overhead. Targets: ≤ 5 % overhead on
 a job of ≥ 10 s, events within 0.5 s.
 
-Event latency, per SampleEvent: "recorded → client" is the client's arrival time minus the time
+Event latency, per ``sampling_step`` event: "recorded → client" is the client's arrival time minus the time
 the worker stored the event (the ``events.at`` column); "step → client" also counts the work
 between the end of the step and storing its event (the sampler state saved after every step),
-the step's end being the sample stage's start (its StageEvent) plus the event's ``elapsed``.
+the step's end being the sample stage's start (its ``stage_started``) plus the event's
+``elapsed``.
 Both clocks are this machine's ``time.time()``.
 """
 
@@ -34,13 +36,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import soundfile as sf
-import torch
 from common import machine, table
 
-from rhythmflow.api import SongGenerator
+from rhythmflow.api import SongGenerator, run
 from rhythmflow.audio import write_audio
 from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
+from rhythmflow.plan import Machine, plan
+from rhythmflow.request import GenerationRequest
 from rhythmflow.tiny import build_tiny_vae
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,8 +146,23 @@ def wait_model_loaded(client: Client, proc: subprocess.Popen, log: Path, timeout
     raise RuntimeError(f"the worker did not load the model within {timeout:.0f} s")
 
 
-def api_job(client: Client, request: dict, out: Path, db: Path, timeout: float) -> dict:
-    """Submit, follow the events, download the audio. Returns seconds and event latencies."""
+def cpu_seconds(root: psutil.Process) -> float:
+    """User + system CPU seconds of ``root`` and its children (the server and its worker)."""
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def api_job(client: Client, request: dict, out: Path, db: Path, timeout: float,
+            server: psutil.Process) -> dict:
+    """Submit, follow the events, download the audio. Returns wall and CPU seconds (of the
+    server and its worker) and the event latencies."""
+    cpu0 = cpu_seconds(server)
     t0 = time.perf_counter()
     job_id = client.json("POST", "/api/jobs", request)["id"]
     arrivals, final = [], None
@@ -158,31 +177,35 @@ def api_job(client: Client, request: dict, out: Path, db: Path, timeout: float) 
         raise RuntimeError(f"audio of {job_id}: HTTP {status}")
     out.write_bytes(audio)
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds(server) - cpu0
     timings = client.json("GET", f"/api/jobs/{job_id}")["timings"]
     generate = timings["total"] - timings.get("load", 0.0)  # the worker's own generate call
     with sqlite3.connect(db) as con:  # when the worker stored each event
         at = dict(con.execute("SELECT seq, at FROM events WHERE job_id=?", (job_id,)).fetchall())
     sample_start = next((at[seq] for _, seq, kind, ev in arrivals
-                         if kind == "StageEvent" and ev.get("stage") == "sample"
-                         and not ev.get("done")), None)
+                         if kind == "stage_started" and ev.get("stage") == "sample"), None)
     recorded, stepped = [], []
     for arrived, seq, kind, ev in arrivals:
-        if kind == "SampleEvent":
+        if kind == "sampling_step":
             recorded.append(arrived - at[seq])
             if sample_start is not None:
                 stepped.append(arrived - (sample_start + ev["elapsed"]))
-    return {"seconds": seconds, "outside": seconds - generate, "recorded": recorded,
+    return {"seconds": seconds, "cpu": cpu, "outside": seconds - generate, "recorded": recorded,
             "stepped": stepped, "id": job_id}
 
 
-def direct_job(gen: SongGenerator, request: dict, style: torch.Tensor, out: Path) -> float:
-    """The same request in this process: generate, then write the file the API serves."""
+def direct_job(gen: SongGenerator, request: dict, files: dict, out: Path) -> tuple[float, float]:
+    """The same request in this process: plan, run, write the file the API serves. Returns
+    (wall seconds, CPU seconds of this process)."""
+    me = psutil.Process()
+    cpu0 = cpu_seconds(me)
     t0 = time.perf_counter()
-    song = gen.generate(request["lrc"], style=style, steps=request["steps"],
-                        cfg_strength=request["cfg_strength"], seed=request["seed"],
-                        estimate=False)
+    req = GenerationRequest.from_dict(dict(request, checkpoint=str(files["ckpt"]),
+                                           vae=str(files["vae"])))
+    p = plan(req, Machine.detect(measure=False), config=gen.config, runtime=gen.runtime)
+    song = run(p, gen)
     write_audio(out, song.audio[0], song.sample_rate, sample_format="int16", normalize="peak")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_seconds(me) - cpu0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -200,7 +223,6 @@ def main() -> None:
     files = {"ckpt": save_checkpoint(random_dit(CFG, seed=7), tmp / "cfm_model.pt"),
              "vae": build_tiny_vae(tmp / "vae_model.pt")}
     vector = np.random.default_rng(0).standard_normal(512).astype(np.float32)
-    style = torch.from_numpy(vector).reshape(1, 512)
     request = {"lrc": LRC, "style_embedding": [float(v) for v in vector], "steps": args.steps,
                "cfg_strength": 4.0, "seed": 11, "format": "wav"}
     port, log, data_dir = free_port(), tmp / "serve.log", tmp / "data"
@@ -213,24 +235,28 @@ def main() -> None:
                                             assets_dir=assets, offline=True)
         db = data_dir / "jobs.sqlite3"
         warm = dict(request, steps=2)  # first runs pay one-off costs (lyrics front end, caches)
-        api_job(client, warm, tmp / "warm_api.wav", db, args.timeout)
-        direct_job(gen, warm, style, tmp / "warm_direct.wav")
-        rows, recorded, stepped, overheads = [], [], [], []
+        server = psutil.Process(proc.pid)
+        api_job(client, warm, tmp / "warm_api.wav", db, args.timeout, server)
+        direct_job(gen, warm, files, tmp / "warm_direct.wav")
+        rows, recorded, stepped, overheads, cpu_overheads = [], [], [], [], []
         for i in range(args.repeats):
             order = ("direct", "api") if i % 2 == 0 else ("api", "direct")
             got: dict[str, float] = {}
             for side in order:
                 if side == "direct":
-                    got["direct"] = direct_job(gen, request, style, tmp / f"direct_{i}.wav")
+                    got["direct"], got["direct_cpu"] = direct_job(gen, request, files,
+                                                                  tmp / f"direct_{i}.wav")
                 else:
-                    r = api_job(client, request, tmp / f"api_{i}.wav", db, args.timeout)
-                    got["api"], got["outside"] = r["seconds"], r["outside"]
+                    r = api_job(client, request, tmp / f"api_{i}.wav", db, args.timeout, server)
+                    got["api"], got["api_cpu"], got["outside"] = r["seconds"], r["cpu"], r["outside"]
                     recorded += r["recorded"]
                     stepped += r["stepped"]
             over = 100 * (got["api"] - got["direct"]) / got["direct"]
+            cpu_over = 100 * (got["api_cpu"] - got["direct_cpu"]) / got["direct_cpu"]
             overheads.append(over)
+            cpu_overheads.append(cpu_over)
             rows.append([i + 1, " → ".join(order), got["direct"], got["api"], f"{over:+.1f} %",
-                         got["outside"]])
+                         got["outside"], got["direct_cpu"], got["api_cpu"], f"{cpu_over:+.1f} %"])
         same = np.array_equal(sf.read(tmp / "direct_0.wav")[0], sf.read(tmp / "api_0.wav")[0])
     finally:
         stop_server(proc)
@@ -240,16 +266,18 @@ def main() -> None:
           f"torch {m['torch']}, {m['threads']} threads; tiny model {CFG.depth} layer(s), "
           f"dim {CFG.dim}; {args.steps} euler steps, cfg 4, 95 s song")
     print(table("Job through the API (submit → audio downloaded) vs direct generate + write",
-                ["pair", "order", "direct s", "API s", "overhead", "API s outside generate"],
-                rows))
+                ["pair", "order", "direct s", "API s", "overhead", "API s outside generate",
+                 "direct CPU s", "API CPU s", "CPU overhead"], rows))
     med = statistics.median(overheads)
-    print(f"\nmedian overhead {med:+.1f} % (target ≤ 5 % on a job ≥ 10 s); "
+    print(f"\nmedian overhead {med:+.1f} % wall, {statistics.median(cpu_overheads):+.1f} % CPU "
+          f"(target ≤ 5 % on a job ≥ 10 s); "
           f"same audio samples from both paths: {same}\n'API s outside generate': submit, "
           "queue pick-up, writing the file and the download — the service's own time, which a "
-          "busy machine disturbs less than the difference of two runs")
+          "busy machine disturbs less than the difference of two runs. CPU: user + system "
+          "seconds of the server and its worker vs of this process")
     lat_rows = [[name, len(v), pct(v, 50), pct(v, 95), max(v) if v else float("nan")]
                 for name, v in (("recorded → client", recorded), ("step → client", stepped))]
-    print(table("SampleEvent latency to the SSE client (s)",
+    print(table("sampling_step event latency to the SSE client (s)",
                 ["from", "events", "median", "p95", "max"], lat_rows))
     worst = max(stepped or recorded or [float("nan")])
     print(f"\nworst event latency {worst:.3f} s (target ≤ 0.5 s)")

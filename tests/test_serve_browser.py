@@ -308,3 +308,40 @@ def test_keyboard_only_submit(page, files):
     job = page.inner_text("#job-id").removeprefix("Job ").strip()
     assert job and page.locator("#results audio").count() == 1
     sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 3/3")
+
+
+def test_api_key_is_asked_for_and_sent(browser, files, tmp_path):
+    """A server with --api-key: the page asks for the key on the first 401, then sends it on
+    every call (events read as a stream, audio fetched and played from a local copy)."""
+    key = "page-test-key"
+    data = dict(files, data=tmp_path / "data")
+    srv = Server([*serve_args(data), "--api-key", key], tmp_path / "serve-key.log")
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        srv.wait_ready()
+        page = ctx.new_page()
+        page.set_default_timeout(WAIT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url)
+        dialog = page.locator("#key-dialog")
+        sync_api.expect(dialog).to_be_visible()
+        sync_api.expect(page.locator("#key-input")).to_be_focused()
+        page.keyboard.type("wrong-key")
+        page.keyboard.press("Enter")
+        sync_api.expect(dialog).to_be_visible()  # 401 again: asked again
+        page.fill("#key-input", key)
+        page.keyboard.press("Enter")
+        sync_api.expect(dialog).to_be_hidden()
+        sync_api.expect(page.locator("#history")).to_contain_text("No jobs yet")
+        fill_song(page, files, steps=2, seed=3)
+        page.click("#generate")
+        wait_status(page, "completed")
+        sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 2/2")
+        page.wait_for_function("document.querySelector('#results audio').duration > 0")
+        src = page.locator("#results audio").first.get_attribute("src")
+        assert src and src.startswith("blob:")  # <audio> cannot send the key itself
+        assert errors == [], errors
+    finally:
+        ctx.close()
+        srv.stop()
