@@ -112,6 +112,18 @@ def test_a_job_runs_and_serves_audio_metadata_and_events(immediate):
     assert len(later) == len(events) - 3
 
 
+def test_plain_lyrics_are_timed_by_the_plan(immediate):
+    body = job_body(lyrics="[verse]\nHello little song\nAnother line of words")
+    del body["lrc"]
+    r = immediate.post("/api/jobs", json=body)
+    assert r.status_code == 201, r.text
+    job = immediate.get(f"/api/jobs/{r.json()['id']}").json()
+    assert job["status"] == "completed" and job["request"]["lyrics"].startswith("[verse]")
+    assert "]Hello little song" in job["plan"]["lrc"] and job["plan"]["autotime"]["lrc"]
+    r = immediate.post("/api/validate", json=dict(body, lrc="[00:01.00]x"))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "lyrics"
+
+
 def test_batch_in_flac_has_one_output_per_song(immediate):
     job_id = immediate.post("/api/jobs", json=job_body(batch=2, format="flac")).json()["id"]
     job = immediate.get(f"/api/jobs/{job_id}").json()

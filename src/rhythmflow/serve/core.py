@@ -89,15 +89,18 @@ def _user_request(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
 def _plan(fields: dict[str, Any], settings: Settings, known: dict[str, Any] | None):
     """Plan ``fields`` + the service's weights on the published worker facts."""
     from rhythmflow.config import DiTConfig
+    from rhythmflow.lyrics.resources import LyricsAssets
     from rhythmflow.plan import Machine, plan
     from rhythmflow.request import GenerationRequest
     from rhythmflow.runtime import Runtime
 
     request = GenerationRequest.from_dict({**fields, **weights(settings)})
+    lyrics = LyricsAssets.of(settings.assets_dir, True if settings.offline else None)
     if known is not None:
         return plan(request, Machine.from_dict(known["machine"]),
                     config=DiTConfig.from_dict(known["config"]),
-                    runtime=Runtime(**known["runtime"]), check_files=False)
+                    runtime=Runtime(**known["runtime"]), check_files=False,
+                    lyrics_assets=lyrics)
     if settings.checkpoint is not None:
         return None  # the architecture is read from the file by a worker (torch)
     from rhythmflow import specs
@@ -107,7 +110,7 @@ def _plan(fields: dict[str, Any], settings: Settings, known: dict[str, Any] | No
     runtime = Runtime(device, dtype, settings.threads or 1, device,
                       specs.DEFAULT_STEPS[device.split(":")[0]],
                       ("provisional: no worker has published its runtime yet",))
-    return plan(request, Machine(), runtime=runtime, check_files=False)
+    return plan(request, Machine(), runtime=runtime, check_files=False, lyrics_assets=lyrics)
 
 
 def validate(body: dict[str, Any], settings: Settings,
@@ -150,7 +153,7 @@ def worker_plan(job: dict[str, Any], settings: Settings, generator):
 
     request = GenerationRequest.from_dict({**job["request"], **weights(settings)})
     return plan(request, Machine.detect(measure=False), config=generator.config,
-                runtime=generator.runtime)
+                runtime=generator.runtime, lyrics_assets=generator.lyrics_assets)
 
 
 def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel,
