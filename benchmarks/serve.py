@@ -170,6 +170,8 @@ def api_job(client: Client, request: dict, out: Path, db: Path, timeout: float,
         arrivals.append((arrived, seq, kind, ev))
         if kind == "status" and ev.get("status") in TERMINAL:
             final = ev["status"]
+    if final is None:  # the stream ended without its final status event: ask the job
+        final = client.json("GET", f"/api/jobs/{job_id}")["status"]
     if final != "completed":
         raise RuntimeError(f"job {job_id} ended {final}: {client.json('GET', f'/api/jobs/{job_id}')}")
     status, audio = client.call("GET", f"/api/jobs/{job_id}/audio?index=0")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
 from rhythmflow.tiny import build_tiny_vae
@@ -151,6 +152,9 @@ def fill_song(page, files, *, lrc: str = LRC, steps: int = 3, seed: int = 11) ->
     page.fill("#lyrics-input", lrc)
     page.fill("#steps", str(steps))
     page.fill("#seed", str(seed))
+    plan = page.locator("#plan")  # the plan of these very settings (a chosen seed is shown)
+    sync_api.expect(plan).to_contain_text(f"{steps} steps", timeout=WAIT_MS)
+    sync_api.expect(plan).to_contain_text(f"seed {seed}", timeout=WAIT_MS)
     expect_plan(page)
 
 
@@ -188,9 +192,36 @@ def test_lrc_errors_are_shown_on_their_line_and_the_plan_once_fixed(page, files)
     fill_song(page, files, steps=7)
     sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
     assert page.locator("#gutter .bad").count() == 0
-    assert "7 steps" in expect_plan(page)
+    sync_api.expect(page.locator("#plan")).to_contain_text("7 steps", timeout=WAIT_MS)
     page.fill("#steps", "0")  # a settings field's error is shown too, naming the field
     sync_api.expect(issue).to_contain_text("steps", timeout=WAIT_MS)
+    sync_api.expect(page.locator("#steps")).to_have_attribute("aria-invalid", "true")
+    page.fill("#steps", "7")
+    expect_plan(page)
+    sync_api.expect(page.locator("#steps")).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_plain_lyrics_and_reference_audio_are_planned(page, files, tmp_path):
+    """Plain (untimed) lyrics go as ``lyrics``; a reference audio file goes as multipart
+    (``request`` JSON + ``style_audio``). Both are planned by the server without an error."""
+    choose_style(page, files)
+    page.check("input[name=lyrics-mode][value=lyrics]")
+    sync_api.expect(page.locator("#lyrics-label")).to_contain_text("Plain lyrics")
+    page.fill("#lyrics-input", "Hello little song\nAnother line of words\nThe end\n")
+    assert "Estimated time" in expect_plan(page)
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
+    ref = tmp_path / "reference.wav"
+    t = np.arange(12 * 44100) / 44100
+    sf.write(ref, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, axis=1) * 0.3, 44100)
+    page.check("input[name=style-mode][value=audio]")
+    sync_api.expect(page.locator("#style-audio")).to_be_visible()
+    sync_api.expect(page.locator("#style-embedding")).to_be_hidden()
+    with page.expect_request(lambda r: r.url.endswith("/api/validate")
+                             and "multipart/form-data" in (r.headers.get("content-type") or "")):
+        page.set_input_files("#style-audio", str(ref))
+    page.fill("#steps", "9")
+    sync_api.expect(page.locator("#plan")).to_contain_text("9 steps", timeout=WAIT_MS)
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
 
 
 def test_cancel_resume_finish_play_and_history_after_reload(page, files, server):

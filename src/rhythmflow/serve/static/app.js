@@ -18,6 +18,7 @@ const state = {
   validateTimer: null,
   validateSeq: 0,
   historyNext: null,    // cursor/offset for "Load older jobs"
+  lastSeq: 0,           // id of the last event shown for this job (a new stream replays all)
   embedding: null,      // style embedding (512 numbers) read from a file, or null
 };
 
@@ -64,6 +65,14 @@ function buildRequest() {
   return req;
 }
 
+// Empty lyrics make an instrumental, so a chosen style alone is worth checking.
+function styleChosen() {
+  const mode = styleMode();
+  if (mode === "prompt") return $("style-prompt").value.trim() !== "";
+  if (mode === "embedding") return state.embedding !== null;
+  return $("style-audio").files.length > 0;
+}
+
 // JSON, or multipart with the request as a JSON part when a reference audio file is chosen.
 function requestBody() {
   const req = buildRequest();
@@ -75,12 +84,20 @@ function requestBody() {
   return { form };
 }
 
+// request field → the control that sets it (marked aria-invalid while the server refuses it)
+const CONTROLS = { lrc: "lyrics-input", lyrics: "lyrics-input", style_prompt: "style-prompt",
+                   style_embedding: "style-embedding", style_audio: "style-audio", steps: "steps",
+                   cfg_strength: "cfg-strength", seed: "seed", duration: "duration",
+                   format: "format" };
+
 function showIssue(err) {
   const box = $("lyrics-issues");
   box.textContent = "";
   badLine = err && err.line ? err.line : null;
   drawGutter();
+  for (const id of new Set(Object.values(CONTROLS))) $(id).removeAttribute("aria-invalid");
   if (!err) return;
+  if (CONTROLS[err.field]) $(CONTROLS[err.field]).setAttribute("aria-invalid", "true");
   const div = document.createElement("div");
   div.className = "error-line";
   // the server's message often names its field already ("steps must be …")
@@ -112,7 +129,7 @@ function selectLine(n) {
 async function validate() {
   const seq = ++state.validateSeq;
   const plan = $("plan");
-  if (!lyricsInput.value.trim()) {
+  if (!lyricsInput.value.trim() && !styleChosen()) {   // nothing to check yet
     showIssue(null);
     plan.classList.remove("bad");
     plan.textContent = "Type lyrics to see the plan and its time estimate.";
@@ -169,11 +186,6 @@ async function submit(ev) {
   ev.preventDefault();
   const btn = $("generate");
   $("form-error").textContent = "";
-  if (!lyricsInput.value.trim()) {
-    $("form-error").textContent = "Write some lyrics first.";
-    lyricsInput.focus();
-    return;
-  }
   btn.disabled = true;
   try {
     const data = await api("api/jobs", { method: "POST", ...requestBody() });
@@ -199,6 +211,7 @@ function stopWatching() {
 async function openJob(id) {
   stopWatching();
   state.jobId = id;
+  state.lastSeq = 0;
   $("job-warnings").textContent = "";
   $("job-empty").hidden = true;
   $("job-body").hidden = false;
@@ -315,7 +328,11 @@ async function refreshJob(id) {
 // Live events, with polling GET api/jobs/{id} when the stream breaks or ends early.
 function watch(id) {
   state.stream = streamEvents(`api/jobs/${encodeURIComponent(id)}/events`,
-    (ev) => applyEvent(id, ev),
+    (ev, seq) => {
+      if (seq && seq <= state.lastSeq) return;   // shown already (the stream after a resume)
+      if (seq) state.lastSeq = seq;
+      applyEvent(id, ev);
+    },
     () => {
       if (state.jobId !== id) return;
       state.stream = null;

@@ -81,17 +81,18 @@ export function askKey(refused = false) {
   return session.keyPrompt;
 }
 
-// Server-Sent Events of `url`: onEvent(object) per JSON event (its "event" field filled from the
-// SSE event name when missing); onFail() once when the stream breaks or ends. EventSource when
+// Server-Sent Events of `url`: onEvent(object, seq) per JSON event (its "event" field filled
+// from the SSE event name when missing; seq: the SSE id as a number, or 0); onFail() once when
+// the stream breaks or ends. EventSource when
 // no key is needed (it cannot send headers), else a fetch stream read by hand. Returns {close()}.
 export function streamEvents(url, onEvent, onFail) {
   let closed = false;
-  const deliver = (text, type) => {
+  const deliver = (text, type, id) => {
     let ev;
     try { ev = JSON.parse(text); } catch (_) { return; }   // ignore a malformed event
     if (ev && typeof ev === "object") {
       if (!ev.event) ev.event = type;
-      onEvent(ev);
+      onEvent(ev, Number(id) || 0);
     }
   };
   const fail = () => {
@@ -107,7 +108,7 @@ export function streamEvents(url, onEvent, onFail) {
     // events are named by type ("event: SampleEvent"); unnamed ones arrive as "message"
     for (const type of ["message", "status", "stage_started", "stage_finished", "sampling_step",
                         "decode_chunk", "warning", "result"]) {
-      es.addEventListener(type, (m) => deliver(m.data, type));
+      es.addEventListener(type, (m) => deliver(m.data, type, m.lastEventId));
     }
     es.onerror = fail;
     handle = { close: () => { closed = true; es.close(); } };
@@ -132,7 +133,7 @@ export function streamEvents(url, onEvent, onFail) {
         const field = (name) => lines.filter((l) => l.startsWith(name + ":"))
           .map((l) => l.slice(name.length + 1).replace(/^ /, "")).join("\n");
         const data = field("data");
-        if (data) deliver(data, field("event") || "message");
+        if (data) deliver(data, field("event") || "message", field("id"));
       }
     }
     fail();   // the stream ended: the caller reads the job to learn why
