@@ -53,8 +53,8 @@ def free_port() -> int:
 class Server:
     """``rhythmflow serve`` as a child process; :meth:`stop` sends SIGTERM, then SIGKILL."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -341,9 +341,11 @@ def test_keyboard_only_submit(page, files):
     sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 3/3")
 
 
-def test_api_key_is_asked_for_and_sent(browser, files, tmp_path):
+def test_api_key_is_asked_for_and_sent_and_history_survives_a_restart(browser, files, tmp_path):
     """A server with --api-key: the page asks for the key on the first 401, then sends it on
-    every call (events read as a stream, audio fetched and played from a local copy)."""
+    every call (events read as a stream, audio fetched and played from a local copy). The
+    server is then stopped and started again on the same data: the reloaded page lists the
+    job (the key is remembered for the tab)."""
     key = "page-test-key"
     data = dict(files, data=tmp_path / "data")
     srv = Server([*serve_args(data), "--api-key", key], tmp_path / "serve-key.log")
@@ -372,6 +374,18 @@ def test_api_key_is_asked_for_and_sent(browser, files, tmp_path):
         page.wait_for_function("document.querySelector('#results audio').duration > 0")
         src = page.locator("#results audio").first.get_attribute("src")
         assert src and src.startswith("blob:")  # <audio> cannot send the key itself
+        job_id = page.inner_text("#job-id").removeprefix("Job ").strip()
+
+        srv.stop()
+        srv = Server([*serve_args(data), "--api-key", key], tmp_path / "serve-key.log",
+                     port=srv.port)
+        srv.wait_ready()
+        page.reload()
+        row = page.locator(f"#history li[data-job-id='{job_id}']")
+        sync_api.expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT_MS)
+        sync_api.expect(dialog).to_be_hidden()
+        row.locator("button").click()
+        page.wait_for_function("document.querySelector('#results audio').duration > 0")
         assert errors == [], errors
     finally:
         ctx.close()
