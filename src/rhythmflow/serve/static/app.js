@@ -100,9 +100,12 @@ function showIssue(err) {
   if (CONTROLS[err.field]) $(CONTROLS[err.field]).setAttribute("aria-invalid", "true");
   const div = document.createElement("div");
   div.className = "error-line";
-  // the server's message often names its field already ("steps must be …")
-  const named = err.field && String(err.message).replace(/^'/, "").startsWith(err.field);
-  const where = err.line ? `Line ${err.line}: ` : (err.field && !named ? `${err.field}: ` : "");
+  // the server's message often names its line or field already ("LRC line 3: …", "steps …")
+  const text = String(err.message);
+  const named = err.line ? new RegExp(`\\bline ${err.line}\\b`, "i").test(text)
+    : err.field && text.replace(/^'/, "").startsWith(err.field);
+  const label = err.line ? `Line ${err.line}` : err.field;
+  const where = label && !named ? `${label}: ` : "";
   const msg = document.createElement("span");
   msg.textContent = `${where}${err.message}`;
   div.append(msg);
@@ -193,7 +196,7 @@ async function submit(ev) {
     loadHistory();
     $("job-title").focus();
   } catch (e) {
-    $("form-error").textContent = e.line ? `Line ${e.line}: ${e.message}` : e.message;
+    $("form-error").textContent = e.message;
     if (e.line || e.field) showIssue({ message: e.message, field: e.field, line: e.line });
   } finally {
     btn.disabled = false;
@@ -523,6 +526,7 @@ function init() {
   syncModes();
   drawGutter();
   loadHealth();
+  setInterval(loadHealth, 15000);   // workers come and go; the model loads after start
   loadHistory();
   if (lyricsInput.value.trim()) scheduleValidate();
 }
