@@ -395,3 +395,21 @@ def test_api_key_is_asked_for_and_sent_and_history_survives_a_restart(browser, f
     finally:
         ctx.close()
         srv.stop()
+
+
+def test_progress_falls_back_to_polling_without_event_stream(page, files):
+    """With the event stream refused (a proxy that drops SSE, say), progress and the result
+    still arrive by polling GET /api/jobs/{id}."""
+    refused: list[str] = []
+
+    def refuse(route):
+        refused.append(route.request.url)
+        route.abort()
+
+    page.route("**/api/jobs/*/events", refuse)
+    fill_song(page, files, steps=4, seed=8)
+    page.click("#generate")
+    wait_status(page, "completed")
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 4/4")
+    page.wait_for_function("document.querySelector('#results audio').duration > 0")
+    assert refused  # the page did try the stream first
