@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import pytest
 import torch
@@ -61,3 +62,27 @@ def test_a_mid_run_checkpoint_resumes_to_the_uninterrupted_latent(model, tmp_pat
     assert resumed.completed and torch.equal(resumed.latent, full.latent)
     assert [e.step for e in events] == list(range(cut + 1, 5))
     assert resumed.evaluations + state.evaluations == full.evaluations
+
+
+def test_a_step_finished_after_cancel_is_neither_saved_nor_reported(model, tmp_path):
+    ckpt = tmp_path / "job.state"
+    cancel = threading.Event()
+    calls = {"n": 0}
+
+    def forward(x, t, cond):  # the token is set during the third step's evaluation
+        calls["n"] += 1
+        if calls["n"] == 3:
+            cancel.set()
+        return model(x, t, cond)
+
+    forward.dtype = model.dtype
+    events = []
+    r = sample(forward, _song(model), steps=6, cfg_strength=3.0, seed=2, cancel=cancel,
+               checkpoint=ckpt, callback=events.append)
+    assert r.status == "cancelled" and r.steps_done == r.state.step == 3
+    # step 3 finished after the token was set: neither saved nor reported
+    assert SamplerState.load(ckpt).step == 2 and [e.step for e in events] == [1, 2]
+    resumed = sample(model, _song(model), steps=6, cfg_strength=3.0,
+                     resume_state=SamplerState.load(ckpt))
+    assert torch.equal(resumed.latent, sample(model, _song(model), steps=6, cfg_strength=3.0,
+                                              seed=2).latent)

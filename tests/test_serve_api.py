@@ -23,9 +23,7 @@ from rhythmflow.serve.queue import JobQueue
 from rhythmflow.serve.settings import Limits, Settings
 from rhythmflow.serve.store import Store
 from rhythmflow.serve.worker import Worker
-from tests.servekit import EMBEDDING, LRC, build_files, env, job_body, wait_for
-
-pytest.importorskip("fastapi", reason="needs the serve extra")  # installed by setup.sh
+from tests.servekit import LRC, build_files, env, job_body, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -380,3 +378,17 @@ def test_cancel_a_running_job_then_resume_it_bit_identically(threaded):
     assert np.array_equal(np.load(jobs / job_id / "latents.npy"),
                           np.load(jobs / ref_id / "latents.npy"))
     assert not (jobs / job_id / "state.pt").exists()  # used up
+
+
+def test_deleting_a_running_job_stops_its_worker_and_leaves_nothing(threaded):
+    c = threaded
+    job_id = c.post("/api/jobs", json=job_body(steps=12, seed=4)).json()["id"]
+    wait_for("step 1", lambda: c.get(f"/api/jobs/{job_id}").json()["progress"]["step"] >= 1)
+    assert c.delete(f"/api/jobs/{job_id}").status_code == 204
+    wait_for("the worker to let go", lambda: c.get("/api/health").json()["workers"][0][
+        "current_job"] is None and c.worker._token is None, timeout=60)
+    assert c.get(f"/api/jobs/{job_id}").status_code == 404
+    assert not (c.worker.settings.jobs_dir / job_id).exists()
+    # the worker is still serving
+    other = c.post("/api/jobs", json=job_body()).json()["id"]
+    wait_for("the next job", lambda: c.get(f"/api/jobs/{other}").json()["status"] == "completed")

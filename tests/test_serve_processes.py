@@ -13,10 +13,17 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.servekit import build_files, free_port, job_body, pid_alive, start, stop, wait_for, \
-    weights
+from tests.servekit import (
+    build_files,
+    free_port,
+    job_body,
+    pid_alive,
+    start,
+    stop,
+    wait_for,
+    weights,
+)
 
-pytest.importorskip("fastapi", reason="needs the serve extra")  # installed by setup.sh
 FAST = ["--lease", "3", "--heartbeat", "0.5", "--poll", "0.1"]
 
 
@@ -137,6 +144,26 @@ def test_a_worker_killed_mid_job_is_resumed_by_the_next_bit_identically(service)
     ref = service.done(service.submit(steps=30, seed=5))
     assert ref["attempts"] == 1
     assert np.array_equal(service.latents(job_id), service.latents(ref["id"]))
+
+
+def test_a_paused_worker_that_lost_its_lease_writes_nothing(service):
+    service.serve("--no-worker")
+    first = service.worker("worker1")
+    wait_for("a loaded worker", lambda: service.get("/api/health")["model_loaded"], timeout=120)
+    job_id = service.submit(steps=20, seed=6)
+    wait_for("step 2", lambda: service.job(job_id)["progress"]["step"] >= 2, timeout=120,
+             every=0.02)
+    first.send_signal(signal.SIGSTOP)  # hangs: no heartbeat, no step
+    try:
+        service.worker("worker2")  # reaps the expired lease and resumes the job
+        job = service.done(job_id)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    wait_for("worker1 to notice", lambda: "lease lost" in service.log("worker1"), timeout=60)
+    assert service.job(job_id) == job  # nothing changed after the first worker woke up
+    assert job["attempts"] == 2
+    assert service.statuses(job_id).count("completed") == 1
+    assert stop(first, signal.SIGTERM) == 0
 
 
 @pytest.fixture()

@@ -207,7 +207,9 @@ def sample(
     saved there atomically (:meth:`SamplerState.save`, reason "checkpoint") *before* the step's
     event is reported, so a process killed at any point leaves a state at least as far as the
     last event it reported; ``resume_state=SamplerState.load(checkpoint)`` continues it
-    bit-identically.
+    bit-identically. With a checkpoint, a step that completes after ``cancel`` was set is neither
+    saved nor reported (a worker that lost its job writes nothing more; the file stays at the
+    last reported step); the returned ``state`` still includes it.
     """
     started = time.perf_counter()
     spec = get_solver(solver)
@@ -252,6 +254,8 @@ def sample(
         current.update(x=x_new, step=k)
         monitor.set_state(x_new)
         if checkpoint is not None and k < steps:
+            if cancel is not None and cancel.is_set():
+                return  # stopping: neither saved nor reported (the file = the last event)
             SamplerState(
                 x=x_new,
                 step=k,

@@ -87,6 +87,7 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        recover(store, queue)
         proc = start_worker_process(settings) if settings.worker else None
         app.state.worker_process = proc
         try:
@@ -116,6 +117,18 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
     if (STATIC / "index.html").is_file():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
+
+
+def recover(store: Store, queue: JobQueue) -> int:
+    """Put every queued job on the queue again (at start-up): a message taken by a worker that
+    died before claiming its job would otherwise be lost. A duplicate message is harmless (a
+    job is claimed once); returns how many were enqueued."""
+    jobs = store.queued()
+    for job in jobs:
+        queue.enqueue(job["id"], job["runtime_class"] if job["has_state"] else None)
+    if jobs:
+        log.info("%d queued job(s) put back on the queue", len(jobs))
+    return len(jobs)
 
 
 def api_key_from_env(value: str | None) -> str | None:

@@ -40,7 +40,8 @@ class RequestError(UsageError):
 
 def weights(settings: Settings) -> dict[str, Any]:
     """The request fields the service decides: its weights and runtime."""
-    return {"model": settings.model, "model_config": _str(settings.model_config),
+    model = None if settings.checkpoint else settings.model or "base"  # what workers load
+    return {"model": model, "model_config": _str(settings.model_config),
             "checkpoint": _str(settings.checkpoint), "vae": _str(settings.vae),
             "quantize": settings.quantize, "device": settings.device, "dtype": settings.dtype,
             "threads": settings.threads, "estimate": False}
@@ -151,7 +152,10 @@ def worker_plan(job: dict[str, Any], settings: Settings, generator):
     from rhythmflow.plan import Machine, plan
     from rhythmflow.request import GenerationRequest
 
-    request = GenerationRequest.from_dict({**job["request"], **weights(settings)})
+    fields = dict(job["request"])
+    if fields.get("style_audio"):  # stored relative to the (shared) data folder
+        fields["style_audio"] = str(settings.data_dir / fields["style_audio"])
+    request = GenerationRequest.from_dict({**fields, **weights(settings)})
     return plan(request, Machine.detect(measure=False), config=generator.config,
                 runtime=generator.runtime, lyrics_assets=generator.lyrics_assets)
 
@@ -172,8 +176,9 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
 
     p = worker_plan(job, settings, generator)
     state = SamplerState.load(checkpoint) if checkpoint.is_file() else None
-    song = run(p, generator, on_event, cancel=cancel, resume_state=state, save_state=checkpoint,
-               checkpoint=checkpoint)
+    # no save_state: the checkpoint already holds the last completed step, and a worker that
+    # lost its lease must not write the state on its way out
+    song = run(p, generator, on_event, cancel=cancel, resume_state=state, checkpoint=checkpoint)
     if not still_owned():
         raise LostLease("the lease was taken over before the files were written")
     r = p.request

@@ -142,7 +142,9 @@ async def _read_request(request: Request, folder: Path) -> dict[str, Any]:
             if hasattr(value, "read"):
                 if name != "style_audio":
                     raise ApiError(422, f"unexpected file field '{name}'", field=name)
-                body["_style_audio"] = str(await _save_upload(value, folder, limits))
+                path = await _save_upload(value, folder, limits)
+                # relative to the data folder, which workers may mount elsewhere
+                body["_style_audio"] = str(path.relative_to(request.app.state.settings.data_dir))
             elif name == "request":
                 body.update(_json(value))
             elif (v := _form_value(name, value)) is not None:

@@ -251,6 +251,13 @@ class Store:
                 _status_event(db, job_id, "queued", now, reason="lease expired")
         return [self.get(i) for i in ids]
 
+    def queued(self) -> list[dict[str, Any]]:
+        """Every queued job (id, runtime_class, has_state), oldest first."""
+        with self._tx() as db:
+            rows = db.execute("SELECT id, runtime_class, has_state FROM jobs WHERE "
+                              "status='queued' ORDER BY rowid").fetchall()
+        return [dict(r) for r in rows]
+
     # ---- workers -------------------------------------------------------------------------
 
     def worker_beat(self, worker_id: str, **fields: Any) -> None:
