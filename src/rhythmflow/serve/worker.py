@@ -220,7 +220,12 @@ class Worker:
                 if time.monotonic() >= next_reap:
                     self.reap()
                     next_reap = time.monotonic() + self.settings.lease / 2
-                job_id = self.queue.take(self.runtime_class)
+                try:
+                    job_id = self.queue.take(self.runtime_class)
+                except Exception:  # Redis briefly unreachable, a locked queue file: wait, retry
+                    log.exception("cannot read the queue; retrying")
+                    self.stop.wait(max(1.0, 10 * self.settings.poll))
+                    continue
                 if job_id is None:
                     self.stop.wait(self.settings.poll)
                     continue
