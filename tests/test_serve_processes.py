@@ -252,3 +252,13 @@ def test_a_server_stopped_with_sigterm_and_started_again_loses_nothing(service):
     assert all(len(j["outputs"]) == 1 for j in finals)
     history = service.get("/api/jobs?limit=10")["jobs"]
     assert [j["id"] for j in history] == ids[::-1]
+
+
+def test_a_killed_server_leaves_no_orphan_worker(service):
+    server = service.serve()
+    wait_for("the embedded worker", lambda: service.get("/api/health")["model_loaded"],
+             timeout=120)
+    worker_pid = int(service.get("/api/health")["workers"][0]["id"].split("-")[-2])
+    server.send_signal(signal.SIGKILL)  # no lifespan shutdown runs
+    server.wait(timeout=30)
+    wait_for("the worker to exit with its parent", lambda: not pid_alive(worker_pid), timeout=60)
