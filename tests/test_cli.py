@@ -199,7 +199,7 @@ def test_plan_prints_json_and_loads_nothing(files, tmp_path, capsys):
     assert main(base_args(files, out, "--plan", "--json", "--time-budget", "100000")) == 0
     p = json.loads(capsys.readouterr().out)
     assert p["steps"] == 3 and p["seed"] == 11 and p["frames"] == 2048
-    assert p["grid"] == [0.0, 0.33333334, 0.66666669, 1.0]
+    assert p["grid"] == [0.0, 0.33333334, 0.66666663, 1.0]
     assert p["request"]["checkpoint"] == str(files["ckpt"]) and p["runtime_class"]
     assert set(p["estimate"]) >= {"load", "lyrics", "style", "sampling", "decode", "total"}
     assert not out.exists()

@@ -247,6 +247,9 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     for d in track.dropped:
         emit(on_event, events.Warning(f"LRC line {d.line.line} ({d.line.text!r}) not sung: "
                                       f"{d.reason}"))
+    for line in track.truncated:
+        emit(on_event, events.Warning(f"LRC line {line.line} ({line.text!r}) cut at the end of "
+                                      "the song"))
     stage("lyrics", f"{len(track.placed)} lines placed on {track.end_frame} frames", t0)
     t0 = time.perf_counter()
     style, neg = gen.style(r)

@@ -147,9 +147,9 @@ def place_tokens(
         if frame_len < len(tokens):
             truncated.append(line)
     for d in dropped:
-        log.info("lyric line %d (%.2f s) not placed: %s", d.line.line, d.line.start, d.reason)
+        log.debug("lyric line %d (%.2f s) not placed: %s", d.line.line, d.line.start, d.reason)
     for line in truncated:
-        log.info("lyric line %d (%.2f s) cut at the end of the song", line.line, line.start)
+        log.debug("lyric line %d (%.2f s) cut at the end of the song", line.line, line.start)
     return LyricsTrack(
         tokens=torch.tensor(track, dtype=torch.long).reshape(1, end_frame),
         end_frame=end_frame,
