@@ -177,6 +177,11 @@ def wait_status(page, status: str) -> None:
     sync_api.expect(page.locator("#job-status")).to_have_text(status, timeout=WAIT_MS)
 
 
+def wait_audio_decoded(page) -> None:
+    """Until the first result's player knows its duration (the browser decoded the file)."""
+    page.wait_for_function("(document.querySelector('#results audio') || {}).duration > 0")
+
+
 def api_json(server, path: str) -> dict:
     with urllib.request.urlopen(server.url + path, timeout=30) as r:
         return json.loads(r.read())
@@ -265,7 +270,7 @@ def test_cancel_resume_finish_play_and_history_after_reload(page, files, server)
     done_id = page.inner_text("#job-id").removeprefix("Job ").strip()
     sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 3/3")
     audio = page.locator("#results audio").first
-    page.wait_for_function("document.querySelector('#results audio').duration > 0")
+    wait_audio_decoded(page)
     duration = audio.evaluate("a => a.duration")
     assert 90 < duration < 100  # the browser decoded the 95 s song
     canvas = page.locator("#results canvas").first
@@ -276,7 +281,7 @@ def test_cancel_resume_finish_play_and_history_after_reload(page, files, server)
     href = page.locator("#results a[download]").first.get_attribute("href")
     assert href and f"/api/jobs/{done_id}/audio" in href
     audio.evaluate("a => { a.muted = true; return a.play(); }")
-    page.wait_for_function("document.querySelector('#results audio').currentTime > 0")
+    page.wait_for_function("(document.querySelector('#results audio') || {}).currentTime > 0")
 
     # history comes from the server: both jobs are there after a reload, newest first
     page.reload()
@@ -376,7 +381,7 @@ def test_api_key_is_asked_for_and_sent_and_history_survives_a_restart(browser, f
         page.click("#generate")
         wait_status(page, "completed")
         sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 2/2")
-        page.wait_for_function("document.querySelector('#results audio').duration > 0")
+        wait_audio_decoded(page)
         src = page.locator("#results audio").first.get_attribute("src")
         assert src and src.startswith("blob:")  # <audio> cannot send the key itself
         job_id = page.inner_text("#job-id").removeprefix("Job ").strip()
@@ -390,7 +395,7 @@ def test_api_key_is_asked_for_and_sent_and_history_survives_a_restart(browser, f
         sync_api.expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT_MS)
         sync_api.expect(dialog).to_be_hidden()
         row.locator("button").click()
-        page.wait_for_function("document.querySelector('#results audio').duration > 0")
+        wait_audio_decoded(page)
         assert errors == [], errors
     finally:
         ctx.close()
@@ -411,5 +416,5 @@ def test_progress_falls_back_to_polling_without_event_stream(page, files):
     page.click("#generate")
     wait_status(page, "completed")
     sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 4/4")
-    page.wait_for_function("document.querySelector('#results audio').duration > 0")
+    wait_audio_decoded(page)
     assert refused  # the page did try the stream first
