@@ -62,14 +62,29 @@ def to_rhythmflow_args(argv: list[str] | None = None) -> list[str]:
     out += [x for flag, v in pairs if v is not None for x in (flag, str(v))]
     if a.edit:
         out.append("--edit")
-    Path(a.output_dir).mkdir(parents=True, exist_ok=True)
     return out + extra  # anything else goes to rhythmflow generate as is
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``rhythmflow generate``; the output folder is created for the run and removed again
+    (with the parents created for it) when the run fails and leaves it empty."""
     from rhythmflow.cli import main as rhythmflow_main
 
-    return rhythmflow_main(to_rhythmflow_args(argv))
+    args = to_rhythmflow_args(argv)
+    folder = Path(args[args.index("-o") + 1]).parent
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    code = 1
+    try:
+        code = rhythmflow_main(args)
+    finally:
+        if code != 0:
+            for p in created:  # innermost first; a folder holding a saved state is kept
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+    return code
 
 
 if __name__ == "__main__":

@@ -169,3 +169,12 @@ def test_planning_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
     assert out == ["8", "False"]
+
+
+def test_int8_quantization_plans_a_float32_model_even_where_auto_picks_bf16():
+    amx = dataclasses.replace(CPU, cpu_dtype="bfloat16", cpu_dtype_reason="faster here")
+    assert plan(req(), amx).dtype == "bfloat16"
+    assert plan(req(quantize="int8"), amx).dtype == "float32"
+    with pytest.raises(UsageError, match="quantizes a float32 model") as info:
+        plan(req(quantize="int8", dtype="bfloat16"), amx)
+    assert info.value.field == "quantize"

@@ -19,7 +19,7 @@ import torch
 
 from rhythmflow import __version__, events
 from rhythmflow.config import DiTConfig
-from rhythmflow.errors import SamplingCancelled, SamplingTimeout, UsageError
+from rhythmflow.errors import RhythmflowError, SamplingCancelled, SamplingTimeout, UsageError
 from rhythmflow.events import EventSink, emit
 from rhythmflow.lyrics.resources import LyricsAssets
 from rhythmflow.plan import Plan, plan
@@ -38,6 +38,7 @@ class Song:
     latents: torch.Tensor
     seeds: list[int | None]
     metadata: dict[str, Any] = field(default_factory=dict)
+    state: Any = None  # the finished SamplerState: saved if writing the song fails (resume decodes)
 
     def __len__(self) -> int:
         return self.audio.shape[0]
@@ -174,13 +175,19 @@ class SongGenerator:
         edit = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
         return edit.reference, edit.mask
 
-    def decode(self, latents: torch.Tensor, on_event: EventSink | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, on_event: EventSink | None = None,
+               cancel=None) -> torch.Tensor:
+        """Latents [b, n, 64] → audio [b, 2, s]; a set ``cancel`` stops after the current chunk
+        (StoppedAfterSampling)."""
+        from rhythmflow.keep import decode_cancelled
+
         t0 = time.perf_counter()
 
         def on_chunk(done: int, total: int) -> None:
             el = time.perf_counter() - t0
             emit(on_event, events.DecodeChunk(done, total, el,
                                               el / done * (total - done) if done else None))
+            decode_cancelled(cancel, done, total)
 
         audio = self.vae.decode(latents.transpose(1, 2).contiguous(), on_chunk=on_chunk)
         return audio.float().cpu()
@@ -228,6 +235,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     """Execute plan ``p`` on a loaded generator. Raises SamplingTimeout / SamplingCancelled
     (with the state saved to ``save_state`` when given) unless ``anytime`` finished the song.
     ``checkpoint``: a file the sampler state is saved to after every step."""
+    from rhythmflow.keep import check_cancel, keep_and_reraise
     from rhythmflow.sampling import Deadline, prepare_inputs, sample
 
     r, started = p.request, time.perf_counter()
@@ -240,6 +248,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         timings[name] = round(time.perf_counter() - t0, 3)
         emit(on_event, events.StageFinished(name, message, timings[name]))
 
+    check_cancel(cancel, "the lyrics stage")  # a Ctrl-C before sampling keeps nothing
     t0 = time.perf_counter()
     for message in p.warnings:
         emit(on_event, events.Warning(message))
@@ -266,7 +275,9 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         song_duration=track.song_duration, reference=None if reference is None else
         reference.to(dev), edit_mask=mask, batch=r.batch)
     if r.estimate:
+        check_cancel(cancel, "the time estimate")
         _calibrated_estimate(p, gen, stage)
+    check_cancel(cancel, "sampling")
     tag = _fingerprint(track.tokens, style, neg if neg is not None else style,
                        extra=str(gen.identity.get("checkpoint")))
     t0 = time.perf_counter()
@@ -291,12 +302,17 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
                                       f"{result.steps_done}/{result.total_steps} (lower quality)"))
     t0 = time.perf_counter()
     stage("decode", f"decoding {p.frames} frames with the VAE")
-    audio = gen.decode(result.latent, on_event)
+    kept = result.final_state if result.completed else result.state
+    try:  # a Ctrl-C or any failure from here on keeps the finished sampling (resume decodes)
+        audio = gen.decode(result.latent, on_event, cancel=cancel)
+    except BaseException as exc:
+        keep_and_reraise(exc, kept, save_state)
     stage("decode", f"{audio.shape[-1] / gen.vae.sample_rate:.1f} s of audio", t0)
     timings["total"] = round(time.perf_counter() - started + gen.load_seconds, 3)
     seeds = [p.seed + i for i in range(r.batch)]
     return Song(audio, gen.vae.sample_rate, result.latent.cpu(), seeds,
-                _metadata(p, gen, result, track, timings, resumed=resume_state is not None))
+                _metadata(p, gen, result, track, timings, resumed=resume_state is not None),
+                state=kept)
 
 
 def _calibrated_estimate(p: Plan, gen: SongGenerator, stage) -> None:
@@ -335,10 +351,13 @@ def _metadata(p: Plan, gen: SongGenerator, result, track, timings, *, resumed: b
 
 
 def _interrupt(result, save_state) -> None:
-    path = None
+    path, where = None, ""
     if save_state is not None and result.state is not None:
-        path = result.state.save(save_state)
-    where = f"; state saved to {path}" if path else ""
+        try:  # a failed save must not turn a Ctrl-C/timeout into a crash
+            path = result.state.save(save_state)
+            where = f"; state saved to {path}"
+        except RhythmflowError as exc:
+            where = f"; the resume state could NOT be saved ({exc}); nothing was kept"
     what = (f"stopped after {result.steps_done}/{result.total_steps} steps "
             f"({result.elapsed:.0f} s){where}")
     if result.status == "timeout":

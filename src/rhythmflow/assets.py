@@ -246,15 +246,60 @@ def _tqdm_bridge(name: str, on_progress: ProgressFn | None):
 
 
 def _reason(exc: BaseException) -> str:
-    """First lines of the outermost and the innermost exception of a chain."""
-    root = exc
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
-    parts = [f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}" for e in (exc, root)]
-    return "; caused by ".join(dict.fromkeys(parts))
+    """Plain words for a failed download (the hub's own text is logged at debug level)."""
+    from rhythmflow.errors import plain_reason
+
+    log.debug("download failed", exc_info=exc)
+    return plain_reason(exc)
 
 
-def _download(asset: Asset, *, force: bool, on_progress: ProgressFn | None) -> Path:
+def _hub_logs_once() -> None:
+    """huggingface_hub gives its logger its own stderr handler *and* lets records propagate to
+    the root logger, so with logging configured (the CLI) every retry line was printed twice.
+    Keep the root's handler (our format, -q/-v) and drop the hub's when the root has one."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("huggingface_hub", "transformers"):
+        lib = logging.getLogger(name)
+        for h in list(lib.handlers):
+            if type(h) is logging.StreamHandler:
+                lib.removeHandler(h)
+
+
+def _present(asset: Asset, root: Path | None) -> bool:
+    """Whether ``asset`` is on this machine (asset folder or hub cache); no hashing."""
+    if root is not None and ((root / asset.repo_id / asset.path).is_file() or (
+            asset.repo_id == SPACE and (root / asset.path).is_file())):
+        return True
+    return _from_cache(asset) is not None
+
+
+def missing_message(asset: Asset, root: str | os.PathLike | None, why: str) -> str:
+    """One short block: what failed (``why``), every file of the same group (the model's files,
+    or the Chinese / MuQ-MuLan resources) that is not on this machine, and the one command that
+    fetches them all."""
+    root = Path(root).expanduser() if root else None
+    model = min((m for m, a in MODELS.items() if a == asset.name), key=len, default=None)
+    if asset.name in CHINESE_ASSETS:
+        group, command = list(CHINESE_ASSETS), "rhythmflow fetch --with-chinese"
+    elif asset.name in MULAN_ASSETS:
+        group, command = list(MULAN_ASSETS), "rhythmflow fetch"
+    else:
+        group = [asset.name, *COMMON_ASSETS]
+        command = f"rhythmflow fetch --model {model}" if model else "rhythmflow fetch"
+    missing = [asset] + [ASSETS[n] for n in dict.fromkeys(group)
+                         if n != asset.name and not _present(ASSETS[n], root)]
+    where = f"{root} and " if root else ""
+    lines = [f"missing asset {asset.name}: {why}", "files not on this machine:"]
+    lines += [f"  {a.repo_id}/{a.path}" + (f" ({a.size})" if a.size else "") for a in missing]
+    lines += [f"looked in: {where}the Hugging Face cache {hf_cache_dir()}",
+              f"fix: run `{command}` once while online, or pass --assets-dir DIR (or set "
+              "RHYTHMFLOW_ASSETS_DIR) to a folder holding DIR/<repo>/<file>"]
+    return "\n".join(lines)
+
+
+def _download(asset: Asset, *, force: bool, on_progress: ProgressFn | None,
+              root: str | os.PathLike | None = None) -> Path:
     import inspect
 
     from huggingface_hub import hf_hub_download
@@ -264,6 +309,7 @@ def _download(asset: Asset, *, force: bool, on_progress: ProgressFn | None) -> P
         kwargs["force_download"] = True
     if os.environ.get("HF_ENDPOINT"):  # read at call time (the hub reads it at import)
         kwargs["endpoint"] = os.environ["HF_ENDPOINT"]
+    _hub_logs_once()
     byte_progress = "tqdm_class" in inspect.signature(hf_hub_download).parameters
     if byte_progress:
         kwargs["tqdm_class"] = _tqdm_bridge(asset.name, on_progress)
@@ -277,11 +323,10 @@ def _download(asset: Asset, *, force: bool, on_progress: ProgressFn | None) -> P
             on_progress(AssetProgress(asset.name, "download", size, size))
         return path
     except Exception as exc:  # the hub raises many types; all mean "could not download"
-        raise AssetError(
-            f"could not download asset {asset.name}: '{asset.path}' from the Hugging Face "
-            f"{asset.repo_type} repo '{asset.repo_id}' ({_reason(exc)}). Check the "
-            f"network (or HF_TOKEN), or {_hint(asset)}"
-        ) from exc
+        raise AssetError(missing_message(
+            asset, root, f"could not download '{asset.path}' from the Hugging Face "
+            f"{asset.repo_type} repo '{asset.repo_id}' ({_reason(exc)}; check the network or "
+            "HF_TOKEN)")) from exc
 
 
 def _locate(
@@ -326,13 +371,11 @@ def _locate(
             path = _download(asset, force=True, on_progress=on_progress)
             return path, "download", check(path, force=True)
     if offline:
-        where = f"not under {root} and " if root else ""
-        raise AssetError(
-            f"missing asset {asset.name}: '{asset.path}' from the Hugging Face {asset.repo_type} "
-            f"repo '{asset.repo_id}' is {where}not in the Hugging Face cache {hf_cache_dir()}, "
-            f"and offline mode is on (--offline or HF_HUB_OFFLINE=1). To fix: {_hint(asset)}"
-        )
-    path = _download(asset, force=False, on_progress=on_progress)
+        raise AssetError(missing_message(
+            asset, root, f"'{asset.path}' from the Hugging Face {asset.repo_type} repo "
+            f"'{asset.repo_id}' is not here and offline mode is on (--offline or "
+            "HF_HUB_OFFLINE=1)"))
+    path = _download(asset, force=False, on_progress=on_progress, root=root)
     return path, "download", check(path, force=True)
 
 

@@ -7,27 +7,25 @@ write (disk full, no permission) leaves no partial file. soundfile / soxr are im
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rhythmflow.errors import DependencyError, NumericalError, ResourceError, UsageError
+from rhythmflow import files
+from rhythmflow.errors import DependencyError, NumericalError, UsageError
 
 log = logging.getLogger(__name__)
 
 READ_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "OGG"}
 _SUBTYPES = {"int16": "PCM_16", "int24": "PCM_24", "float32": "FLOAT"}
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _as_array(audio: Any) -> np.ndarray:
@@ -52,6 +50,17 @@ def _check_readable(path: str | os.PathLike) -> Path:
     return p
 
 
+def _audio_reason(exc: Exception) -> str:
+    """libsndfile's words without its internal codes: "Format not recognised." → plain text."""
+    from rhythmflow.errors import plain_reason
+
+    log.debug("libsndfile failed", exc_info=True)
+    text = getattr(exc, "error_string", None)  # soundfile.LibsndfileError
+    if isinstance(text, str) and text.strip():
+        return text.strip().rstrip(".") + " (damaged, or not an audio file it can read)"
+    return plain_reason(exc)
+
+
 def audio_info(path: str | os.PathLike) -> tuple[float, int, int]:
     """(duration in seconds, sample rate, channels) of an audio file; UsageError if unreadable."""
     import soundfile as sf
@@ -60,7 +69,7 @@ def audio_info(path: str | os.PathLike) -> tuple[float, int, int]:
     try:
         info = sf.info(str(p))
     except Exception as exc:
-        raise UsageError(f"cannot read audio file {p}: {exc}") from exc
+        raise UsageError(f"cannot read audio file {p}: {_audio_reason(exc)}") from exc
     return info.frames / info.samplerate, info.samplerate, info.channels
 
 
@@ -81,7 +90,7 @@ def read_audio(
             frames = -1 if duration is None else int(duration * sr)
             data = f.read(frames, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise UsageError(f"cannot read audio file {p}: {exc}") from exc
+        raise UsageError(f"cannot read audio file {p}: {_audio_reason(exc)}") from exc
     if data.shape[0] == 0:
         raise UsageError(f"audio file {p} holds no samples (at {start:.2f} s)")
     return np.ascontiguousarray(data.T), sr
@@ -185,39 +194,12 @@ def loudness_normalize(audio: Any, sample_rate: int, target_lufs: float = -14.0)
     return x * np.float32(gain)
 
 
-def _os_error(path: Path, exc: OSError) -> Exception:
-    why = exc.strerror or str(exc)
-    if exc.errno in _NO_SPACE:
-        return ResourceError(
-            f"cannot write {path}: {why}; free disk space or choose another folder"
-        )
-    return UsageError(f"cannot write {path}: {why}; choose a folder you can write to")
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
     On failure no file (partial or temporary) is left and UsageError / ResourceError names
-    the path and the reason."""
-    path = Path(path).expanduser()
-    if not path.parent.is_dir():
-        raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise UsageError(f"cannot write {path}: it is a folder")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise _os_error(path, exc) from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+    the path and the reason. The file's mode follows the umask; stale temporary files of a
+    killed run are removed first (see :mod:`rhythmflow.files`)."""
+    return files.atomic_write_bytes(path, data)
 
 
 def _encode_mp3(x: np.ndarray, sample_rate: int) -> bytes:
@@ -292,9 +274,11 @@ def write_audio(
             frames = (np.clip(x, -1.0, 1.0) if sample_format == "int24" else x).T
             subtype = _SUBTYPES[sample_format]
         buf = io.BytesIO()
-        sf.write(
-            buf, frames, sample_rate, format=fmt, subtype="VORBIS" if fmt == "OGG" else subtype
-        )
+        subtype = "VORBIS" if fmt == "OGG" else subtype
+        with sf.SoundFile(buf, "w", sample_rate, frames.shape[1], subtype, format=fmt) as f:
+            # one second at a time: libsndfile 1.2's Vorbis encoder segfaults on one big write
+            for i in range(0, frames.shape[0], sample_rate):
+                f.write(frames[i : i + sample_rate])
         data = buf.getvalue()
     return atomic_write_bytes(path, data)
 

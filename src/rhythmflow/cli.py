@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "before sampling")
     g.add_argument("-o", "--output", type=Path, default=Path("output.wav"),
                    help="output audio file (default output.wav; batch: name_0.wav, name_1.wav …)")
-    g.add_argument("--format", choices=["wav", "flac", "mp3"], help="audio format (default: from "
+    g.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], help="audio format (default: from "
                    "the output suffix, else wav)")
     g.add_argument("--sample-format", choices=["int16", "int24", "float32"], default="int16",
                    help="wav sample format (int16 as the original; int24, float32)")
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames for the full-size transformer benchmark (0 to skip)")
     d.add_argument("--refresh", action="store_true",
                    help="measure this machine's arithmetic again (the cached dtype probe)")
+    _assets(d)  # --smoke reads the G2P vocabulary locally, never from the network
     _common(d)
     _serve_parsers(sub)
     return parser
@@ -186,8 +187,9 @@ def _install_signal_handlers(cancel) -> None:
     def handler(signum, _frame):
         if cancel.is_set():  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        log.warning("\n%s received: stopping at the next model evaluation and saving the state "
-                    "(press Ctrl-C again to abort)", signal.Signals(signum).name)
+        log.warning("\n%s received: stopping at the next safe point (model evaluation or VAE "
+                    "chunk) and keeping the work done (press Ctrl-C again to abort)",
+                    signal.Signals(signum).name)
         cancel.cancel(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, handler)

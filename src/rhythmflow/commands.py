@@ -13,31 +13,25 @@ from rhythmflow.console import ProgressView
 from rhythmflow.request import GenerationRequest
 
 log = logging.getLogger("rhythmflow")
-FORMATS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3"}
 
 
 def _read_text(path: Path, what: str) -> str:
+    from rhythmflow.lyrics import decode_lrc
+
     try:
-        return path.read_text(encoding="utf-8")
+        return decode_lrc(path.read_bytes(), f"{what} {path}")  # UTF-8, or UTF-16 (BOM or not)
     except FileNotFoundError:
         raise errors.UsageError(f"{what} {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise errors.UsageError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte "
-                                f"{exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def output_paths(output: Path, fmt: str | None, batch: int) -> list[Path]:
-    """The files a run writes: ``song.wav`` or ``song_0.wav … song_{N-1}.wav``."""
-    suffix = output.suffix.lower()
-    if fmt is None:
-        fmt = FORMATS.get(suffix, "wav")
-    ext = "." + fmt
-    stem = output.with_suffix("") if suffix in FORMATS else output
-    if batch == 1:
-        return [stem.with_name(stem.name + ext)]
-    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(batch)]
+def output_format(output: Path, fmt: str | None) -> str:
+    """The audio format a run writes: ``--format``, else the output's extension, else wav
+    (:func:`rhythmflow.files.resolve_outputs` refuses contradictions)."""
+    from rhythmflow.files import EXTENSIONS
+
+    return fmt or EXTENSIONS.get(Path(output).suffix.lower(), "wav")
 
 
 #: request field → the generate flag that sets it (where it is not ``--field-name``)
@@ -64,7 +58,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         lyrics = read_lyrics_file(args.lyrics)
     elif not args.lrc:
         log.info("no --lrc or --lyrics given: generating an instrumental")
-    fmt = args.format or FORMATS.get(args.output.suffix.lower(), "wav")
+    fmt = output_format(args.output, args.format)
     opt = lambda v: None if v is None else str(v)  # noqa: E731
     return GenerationRequest(
         lrc=lrc, lyrics=lyrics, style_prompt=args.style_prompt, style_embedding_file=opt(args.style_embedding),
@@ -95,16 +89,21 @@ def _print_plan(p, as_json: bool) -> None:
 
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.api import SongGenerator, run
+    from rhythmflow.files import check_writable_folder, resolve_outputs
+    from rhythmflow.keep import StoppedAfterSampling, check_cancel, keep_and_reraise
     from rhythmflow.lyrics.resources import LyricsAssets
     from rhythmflow.plan import Machine, plan
     from rhythmflow.runtime import configure_process
     from rhythmflow.sampling import SamplerState
 
     request = request_from_args(args)
-    outputs = output_paths(args.output, request.format, request.batch)
-    for out in outputs:
-        if not out.parent.exists():
-            raise errors.UsageError(f"output folder {out.parent} does not exist; create it first")
+    outputs = resolve_outputs(args.output, args.format, request.sample_format, request.batch)
+    if args.save_state is not None:  # a Ctrl-C or timeout must be able to keep the work
+        state_path = Path(args.save_state).expanduser()
+        if state_path.is_dir():
+            raise errors.UsageError(f"--save-state {state_path} is a folder; give a file name "
+                                    f"such as {state_path / 'song.resume.pt'}")
+        check_writable_folder(state_path.parent)
     if args.resume is not None and not Path(args.resume).is_file():
         raise errors.UsageError(f"--resume {args.resume}: no such file")
     state = SamplerState.load(args.resume) if args.resume else None  # read once
@@ -121,12 +120,26 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         return errors.EXIT_OK
     for reason in p.reasons:
         log.info("%s", reason)
+    check_cancel(cancel, "loading the model")  # Ctrl-C while checking inputs
     configure_process(p.runtime.threads)  # the CLI is an entry point: threads + malloc tuning
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
     gen = SongGenerator.for_plan(p, assets_dir=args.assets_dir,
                                  offline=True if args.offline else None, on_event=view)
     song = run(p, gen, view, cancel=cancel, resume_state=state, save_state=save_state)
     view(events.StageStarted("write", f"writing {len(outputs)} file(s)"))
+    try:  # a Ctrl-C or a failed write keeps the finished sampling for --resume
+        if cancel.is_set():
+            raise StoppedAfterSampling("cancelled before writing the song")
+        _write(args, p, song, outputs, view)
+    except BaseException as exc:
+        keep_and_reraise(exc, song.state, save_state)
+    if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():
+        Path(save_state).unlink(missing_ok=True)  # the state is used up
+    return errors.EXIT_OK
+
+
+def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: ProgressView) -> None:
+    request = p.request
     for i, path in enumerate(outputs):
         write_audio(path, song.audio[i], song.sample_rate, sample_format=request.sample_format,
                     normalize="peak" if request.loudness is None else "loudness",
@@ -143,9 +156,6 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
                 "completed", outputs=(str(path),), seeds=(song.seeds[i],)))))
         else:
             print(path)
-    if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():
-        Path(save_state).unlink(missing_ok=True)  # the state is used up
-    return errors.EXIT_OK
 
 
 def run_fetch(args: argparse.Namespace) -> int:

@@ -93,3 +93,43 @@ class SamplingCancelled(Interrupted):
     """Ctrl-C / SIGTERM (or a cancel token) stopped sampling."""
 
     exit_code = EXIT_CANCELLED
+
+
+_PLAIN = (  # (text or class-name fragment, plain words); first match wins
+    ("PytorchStreamReader", "the file is damaged or truncated (not a complete zip archive)"),
+    ("central directory", "the file is damaged or truncated (not a complete zip archive)"),
+    ("legacy .tar format", "it is not a PyTorch zip checkpoint"),
+    ("invalid load key", "it is not a PyTorch checkpoint"),
+    ("Timeout", "the connection timed out"),
+    ("ConnectError", "could not connect to the server"),
+    ("GatedRepo", "the repository needs a login (set HF_TOKEN or run `hf auth login`)"),
+    ("RepositoryNotFound", "the repository was not found"),
+    ("EntryNotFound", "the file was not found in the repository"),
+    ("RevisionNotFound", "the revision was not found"),
+)
+
+
+def plain_reason(exc: BaseException) -> str:
+    """A short reason a user can read for an exception raised inside a library: the operating
+    system's words when an OSError is in the chain ("Connection refused", "No space left on
+    device"), plain words for known library failures, else "unexpected <Type>". Never the
+    library's own message (internal codes like ``(101)``, ``pop from empty list``...); callers
+    log that at debug level."""
+    chain, e = [], exc
+    while e is not None and all(e is not c for c in chain) and len(chain) < 20:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.strerror and not isinstance(e.errno, str):
+            return e.strerror
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(status, int):
+            what = {401: "login needed: set HF_TOKEN", 403: "access refused: set HF_TOKEN",
+                    404: "not found", 429: "too many requests: wait and retry"}.get(status)
+            return f"the server answered HTTP {status}" + (f" ({what})" if what else "")
+    for e in chain:
+        text = f"{type(e).__name__} {e}"
+        for fragment, words in _PLAIN:
+            if fragment in text:
+                return words
+    return f"unexpected {type(exc).__name__}"

@@ -197,7 +197,13 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     duration = spec.default_seconds if request.duration is None else request.duration
     spec.check_duration(duration)
     frames = specs.frames_for(config.max_frames, duration)
-    runtime = runtime or runtime_for(machine, request.device, request.dtype, request.threads)
+    dtype = request.dtype
+    if request.quantize == "int8":  # dynamic int8 layers quantize a float32 model
+        if dtype not in ("auto", "float32", "fp32"):
+            raise UsageError(f"quantize: int8 quantizes a float32 model; drop dtype {dtype} or "
+                             "quantize", field="quantize")
+        dtype = "float32"
+    runtime = runtime or runtime_for(machine, request.device, dtype, request.threads)
     reasons.extend(runtime.reasons)
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
@@ -328,10 +334,10 @@ def _lyrics(request: GenerationRequest, duration: float, max_frames: int,
     checked here with line numbers (its G2P runs in the lyrics stage); plain lyrics are timed
     here, so a text that cannot be timed fails before anything is loaded."""
     from rhythmflow.errors import LrcError, LyricsError
-    from rhythmflow.lyrics import parse_lrc
+    from rhythmflow.lyrics import check_lrc
 
     if request.lyrics is None:
-        parse_lrc(request.lrc)
+        check_lrc(request.lrc)  # syntax, at least one timed lyric, singable scripts
         return request.lrc, request.keep_last_line, None, ()
     from rhythmflow.lyrics.autotime import time_lyrics
 
@@ -351,6 +357,14 @@ def _check_files(request: GenerationRequest) -> None:
         value = getattr(request, name)
         if value is not None and not Path(value).is_file():
             raise UsageError(f"{name}: no such file {value}", field=name)
+    for name in ("style_embedding_file", "negative_style"):  # odd .npy files fail here
+        if getattr(request, name) is not None:
+            from rhythmflow.style import load_style_npy
+
+            try:
+                load_style_npy(getattr(request, name))
+            except UsageError as exc:
+                raise UsageError(f"{name}: {exc}", field=name) from None
 
 
 def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,

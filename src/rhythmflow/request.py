@@ -25,13 +25,16 @@ from rhythmflow.specs import MODEL_NAMES
 #: solver name → model evaluations per step (the sampler's table; a test keeps them equal)
 SOLVER_EVALS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 SCHEDULES = ("uniform", "sway")
-FORMATS = ("wav", "flac", "mp3")
-SAMPLE_FORMATS = ("int16", "int24", "float32")
+#: audio format → the sample formats it can hold
+FORMAT_SAMPLES = {"wav": ("int16", "int24", "float32"), "flac": ("int16", "int24"),
+                  "mp3": ("int16",), "ogg": ("int16",)}
+FORMATS = tuple(FORMAT_SAMPLES)
+SAMPLE_FORMATS = FORMAT_SAMPLES["wav"]
 QUANTIZE = ("none", "int8")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "half")
 STYLE_FIELDS = ("style_prompt", "style_embedding", "style_embedding_file", "style_audio")
 EMBEDDING_DIM = 512
-MAX_SEED = 2**63 - 1  # torch.Generator seeds are signed 64-bit; seed + i must fit
+MAX_SEED = 2**64 - 1  # torch.Generator seeds are 64-bit; seed + i must fit
 MAX_STEPS = 1000
 MAX_BATCH = 64
 
@@ -121,11 +124,10 @@ class GenerationRequest:
         if (self.ref_song is None) != (self.edit_segments is None):
             missing = "edit_segments" if self.edit_segments is None else "ref_song"
             raise _fail(missing, "edit mode needs both ref_song and edit_segments")
-        if self.format == "flac" and self.sample_format == "float32":
-            raise _fail("sample_format", "FLAC stores integers only; use int16 or int24 "
-                        "(or wav for float32)")
-        if self.format == "mp3" and self.sample_format != "int16":
-            raise _fail("sample_format", "mp3 has no sample format; leave it at int16")
+        if self.sample_format not in FORMAT_SAMPLES[self.format]:
+            can = " or ".join(FORMAT_SAMPLES[self.format])
+            raise _fail("sample_format", f"{self.sample_format} cannot be stored in "
+                        f"{self.format} ({self.format} holds {can}); write wav or use {can}")
         if self.seed is not None and self.seed + self.batch - 1 > MAX_SEED:
             raise _fail("seed", f"seed + batch - 1 must be <= {MAX_SEED}")
 

@@ -44,7 +44,13 @@ class StyleEncoder(Protocol):
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor: ...  # wav: [1, n] mono
 
 
+_EXPECTED = f"a float32 array of shape [1, {STYLE_DIM}] or [{STYLE_DIM}] saved with numpy.save"
+
+
 def _check_embedding(x: np.ndarray | torch.Tensor, source: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray) and x.dtype.kind != "f":  # strings, objects, ints, complex...
+        raise UsageError(f"{source}: a style embedding must be {_EXPECTED}; got a {x.dtype} "
+                         f"array of shape {list(x.shape)}")
     t = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x.detach().cpu())
     if not t.is_floating_point() or t.numel() != STYLE_DIM or t.dim() not in (1, 2):
         raise UsageError(
@@ -64,9 +70,18 @@ def load_style_npy(path: str | os.PathLike) -> torch.Tensor:
     if not p.is_file():
         raise UsageError(f"style embedding file {p} does not exist")
     try:
+        with open(p, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                fh.seek(0)
+                kind = "an empty file" if not fh.read(1) else (
+                    "a .npz archive" if p.read_bytes()[:2] == b"PK" else "not a .npy file")
+                raise UsageError(f"style embedding {p} is {kind}; expected {_EXPECTED}")
         arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{p} is not a .npy array file: {exc}") from exc
+    except UsageError:
+        raise
+    except Exception as exc:  # numpy raises OSError, ValueError, EOFError... for bad files
+        raise UsageError(f"style embedding {p} is a damaged .npy file ({type(exc).__name__}); "
+                         f"expected {_EXPECTED}") from None
     return _check_embedding(arr, str(p))
 
 

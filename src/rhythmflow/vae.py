@@ -283,8 +283,12 @@ def load_vae(
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             module = torch.jit.load(str(p), map_location=torch.device(device))
     except (RuntimeError, ValueError, OSError) as exc:
+        from rhythmflow.errors import plain_reason
+
+        log.debug("torch.jit.load(%s) failed", p, exc_info=True)
         raise CheckpointError(
-            f"{p} is not a TorchScript VAE file ({str(exc).splitlines()[0]})"
+            f"{p} is not a TorchScript VAE file ({plain_reason(exc)}); pass the DiffRhythm "
+            "vae_model.pt, or delete it and download it again"
         ) from exc
     missing = [m for m in ("decode_export", "encode_export") if not hasattr(module, m)]
     if missing:
@@ -293,6 +297,51 @@ def load_vae(
         )
     module.eval()
     log.info("VAE loaded from %s on %s", p, device)
-    return TorchScriptVAE(
+    vae = TorchScriptVAE(
         module, device=device, chunked=chunked, chunk_size=chunk_size, overlap=overlap
     )
+    probe_vae(vae, p, asset=path is None)
+    return vae
+
+
+PROBE_FRAMES = 2
+
+
+def probe_vae(vae: TorchScriptVAE, source: str | os.PathLike, *, asset: bool = False) -> None:
+    """Check at load time, with a tiny decode and encode of :data:`PROBE_FRAMES` zero frames,
+    that the module is DiffRhythm's VAE: 64-channel latents, 2048 samples per latent frame,
+    stereo. Raises CheckpointError (a user's file: exit 2) or AssetError (a downloaded asset:
+    exit 3) naming the file, what it does instead and the fix — before minutes of sampling."""
+    from rhythmflow.errors import AssetError
+
+    def fail(what: str) -> None:
+        fix = ("delete it and run `rhythmflow fetch` again" if asset else
+               "pass the DiffRhythm VAE (vae_model.pt from ASLP-lab/DiffRhythm-vae) with --vae, "
+               "or omit --vae to use the official one")
+        cls = AssetError if asset else CheckpointError
+        raise cls(f"{source} is not the DiffRhythm VAE: {what}; {fix}")
+
+    n = PROBE_FRAMES
+    z = torch.zeros(1, LATENT_DIM, n, device=vae.device, dtype=vae.dtype)
+    x = torch.zeros(1, AUDIO_CHANNELS, n * HOP, device=vae.device, dtype=vae.dtype)
+    with torch.no_grad():
+        try:
+            y = vae.module.decode_export(z)
+        except Exception as exc:  # a TorchScript shape error, whatever its text
+            fail(f"decoding {LATENT_DIM}-channel latents failed ({type(exc).__name__}); it "
+                 f"expects another latent width")
+        if not isinstance(y, torch.Tensor) or y.dim() != 3 or tuple(y.shape[:2]) != (
+                1, AUDIO_CHANNELS):
+            got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            fail(f"decoding [1, {LATENT_DIM}, {n}] gave {got}, not [1, {AUDIO_CHANNELS}, "
+                 f"{n * HOP}] (stereo audio)")
+        if y.shape[2] != n * HOP:
+            fail(f"it makes {y.shape[2] / n:g} audio samples per latent frame, not {HOP} "
+                 f"(hop length)")
+        try:
+            e = vae.module.encode_export(x)
+        except Exception as exc:
+            fail(f"encoding stereo audio failed ({type(exc).__name__})")
+        if not isinstance(e, torch.Tensor) or tuple(e.shape) != (1, 2 * LATENT_DIM, n):
+            got = list(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            fail(f"encoding {n * HOP} samples gave {got}, not [1, {2 * LATENT_DIM}, {n}]")

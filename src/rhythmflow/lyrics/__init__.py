@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from rhythmflow.lyrics.autotime import AutotimeResult, autotime, time_lyrics
 from rhythmflow.lyrics.g2p import g2p_phonemes, g2p_tokens
-from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
+from rhythmflow.lyrics.lrc import LyricLine, decode_lrc, parse_lrc
 from rhythmflow.lyrics.tokens import (
     DroppedLine,
     LyricsTrack,
     Placement,
+    check_lrc,
     lrc_to_track,
     place_tokens,
     tokenize_lines,
@@ -23,6 +24,8 @@ from rhythmflow.lyrics.tokens import (
 __all__ = [
     "AutotimeResult",
     "DroppedLine",
+    "check_lrc",
+    "decode_lrc",
     "LyricLine",
     "LyricsTrack",
     "Placement",

@@ -10,6 +10,9 @@ Accepted (one lyric per timestamp; several leading timestamps give one entry eac
   (times are clamped at 0);
 * a BOM at the start of the text, ``\\r\\n`` / ``\\r`` / ``\\n`` line endings, blank lines, and
   untimed lines (prose, ``Chorus:``, ``[Verse 1]``): skipped;
+* fullwidth timestamp punctuation, as CJK input methods type it (``［００：１２．００］``,
+  ``[00：12.00]``, ``[00:12。00]``): fullwidth brackets, digits, colon and full stops inside a
+  leading timestamp are read as their ASCII forms (unambiguous: a timestamp holds nothing else);
 * enhanced-LRC word timings inside a lyric (``<mm:ss.xx>``) are removed (the original would
   have spelled their digits out as words);
 * a bare timestamp (no lyric) is an instrumental marker: it is returned with ``text == ""`` and
@@ -20,6 +23,11 @@ A leading tag that looks like a time but is not a valid one (``[00:35:50]``, ``[
 :class:`~rhythmflow.errors.LrcError` naming the line. The result is sorted by time (stable, so lines
 with equal times keep their file order).
 
+Lines without a timestamp are returned by :func:`parse_lrc_lines` (as ``untimed``) so callers
+can warn about them; a bracketed section header alone on its line (``[Verse 1]``) is not counted.
+:func:`decode_lrc` turns a file's bytes into text (UTF-8, with or without BOM; UTF-16/32 with a
+BOM; UTF-16 without BOM when the zero bytes say so).
+
 Times are computed as ``int(minutes) * 60 + float("ss.fff")``, the same float64 arithmetic as the
 original DiffRhythm reader, so frame positions match it exactly for well-formed files.
 """
@@ -27,10 +35,11 @@ original DiffRhythm reader, so frame positions match it exactly for well-formed 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 
-from rhythmflow.errors import LrcError
+from rhythmflow.errors import LrcError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,14 @@ _ID_TAG = re.compile(r"\s*(#.*|([A-Za-z][A-Za-z_\- ]*)\s*:(.*))", re.DOTALL)
 _OFFSET_VALUE = re.compile(r"\s*([-+]?[0-9]{1,9})\s*")
 # Enhanced-LRC word timings inside a lyric ("<00:10.50>word"); removed, never sung.
 _WORD_TIME = re.compile(r"<[0-9]{1,2}:[0-9]{2}(?:\.[0-9]{1,3})?>")
+
+# A leading timestamp typed with fullwidth forms (an input-method habit): translated to ASCII.
+_FULLWIDTH_STAMP = re.compile(
+    r"[\[［]\s*[0-9０-９]{1,2}\s*[:：]\s*[0-9０-９]{2}(?:\s*[.．。][0-9０-９]{1,3})?\s*[\]］]"
+)
+_FULLWIDTH = str.maketrans({**{chr(0xFF10 + i): str(i) for i in range(10)},
+                            "：": ":", "．": ".", "。": ".", "［": "[", "］": "]"})
+_SECTION = re.compile(r"\[[^\]]*\]")  # "[Verse 1]" alone on a line: a header, not a lyric
 
 _TIME_HINT = (
     "write timestamps as [mm:ss.xx], e.g. [01:05.30] ([m:ss], [mm:ss] and 1 to 3 fraction digits "
@@ -99,6 +116,44 @@ def _split_lines(text: str) -> list[str]:
     return _LINE_BREAK.split(text)
 
 
+def _ascii_stamps(line: str) -> str:
+    """``line`` with its leading fullwidth timestamps written in ASCII (the lyric is untouched)."""
+    pos = 0
+    while True:
+        m = _FULLWIDTH_STAMP.match(line, pos)
+        if m is None:
+            return line
+        stamp = m.group(0).translate(_FULLWIDTH).replace(" ", "")
+        line = line[: m.start()] + stamp + line[m.end() :]
+        pos = m.start() + len(stamp)
+        while pos < len(line) and line[pos].isspace():
+            pos += 1
+
+
+def decode_lrc(data: bytes, source: str = "lyrics") -> str:
+    """Text of an LRC file's bytes: a BOM decides (UTF-8, UTF-16, UTF-32); without one, UTF-8,
+    or UTF-16 LE/BE when zero bytes sit at odd/even offsets (how Windows Notepad's "Unicode"
+    saves ASCII timestamps). Raises UsageError (naming ``source``) when neither decodes."""
+    boms = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"),
+            (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+    codec = next((c for bom, c in boms if data.startswith(bom)), None)
+    if codec is None:
+        codec = "utf-8"
+        if b"\x00" in data and len(data) % 2 == 0:
+            odd, even = data[1::2].count(0), data[0::2].count(0)
+            codec = "utf-16-le" if odd > even else "utf-16-be"
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{source} is not UTF-8 or UTF-16 text ({exc.reason} at byte {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise UsageError(f"{source} holds NUL characters: it is not a text file; save it as UTF-8")
+    return text.removeprefix("\ufeff")
+
+
 def parse_lrc(text: str) -> list[LyricLine]:
     """Parse LRC ``text`` into lyric lines sorted by start time (see the module docstring).
 
@@ -106,12 +161,19 @@ def parse_lrc(text: str) -> list[LyricLine]:
     for malformed or impossible timestamps and malformed ``[offset:]`` tags; never anything else.
     An empty text gives an empty list.
     """
+    return parse_lrc_lines(text)[0]
+
+
+def parse_lrc_lines(text: str) -> tuple[list[LyricLine], list[LyricLine]]:
+    """``(timed, untimed)``: :func:`parse_lrc`'s result, and the lines that hold text but no
+    timestamp (``start`` is NaN), in file order. Errors as :func:`parse_lrc`."""
     if not isinstance(text, str):
         raise LrcError(f"LRC lyrics must be text (str), got {type(text).__name__}")
     entries: list[LyricLine] = []
+    untimed: list[LyricLine] = []
     offset = 0.0
     for line_no, raw in enumerate(_split_lines(text), start=1):
-        line = raw.strip()
+        line = _ascii_stamps(raw.strip())
         if not line:
             continue
         times: list[float] = []
@@ -135,14 +197,17 @@ def parse_lrc(text: str) -> list[LyricLine]:
                         log.debug("LRC line %d: offset %+.3f s", line_no, offset)
                     else:
                         log.debug("LRC line %d: skipping ID tag [%s]", line_no, content)
+                    rest = ""
                     break
             break
         if not times:
             log.debug("LRC line %d has no timestamp; skipped: %r", line_no, line[:60])
+            if rest and not _SECTION.fullmatch(rest):
+                untimed.append(LyricLine(math.nan, rest, line_no))
             continue
         lyric = _WORD_TIME.sub("", rest).strip()
         entries.extend(LyricLine(t, lyric, line_no) for t in times)
     if offset:
         entries = [LyricLine(max(0.0, e.start - offset), e.text, e.line) for e in entries]
     entries.sort(key=lambda e: e.start)
-    return entries
+    return entries, untimed

@@ -18,13 +18,15 @@ Unlike the original, nothing here touches Python's global ``random`` state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rhythmflow.errors import LyricsError, UsageError
-from rhythmflow.lyrics.lrc import LyricLine, parse_lrc
+from rhythmflow.errors import LrcError, LyricsError, UsageError
+from rhythmflow.lyrics.lrc import LyricLine, parse_lrc_lines
 from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 from rhythmflow.specs import BASE_FRAMES, frame_of, frames_for
 
@@ -37,6 +39,7 @@ COMMA, PERIOD = 1, 2
 PAST_END = "past song end"
 LAST_LINE_RULE = "last line dropped (95 s model rule)"
 AFTER_END_FRAME = "starts after the last frame"
+NO_TIMESTAMP = "no timestamp"
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,10 @@ def song_duration_half(end_frame: int, max_frames: int) -> float:
 def _check_sizes(max_frames: int, audio_length: float) -> None:
     if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
         raise UsageError(f"max_frames must be a positive integer, got {max_frames!r}")
-    if not isinstance(audio_length, (int, float)) or not audio_length > 0:
-        raise UsageError(f"audio_length must be a positive number of seconds, got {audio_length!r}")
+    if (not isinstance(audio_length, (int, float)) or not audio_length > 0
+            or not math.isfinite(audio_length)):
+        raise UsageError(f"audio_length must be a positive, finite number of seconds, got "
+                         f"{audio_length!r}")
 
 
 def place_tokens(
@@ -182,6 +187,30 @@ def tokenize_lines(lines: Sequence[LyricLine], *,
     return result
 
 
+def check_lrc(lrc_text: str) -> tuple[list[LyricLine], list[LyricLine]]:
+    """The cheap lyric checks, before any model is loaded: :func:`parse_lrc_lines`, a non-empty
+    text must hold at least one timed lyric (an instrumental is asked for with an empty text:
+    without ``--lrc``), and every line must be singable
+    (:func:`~rhythmflow.lyrics.g2p.check_singable`). Returns ``(timed, untimed)``; raises
+    LrcError / LyricsError naming the line and the fix."""
+    from rhythmflow.lyrics.g2p import check_singable
+
+    lines, untimed = parse_lrc_lines(lrc_text)
+    if lrc_text.strip() and not any(line.text for line in lines):
+        hint = (f" ({len(untimed)} line(s) of text without a timestamp, first on line "
+                f"{untimed[0].line}: {untimed[0].text[:40]!r})" if untimed else "")
+        raise LrcError(
+            f"the lyrics hold no timed lyric line{hint}; start each lyric with a timestamp "
+            "such as [00:12.00] (for an instrumental, give no lyrics: omit --lrc)")
+    for line in lines:
+        if line.text:
+            try:
+                check_singable(line.text)
+            except LyricsError as exc:
+                raise LyricsError(f"LRC line {line.line} ({line.text!r}): {exc}") from None
+    return lines, untimed
+
+
 def lrc_to_track(
     lrc_text: str,
     *,
@@ -194,16 +223,28 @@ def lrc_to_track(
     past the song end, so a file's errors do not depend on the song length), then
     :func:`place_tokens`.
 
-    Raises LrcError (bad LRC), LyricsError (a line that cannot be phonemized; names the LRC
-    line), UsageError (bad sizes), DependencyError/AssetError (missing espeak-ng or resources).
+    Lines of text without a timestamp are listed in ``dropped`` (reason :data:`NO_TIMESTAMP`,
+    ``start`` NaN); dropped and truncated lines are logged at debug level (``run`` reports them
+    as warning events).
+
+    Raises LrcError (bad LRC, or a non-empty text without any timed lyric), LyricsError (a line
+    that cannot be phonemized or holds letters the G2P cannot sing; names the LRC line),
+    UsageError (bad sizes), DependencyError/AssetError (missing espeak-ng or resources).
     Resource files are read from ``assets``.
     """
     _check_sizes(max_frames, audio_length)
-    lines = parse_lrc(lrc_text)
-    return place_tokens(
+    lines, untimed = check_lrc(lrc_text)
+    for line in untimed:
+        log.debug("lyric line %d has no timestamp; not sung: %r", line.line, line.text[:60])
+    track = place_tokens(
         lines,
         tokenize_lines(lines, assets=assets),
         max_frames=max_frames,
         audio_length=audio_length,
         keep_last_line=keep_last_line,
     )
+    if not untimed:
+        return track
+    dropped = sorted([*(DroppedLine(x, NO_TIMESTAMP) for x in untimed), *track.dropped],
+                     key=lambda d: d.line.line)
+    return dataclasses.replace(track, dropped=tuple(dropped))

@@ -42,7 +42,10 @@ def _read_container(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # noqa: BLE001 - torch.load raises anything on foreign bytes
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        from rhythmflow.errors import plain_reason
+
+        log.debug("torch.load(%s) failed", path, exc_info=True)
+        first = plain_reason(exc)
         raise CheckpointError(
             f"cannot read checkpoint {path}: it is truncated or not a PyTorch checkpoint "
             f"({first}). Download it again or pass the right file."
@@ -56,12 +59,15 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
+    from rhythmflow.errors import plain_reason
+
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: not a valid safetensors file ({exc}). "
+            f"cannot read checkpoint {path}: not a valid safetensors file "
+            f"({plain_reason(exc)}). "
             "Download it again or pass the right file."
         ) from None
 

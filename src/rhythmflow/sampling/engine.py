@@ -51,6 +51,8 @@ class SampleResult:
     evaluations: velocity evaluations in this call (including an anytime jump)
     elapsed:     wall seconds of this call
     seed:        the seed of the initial noise (None when explicit noise was given)
+    final_state: when completed, the state at the last step (``reason`` "completed"): saved
+                 when a later stage fails, a resume from it only decodes (no model evaluation)
     """
 
     status: Status
@@ -62,6 +64,7 @@ class SampleResult:
     elapsed: float
     seed: int | None
     anytime: bool = False
+    final_state: SamplerState | None = None
 
     @property
     def completed(self) -> bool:
@@ -287,8 +290,19 @@ def sample(
         except _Interrupted as stop:
             status = stop.status
     x, k = current["x"], current["step"]
+    final_state = None
     if status == "completed":
         latent, state, jumped = inputs.finish(x_final), None, False
+        final_state = SamplerState(
+            x=x_final,
+            step=steps,
+            grid=grid.cpu(),
+            settings=settings,
+            edit_mask=inputs.edit_mask,
+            evaluations=prior_evals + monitor.evaluations,
+            elapsed=prior_elapsed + time.perf_counter() - started,
+            reason="completed",
+        )
     else:
         state = SamplerState(
             x=x,
@@ -317,4 +331,5 @@ def sample(
         elapsed,
         " (anytime finish)" if jumped else "",
     )
-    return SampleResult(status, latent, state, k, steps, monitor.evaluations, elapsed, seed, jumped)
+    return SampleResult(status, latent, state, k, steps, monitor.evaluations, elapsed, seed, jumped,
+                        final_state)

@@ -95,7 +95,9 @@ class SamplerState:
         return float(self.grid[self.step])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the state atomically to ``path`` (tmp file + rename) and return the path."""
+        """Write the state atomically to ``path`` (tmp file + rename) and return the path.
+        On failure nothing is left behind and UsageError (ResourceError when the disk is full)
+        says why."""
         path = Path(path)
         payload = {
             "format": FORMAT,
@@ -109,16 +111,19 @@ class SamplerState:
             "elapsed": self.elapsed,
             "reason": self.reason,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        from rhythmflow.files import atomic_writer
+
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_writer(path, "save the sampler state to") as fh:
                 torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise UsageError(f"cannot write the sampler state to {path}: {exc}") from exc
+        except RuntimeError as exc:  # torch's zip writer wraps the OSError of a failed write
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):
+                from rhythmflow.files import os_error
+
+                raise os_error(path, cause, "save the sampler state to") from exc
+            raise UsageError(f"cannot save the sampler state to {path}: the write failed (is "
+                             "the disk full or the folder read-only?)") from exc
         return path
 
     @classmethod
@@ -130,7 +135,10 @@ class SamplerState:
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling errors come in many types
-            raise UsageError(f"{path} is not a readable rhythmflow sampler state: {exc}") from None
+            from rhythmflow.errors import plain_reason
+
+            raise UsageError(f"{path} is not a readable rhythmflow sampler state "
+                             f"({plain_reason(exc)}); restart without --resume") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise UsageError(f"{path} is not a rhythmflow sampler state (no '{FORMAT}' marker)")
         if d.get("version") != VERSION:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import unicodedata
 
 from rhythmflow.errors import LyricsError, RhythmflowError
 from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
@@ -36,6 +37,41 @@ def char_language(ch: str) -> str:
     if "A" <= ch <= "Z" or "a" <= ch <= "z":
         return EN
     return OTHER
+
+
+def unsingable_letters(text: str) -> dict[str, str]:
+    """Letters of ``text`` the G2P cannot sing, by script: ``{"HIRAGANA": "のう", ...}``.
+
+    The G2P reads Latin letters (through espeak-ng's English voice, accents included) and the
+    Chinese ideographs U+4E00..U+9FA5. Any other letter (kana, hangul, Cyrillic, Greek, rarer
+    CJK ideographs...) would be spelt out as a letter name ("japanese letter ...") or dropped,
+    so such lines are refused instead (:func:`g2p_tokens` raises LyricsError).
+    """
+    found: dict[str, str] = {}
+    for ch in text:
+        if char_language(ch) != OTHER or not unicodedata.category(ch).startswith("L"):
+            continue
+        name = unicodedata.name(ch, "UNKNOWN")
+        if "LATIN" in name:
+            continue
+        script = name.split(" ")[0]
+        if ch not in found.get(script, ""):
+            found[script] = found.get(script, "") + ch
+    return found
+
+
+def check_singable(text: str) -> None:
+    """Raise LyricsError when ``text`` holds letters the G2P cannot sing (see
+    :func:`unsingable_letters`), saying which and what to do; cheap (no G2P is loaded)."""
+    bad = unsingable_letters(text)
+    if bad:
+        what = ", ".join(f"{script.lower()} {chars[:8]!r}" for script, chars in bad.items())
+        raise LyricsError(
+            f"lyric {text!r} holds letters the lyrics G2P cannot sing ({what}); it reads only "
+            "English (Latin letters) and Chinese (simplified/traditional hanzi), and would "
+            "spell these out as letter names. Write that part in Latin letters (romaji, a "
+            "transliteration) or in Chinese characters, or remove it"
+        )
 
 
 def segments(text: str) -> list[tuple[str, str]]:
@@ -104,6 +140,7 @@ def _segment_phonemes(segment: str, lang: str, line: str, assets: LyricsAssets) 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _g2p(text: str, assets: LyricsAssets) -> tuple[str, tuple[int, ...]]:
+    check_singable(text)
     parts = segments(text)
     phonemes = ""
     tokens: list[int] = []
@@ -124,9 +161,12 @@ def _g2p(text: str, assets: LyricsAssets) -> tuple[str, tuple[int, ...]]:
                 f"{lang} lyrics need a package that is not installed ({exc}); run `{fix}`"
             ) from exc
         except Exception as exc:  # any failure inside espeak/inflect/the Chinese G2P
+            from rhythmflow.errors import plain_reason
+
+            log.debug("G2P failure on %r", segment, exc_info=True)
             raise LyricsError(
                 f"cannot convert the {lang} part {segment!r} of lyric {text!r} to phonemes "
-                f"({type(exc).__name__}: {exc}); rephrase or remove that part"
+                f"({plain_reason(exc)} in the G2P); rephrase or remove that part"
             ) from exc
         phonemes += phones + "|"
         tokens += _segment_tokens(phones, assets)
