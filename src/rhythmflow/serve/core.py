@@ -22,7 +22,7 @@ from typing import Any
 from rhythmflow.errors import UsageError
 from rhythmflow.serve.settings import Limits, Settings
 
-FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 # chosen by the service (they name files or the machine's resources), never by a request
 SERVER_SIDE = ("model", "checkpoint", "model_config", "vae", "device", "dtype", "threads",
                "quantize", "chunked", "estimate", "negative_style", "style_embedding_file",
@@ -171,7 +171,7 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     from rhythmflow import events
     from rhythmflow.api import run
     from rhythmflow.audio import atomic_write_bytes, write_audio, write_sidecar
-    from rhythmflow.commands import output_paths
+    from rhythmflow.files import resolve_outputs
     from rhythmflow.sampling import SamplerState
 
     p = worker_plan(job, settings, generator)
@@ -182,7 +182,7 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     if not still_owned():
         raise LostLease("the lease was taken over before the files were written")
     r = p.request
-    paths = output_paths(out_dir / "song", r.format, r.batch)
+    paths = resolve_outputs(out_dir / "song", r.format, r.sample_format, r.batch)
     on_event(events.StageStarted("write", f"writing {len(paths)} file(s)"))
     outputs = []
     for i, path in enumerate(paths):
