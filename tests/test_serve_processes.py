@@ -111,8 +111,13 @@ def service(files, tmp_path):
     svc.close()
 
 
+def torch_loaded(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as fh:
+        return "libtorch" in fh.read()
+
+
 def test_a_worker_killed_mid_job_is_resumed_by_the_next_bit_identically(service):
-    service.serve("--no-worker")
+    server = service.serve("--no-worker")
     first = service.worker("worker1")
     wait_for("a loaded worker", lambda: service.get("/api/health")["model_loaded"], timeout=120)
     job_id = service.submit(steps=30, seed=5)
@@ -144,6 +149,8 @@ def test_a_worker_killed_mid_job_is_resumed_by_the_next_bit_identically(service)
     ref = service.done(service.submit(steps=30, seed=5))
     assert ref["attempts"] == 1
     assert np.array_equal(service.latents(job_id), service.latents(ref["id"]))
+    assert not torch_loaded(server.pid), "the HTTP process loaded torch"
+    assert torch_loaded(service.procs[-1].pid)  # (the check can fail: a worker has it)
 
 
 def test_a_paused_worker_that_lost_its_lease_writes_nothing(service):
