@@ -7,7 +7,9 @@
 #                                 .venv with MuQ-MuLan instead (style from a text prompt or
 #                                 reference audio): see mulan_stack below
 #   bash scripts/setup.sh test    .venv as above, plus .venv-mulan: the rhythmflow[mulan]
-#                                 install the tests run the real MuQ-MuLan path in
+#                                 install the tests run the real MuQ-MuLan path in, plus
+#                                 chromium (apt) and playwright for the page's browser test,
+#                                 redis-server (apt) for the serve scale-out test
 #   bash scripts/setup.sh verify  only check the existing .venv (and .venv-mulan): exit 1 with
 #                                 what is broken
 #
@@ -144,16 +146,29 @@ elif [ "$want" = mulan ] && [ "$MODE" = test ] && [ -z "${WITH_MULAN:-}" ]; then
        "install run WITH_MULAN=0 bash scripts/setup.sh test (rebuilds $VENV)" >&2
 fi
 if [ "$want" = mulan ]; then
-  mulan_stack "$VENV" "chinese,dev,mulan"
+  mulan_stack "$VENV" "chinese,dev,mulan,serve"
 else
   new_venv "$VENV"
   # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
   "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION"
-  "$VENV/bin/python" -m pip install -q -e ".[chinese,dev,mp3]"
+  "$VENV/bin/python" -m pip install -q -e ".[chinese,dev,mp3,serve]"
   echo cpu > "$VENV/.rhythmflow-flavour"
 fi
 verify_venv "$VENV" "$want"
 if [ "$MODE" = test ]; then
+  # the serve scale-out test starts a throw-away redis-server (Debian package)
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq redis-server >/dev/null
+  fi
+  # the page's browser test: Playwright drives Debian's chromium (no browser download)
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+  "$VENV/bin/python" -m pip install -q -e ".[serve-test]"
   # sentencepiece + protobuf build the tiny XLM-R tokenizer the MuQ-MuLan tests train
   mulan_stack "$MULAN_VENV" "dev,mulan" sentencepiece protobuf
   verify_venv "$MULAN_VENV" mulan

@@ -42,6 +42,39 @@ def _assets(p: argparse.ArgumentParser) -> None:
                    help="never use the network (also: HF_HUB_OFFLINE=1)")
 
 
+def _serve_parsers(sub) -> None:
+    """``serve`` (HTTP API + page + an embedded worker) and ``worker`` (scale-out)."""
+    for name, text in (("serve", "web page + HTTP API with a durable job queue"),
+                       ("worker", "run queued jobs (one per GPU or CPU box)")):
+        p = sub.add_parser(name, help=text)
+        if name == "serve":
+            p.add_argument("--host", default="127.0.0.1", help="address to bind (default: "
+                           "127.0.0.1; others need --api-key or print a warning)")
+            p.add_argument("--port", type=int, default=7860)
+            p.add_argument("--no-worker", action="store_true", help="API only; jobs run in "
+                           "separate `rhythmflow worker` processes")
+            p.add_argument("--api-key", help="key every route but /api/health requires "
+                           "(default: $RHYTHMFLOW_API_KEY)")
+        p.add_argument("--data-dir", type=Path, help="jobs, states and audio (default: "
+                       "$RHYTHMFLOW_DATA_DIR, else ~/.local/share/rhythmflow); shared by all")
+        p.add_argument("--queue", help="redis://HOST:PORT/DB for many machines (default: a "
+                       "SQLite queue in --data-dir)")
+        p.add_argument("--model", choices=MODELS, help="official model (default: base)")
+        p.add_argument("--checkpoint", type=Path, help="a local DiT checkpoint")
+        p.add_argument("--model-config", type=Path, help="official config JSON for --checkpoint")
+        p.add_argument("--vae", type=Path, help="local TorchScript VAE file")
+        _assets(p)
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+        p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+        p.add_argument("--quantize", choices=["none", "int8"], default="none")
+        p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+        p.add_argument("--lease", type=float, default=15.0, help="seconds a job stays owned "
+                       "without a heartbeat before another worker resumes it")
+        p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+        p.add_argument("--poll", type=float, default=0.5, help="seconds between queue polls")
+        _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rhythmflow", description="DiffRhythm song generation that never stalls.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -146,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure this machine's arithmetic again (the cached dtype probe)")
     _assets(d)  # --smoke reads the G2P vocabulary locally, never from the network
     _common(d)
+    _serve_parsers(sub)
     return parser
 
 
@@ -175,6 +209,11 @@ def _run(args: argparse.Namespace) -> int:
         finally:  # main() may be called in-process (tests, notebooks): leave no handler behind
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if args.command in ("serve", "worker"):
+        from rhythmflow.serve import commands as serve_commands
+
+        return serve_commands.run_serve(args) if args.command == "serve" else \
+            serve_commands.run_worker(args)
     if args.command == "lrc":
         from rhythmflow.lrc_command import run_lrc
 

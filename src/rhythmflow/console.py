@@ -12,7 +12,6 @@ import time
 from typing import TextIO
 
 from rhythmflow import events
-from rhythmflow.sampling.progress import format_seconds
 
 log = logging.getLogger("rhythmflow")
 
@@ -68,6 +67,9 @@ class ProgressView:
 
     @staticmethod
     def _line(label: str, event, t: float | None = None, sec_per_step: float | None = None) -> str:
+        # imported here: rhythmflow.sampling imports torch, which `rhythmflow serve` never loads
+        from rhythmflow.sampling.progress import format_seconds
+
         done = event.step if isinstance(event, events.SamplingStep) else event.chunk
         parts = [f"{label} {done}/{event.total}"]
         if t is not None:

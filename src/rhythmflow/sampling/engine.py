@@ -10,6 +10,7 @@ NaN/Inf states and returns a typed :class:`SampleResult` — never hangs on a ti
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -185,6 +186,7 @@ def sample(
     anytime: bool = False,
     resume_state: SamplerState | None = None,
     tag: str = "",
+    checkpoint: str | os.PathLike | None = None,
 ) -> SampleResult:
     """Integrate the flow from noise (t = 0) to data (t = 1) and return a :class:`SampleResult`.
 
@@ -203,6 +205,14 @@ def sample(
 
     ``callback`` gets a :class:`SampleEvent` after every step. NaN/Inf in the state raises
     NumericalError naming the step.
+
+    ``checkpoint``: a file path; after every completed step but the last, the resumable state is
+    saved there atomically (:meth:`SamplerState.save`, reason "checkpoint") *before* the step's
+    event is reported, so a process killed at any point leaves a state at least as far as the
+    last event it reported; ``resume_state=SamplerState.load(checkpoint)`` continues it
+    bit-identically. With a checkpoint, a step that completes after ``cancel`` was set is neither
+    saved nor reported (a worker that lost its job writes nothing more; the file stays at the
+    last reported step); the returned ``state`` still includes it.
     """
     started = time.perf_counter()
     spec = get_solver(solver)
@@ -238,12 +248,27 @@ def sample(
     tracker = ProgressTracker(steps, start)
     current = {"x": x, "step": start}
     monitor.set_state(x)
+    prior_evals = 0 if resume_state is None else resume_state.evaluations
+    prior_elapsed = 0.0 if resume_state is None else resume_state.elapsed
 
     def on_step(i: int, t: Tensor, x_new: Tensor) -> None:
         k = start + i + 1
         _check_finite(x_new, k, steps, float(t), "after a solver step")
         current.update(x=x_new, step=k)
         monitor.set_state(x_new)
+        if checkpoint is not None and k < steps:
+            if cancel is not None and cancel.is_set():
+                return  # stopping: neither saved nor reported (the file = the last event)
+            SamplerState(
+                x=x_new,
+                step=k,
+                grid=grid.cpu(),
+                settings=settings,
+                edit_mask=inputs.edit_mask,
+                evaluations=prior_evals + monitor.evaluations,
+                elapsed=prior_elapsed + time.perf_counter() - started,
+                reason="checkpoint",
+            ).save(checkpoint)
         event = tracker.event(k, float(t), monitor.evaluations, x_new)
         log.debug("%s", event.describe())
         if callback is not None:
@@ -265,8 +290,6 @@ def sample(
         except _Interrupted as stop:
             status = stop.status
     x, k = current["x"], current["step"]
-    prior_evals = 0 if resume_state is None else resume_state.evaluations
-    prior_elapsed = 0.0 if resume_state is None else resume_state.elapsed
     final_state = None
     if status == "completed":
         latent, state, jumped = inputs.finish(x_final), None, False

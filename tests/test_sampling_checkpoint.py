@@ -1,0 +1,88 @@
+"""``sample(checkpoint=path)``: the resumable state saved after every step, resumed bit-identically."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+import torch
+
+from rhythmflow.model.testing import random_dit
+from rhythmflow.sampling import SamplerState, prepare_inputs, sample, segments_to_mask
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_dit(seed=5)
+
+
+def _song(model, batch=2):
+    gen = torch.Generator().manual_seed(2)
+    return prepare_inputs(
+        model,
+        text=torch.randint(0, 363, (1, N), generator=gen),
+        style=torch.randn(1, 512, generator=gen),
+        negative_style=torch.randn(1, 512, generator=gen),
+        start_time=0.0,
+        reference=torch.randn(1, N, 64, generator=gen),
+        edit_mask=segments_to_mask([[4, 12]], N),
+        batch=batch,
+    )
+
+
+@pytest.mark.parametrize("solver,cut", [("euler", 2), ("heun", 1), ("rk4", 3)])
+def test_a_mid_run_checkpoint_resumes_to_the_uninterrupted_latent(model, tmp_path, solver, cut):
+    kw = dict(steps=4, cfg_strength=3.0, solver=solver, seed=21, tag="song-1")
+    ckpt, snapshot = tmp_path / "job.state", tmp_path / "snapshot.state"
+    seen = []
+
+    def on_event(event):
+        state = SamplerState.load(ckpt) if event.step < 4 else None
+        seen.append(None if state is None else state.step)
+        if event.step == cut:  # what a process killed right now would leave behind
+            shutil.copy(ckpt, snapshot)
+
+    full = sample(model, _song(model), **kw, checkpoint=ckpt, callback=on_event)
+    assert full.completed
+    # saved before each event is reported, never for the last step
+    assert seen == [1, 2, 3, None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.state", "snapshot.state"]
+
+    plain = sample(model, _song(model), **kw)
+    assert torch.equal(plain.latent, full.latent)  # saving changes nothing
+
+    state = SamplerState.load(snapshot)
+    assert (state.step, state.reason, state.settings.seed) == (cut, "checkpoint", 21)
+    events = []
+    resumed = sample(model, _song(model), **{**kw, "seed": None}, resume_state=state,
+                     checkpoint=ckpt, callback=events.append)
+    assert resumed.completed and torch.equal(resumed.latent, full.latent)
+    assert [e.step for e in events] == list(range(cut + 1, 5))
+    assert resumed.evaluations + state.evaluations == full.evaluations
+
+
+def test_a_step_finished_after_cancel_is_neither_saved_nor_reported(model, tmp_path):
+    ckpt = tmp_path / "job.state"
+    cancel = threading.Event()
+    calls = {"n": 0}
+
+    def forward(x, t, cond):  # the token is set during the third step's evaluation
+        calls["n"] += 1
+        if calls["n"] == 3:
+            cancel.set()
+        return model(x, t, cond)
+
+    forward.dtype = model.dtype
+    events = []
+    r = sample(forward, _song(model), steps=6, cfg_strength=3.0, seed=2, cancel=cancel,
+               checkpoint=ckpt, callback=events.append)
+    assert r.status == "cancelled" and r.steps_done == r.state.step == 3
+    # step 3 finished after the token was set: neither saved nor reported
+    assert SamplerState.load(ckpt).step == 2 and [e.step for e in events] == [1, 2]
+    resumed = sample(model, _song(model), steps=6, cfg_strength=3.0,
+                     resume_state=SamplerState.load(ckpt))
+    assert torch.equal(resumed.latent, sample(model, _song(model), steps=6, cfg_strength=3.0,
+                                              seed=2).latent)

@@ -1,0 +1,420 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright, against a real
+``rhythmflow serve`` process on 127.0.0.1 (tiny random checkpoint in the official format, tiny
+TorchScript VAE, a style embedding file the page reads). Every wait is bounded; nothing is timed.
+
+Needs ``/usr/bin/chromium`` (apt ``chromium``) and the ``playwright`` package (no browser
+download): ``bash scripts/setup.sh test`` installs both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
+from rhythmflow.tiny import build_tiny_vae
+
+try:
+    from playwright import sync_api
+except ImportError:  # a failure, never a skip: the README's test command installs it
+    pytest.fail("playwright is missing: pip install -e '.[serve-test]' (scripts/setup.sh test)",
+                pytrace=False)
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.fail("Debian chromium is missing: apt-get install chromium (scripts/setup.sh test)",
+                pytrace=False)
+
+CFG = dataclasses.replace(TINY, depth=1, dim=32 * 2)
+LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n[00:06.00]The end\n"
+BAD_LRC = "[00:01.00]Hello little song\n[00:75.00]bad seconds\n[00:06.00]The end\n"
+LONG_STEPS = 400  # a job that is still running when the test cancels it
+WAIT_MS = 90_000  # upper bound of any single wait in the browser (a busy CI machine)
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``rhythmflow serve`` as a child process; :meth:`stop` sends SIGTERM, then SIGKILL."""
+
+    def __init__(self, args: list[str], log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rhythmflow", "serve", "--host", "127.0.0.1",
+                 "--port", str(self.port), *args],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "api/health", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"serve did not answer within {timeout:.0f} s:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve-browser")
+    style = d / "style.npy"
+    np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
+    return {
+        "ckpt": save_checkpoint(random_dit(CFG, seed=7), d / "cfm_model.pt"),
+        "vae": build_tiny_vae(d / "vae_model.pt"),
+        "style": style,
+        "data": d / "data",
+        "dir": d,
+    }
+
+
+def serve_args(files) -> list[str]:
+    return ["--data-dir", str(files["data"]), "--checkpoint", str(files["ckpt"]),
+            "--vae", str(files["vae"]), "--offline",
+            "--assets-dir", os.environ["RHYTHMFLOW_ASSETS_DIR"]]
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    srv = Server(serve_args(files), files["dir"] / "serve.log")
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(server.url)
+    yield pg
+    ctx.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def choose_style(page, files) -> None:
+    """The style embedding file (the page reads the .npy and sends its 512 numbers)."""
+    page.check("input[name=style-mode][value=embedding]")
+    page.set_input_files("#style-embedding", str(files["style"]))
+    sync_api.expect(page.locator("#embedding-info")).to_contain_text("512 numbers read")
+
+
+def fill_song(page, files, *, lrc: str = LRC, steps: int = 3, seed: int = 11) -> None:
+    """LRC, the style embedding file, steps and seed; waits for the plan's estimate."""
+    choose_style(page, files)
+    page.fill("#lyrics-input", lrc)
+    page.fill("#steps", str(steps))
+    page.fill("#seed", str(seed))
+    plan = page.locator("#plan")  # the plan of these very settings (a chosen seed is shown)
+    sync_api.expect(plan).to_contain_text(f"{steps} steps", timeout=WAIT_MS)
+    sync_api.expect(plan).to_contain_text(f"seed {seed}", timeout=WAIT_MS)
+    expect_plan(page)
+
+
+def expect_plan(page) -> str:
+    plan = page.locator("#plan")
+    sync_api.expect(plan).to_contain_text("Estimated time", timeout=WAIT_MS)
+    return plan.inner_text()
+
+
+def progress_step(page) -> tuple[int, int] | None:
+    m = re.search(r"Step (\d+)/(\d+)", page.inner_text("#progress-text"))
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def wait_status(page, status: str) -> None:
+    sync_api.expect(page.locator("#job-status")).to_have_text(status, timeout=WAIT_MS)
+
+
+def wait_audio_decoded(page) -> None:
+    """Until the first result's player knows its duration (the browser decoded the file)."""
+    page.wait_for_function("(document.querySelector('#results audio') || {}).duration > 0")
+
+
+def api_json(server, path: str) -> dict:
+    with urllib.request.urlopen(server.url + path, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_lrc_errors_are_shown_on_their_line_and_the_plan_once_fixed(page, files):
+    choose_style(page, files)
+    page.fill("#lyrics-input", BAD_LRC)
+    issue = page.locator("#lyrics-issues .error-line")
+    sync_api.expect(issue).to_contain_text(re.compile(r"\bline 2\b", re.I), timeout=WAIT_MS)
+    sync_api.expect(page.locator("#lyrics-input")).to_have_attribute("aria-invalid", "true")
+    sync_api.expect(page.locator("#gutter .bad")).to_have_text("2")
+    sync_api.expect(page.locator("#plan")).not_to_contain_text("Estimated")
+    page.click("#lyrics-issues button")  # "Go to line 2" selects that line in the editor
+    selected = page.evaluate("(() => { const t = document.querySelector('#lyrics-input');"
+                             " return t.value.slice(t.selectionStart, t.selectionEnd); })()")
+    assert selected == "[00:75.00]bad seconds"
+    fill_song(page, files, steps=7)
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
+    assert page.locator("#gutter .bad").count() == 0
+    sync_api.expect(page.locator("#plan")).to_contain_text("7 steps", timeout=WAIT_MS)
+    page.fill("#steps", "0")  # a settings field's error is shown too, naming the field
+    sync_api.expect(issue).to_contain_text("steps", timeout=WAIT_MS)
+    sync_api.expect(page.locator("#steps")).to_have_attribute("aria-invalid", "true")
+    page.fill("#steps", "7")
+    expect_plan(page)
+    sync_api.expect(page.locator("#steps")).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_plain_lyrics_and_reference_audio_are_planned(page, files, tmp_path):
+    """Plain (untimed) lyrics go as ``lyrics``; a reference audio file goes as multipart
+    (``request`` JSON + ``style_audio``). Both are planned by the server without an error."""
+    choose_style(page, files)
+    page.check("input[name=lyrics-mode][value=lyrics]")
+    sync_api.expect(page.locator("#lyrics-label")).to_contain_text("Plain lyrics")
+    page.fill("#lyrics-input", "Hello little song\nAnother line of words\nThe end\n")
+    assert "Estimated time" in expect_plan(page)
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
+    ref = tmp_path / "reference.wav"
+    t = np.arange(12 * 44100) / 44100
+    sf.write(ref, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, axis=1) * 0.3, 44100)
+    page.check("input[name=style-mode][value=audio]")
+    sync_api.expect(page.locator("#style-audio")).to_be_visible()
+    sync_api.expect(page.locator("#style-embedding")).to_be_hidden()
+    with page.expect_request(lambda r: r.url.endswith("/api/validate")
+                             and "multipart/form-data" in (r.headers.get("content-type") or "")):
+        page.set_input_files("#style-audio", str(ref))
+    page.fill("#steps", "9")
+    sync_api.expect(page.locator("#plan")).to_contain_text("9 steps", timeout=WAIT_MS)
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
+
+
+def test_cancel_resume_finish_play_and_history_after_reload(page, files, server):
+    # a long job: watch its progress change, then cancel it
+    fill_song(page, files, steps=LONG_STEPS, seed=5)
+    page.click("#generate")
+    page.wait_for_function(
+        "/Step [1-9]\\d*\\/\\d+/.test(document.querySelector('#progress-text').textContent)")
+    first = progress_step(page)
+    assert first is not None and first[1] == LONG_STEPS
+    page.wait_for_function(
+        f"(() => {{ const m = /Step (\\d+)\\//.exec(document.querySelector('#progress-text')"
+        f".textContent); return m && Number(m[1]) > {first[0]}; }})()")
+    long_id = page.inner_text("#job-id").removeprefix("Job ").strip()
+    page.click("#cancel")
+    wait_status(page, "cancelled")
+    sync_api.expect(page.locator("#resume")).to_be_enabled()
+    sync_api.expect(page.locator("#cancel")).to_be_disabled()
+    stopped = api_json(server, f"api/jobs/{long_id}")
+    assert stopped["status"] == "cancelled" and 0 < stopped["progress"]["step"] < LONG_STEPS
+
+    # resume it: it goes on from where it stopped (never backwards), then cancel it again
+    page.click("#resume")
+    page.wait_for_function(
+        f"(() => {{ const m = /Step (\\d+)\\//.exec(document.querySelector('#progress-text')"
+        f".textContent); return m && Number(m[1]) > {stopped['progress']['step']}; }})()")
+    page.click("#cancel")
+    wait_status(page, "cancelled")
+
+    # a short job that finishes: player, download link, waveform
+    fill_song(page, files, steps=3, seed=11)
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#job-id').textContent !== "
+                           f"'Job {long_id}'")
+    wait_status(page, "completed")
+    done_id = page.inner_text("#job-id").removeprefix("Job ").strip()
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 3/3")
+    audio = page.locator("#results audio").first
+    wait_audio_decoded(page)
+    duration = audio.evaluate("a => a.duration")
+    assert 90 < duration < 100  # the browser decoded the 95 s song
+    canvas = page.locator("#results canvas").first
+    sync_api.expect(canvas).to_have_attribute("data-duration", re.compile(r"^9\d\.\d+$"))
+    assert canvas.evaluate(  # min/max peaks were drawn: some pixels are not transparent
+        "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+        ".some((v, i) => i % 4 === 3 && v > 0)")
+    href = page.locator("#results a[download]").first.get_attribute("href")
+    assert href and f"/api/jobs/{done_id}/audio" in href
+    audio.evaluate("a => { a.muted = true; return a.play(); }")
+    page.wait_for_function("(document.querySelector('#results audio') || {}).currentTime > 0")
+
+    # history comes from the server: both jobs are there after a reload, newest first
+    page.reload()
+    rows = page.locator("#history li[data-job-id]")
+    sync_api.expect(rows.first).to_have_attribute("data-job-id", done_id, timeout=WAIT_MS)
+    ids = rows.evaluate_all("rs => rs.map(r => r.dataset.jobId)")
+    assert ids.index(done_id) < ids.index(long_id)
+    row = page.locator(f"#history li[data-job-id='{long_id}']")
+    sync_api.expect(row.locator(".badge")).to_have_text("cancelled")
+    sync_api.expect(page.locator(f"#history li[data-job-id='{done_id}'] .badge")).to_have_text(
+        "completed")
+    row.locator("button").click()  # open the cancelled job from the history
+    wait_status(page, "cancelled")
+    sync_api.expect(page.locator("#resume")).to_be_enabled()
+
+
+def test_narrow_screen_has_no_sideways_scroll(browser, server, files, tmp_path):
+    ctx = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2,
+                              is_mobile=True, has_touch=True)
+    page = ctx.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(server.url)
+        fill_song(page, files, steps=3)
+        page.click("#generate")
+        wait_status(page, "completed")
+        page.wait_for_selector("#results canvas[data-duration]")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        for sel in ("#generate", "#lyrics-input", "#cancel", "#results audio", "#history"):
+            box = page.locator(sel).first.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, sel
+        shot = Path(os.environ.get("RHYTHMFLOW_SCREENSHOT_DIR", tmp_path)) / "page-375.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 0
+    finally:
+        ctx.close()
+
+
+def test_keyboard_only_submit(page, files):
+    # the native file chooser is outside the page: the file is set directly, the rest by keys
+    choose_style(page, files)
+    for _ in range(40):  # bounded: Tab through the page to the editor
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "lyrics-input":
+            break
+    assert page.evaluate("document.activeElement.id") == "lyrics-input"
+    page.keyboard.type(LRC)
+    seen: list[str] = []
+    for _ in range(40):  # on to the steps field, the seed field and the Generate button
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
+        seen.append(focused)
+        if focused in ("steps", "seed"):
+            page.keyboard.press("Control+A")
+            page.keyboard.type("3" if focused == "steps" else "21")
+        if focused == "generate":
+            break
+    assert seen[-1] == "generate", seen
+    assert {"steps", "seed"} <= set(seen)
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")  # the focused button is visibly marked
+    expect_plan(page)
+    page.keyboard.press("Enter")
+    wait_status(page, "completed")
+    job = page.inner_text("#job-id").removeprefix("Job ").strip()
+    assert job and page.locator("#results audio").count() == 1
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 3/3")
+
+
+def test_api_key_is_asked_for_and_sent_and_history_survives_a_restart(browser, files, tmp_path):
+    """A server with --api-key: the page asks for the key on the first 401, then sends it on
+    every call (events read as a stream, audio fetched and played from a local copy). The
+    server is then stopped and started again on the same data: the reloaded page lists the
+    job (the key is remembered for the tab)."""
+    key = "page-test-key"
+    data = dict(files, data=tmp_path / "data")
+    srv = Server([*serve_args(data), "--api-key", key], tmp_path / "serve-key.log")
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        srv.wait_ready()
+        page = ctx.new_page()
+        page.set_default_timeout(WAIT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url)
+        dialog = page.locator("#key-dialog")
+        sync_api.expect(dialog).to_be_visible()
+        sync_api.expect(page.locator("#key-input")).to_be_focused()
+        page.keyboard.type("wrong-key")
+        page.keyboard.press("Enter")
+        sync_api.expect(dialog).to_be_visible()  # 401 again: asked again
+        page.fill("#key-input", key)
+        page.keyboard.press("Enter")
+        sync_api.expect(dialog).to_be_hidden()
+        sync_api.expect(page.locator("#history")).to_contain_text("No jobs yet")
+        fill_song(page, files, steps=2, seed=3)
+        page.click("#generate")
+        wait_status(page, "completed")
+        sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 2/2")
+        wait_audio_decoded(page)
+        src = page.locator("#results audio").first.get_attribute("src")
+        assert src and src.startswith("blob:")  # <audio> cannot send the key itself
+        job_id = page.inner_text("#job-id").removeprefix("Job ").strip()
+
+        srv.stop()
+        srv = Server([*serve_args(data), "--api-key", key], tmp_path / "serve-key.log",
+                     port=srv.port)
+        srv.wait_ready()
+        page.reload()
+        row = page.locator(f"#history li[data-job-id='{job_id}']")
+        sync_api.expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT_MS)
+        sync_api.expect(dialog).to_be_hidden()
+        row.locator("button").click()
+        wait_audio_decoded(page)
+        assert errors == [], errors
+    finally:
+        ctx.close()
+        srv.stop()
+
+
+def test_progress_falls_back_to_polling_without_event_stream(page, files):
+    """With the event stream refused (a proxy that drops SSE, say), progress and the result
+    still arrive by polling GET /api/jobs/{id}."""
+    refused: list[str] = []
+
+    def refuse(route):
+        refused.append(route.request.url)
+        route.abort()
+
+    page.route("**/api/jobs/*/events", refuse)
+    fill_song(page, files, steps=4, seed=8)
+    page.click("#generate")
+    wait_status(page, "completed")
+    sync_api.expect(page.locator("#progress-text")).to_contain_text("Step 4/4")
+    wait_audio_decoded(page)
+    assert refused  # the page did try the stream first
