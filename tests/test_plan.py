@@ -165,10 +165,11 @@ def test_planning_imports_no_torch():
             "from rhythmflow.request import GenerationRequest\n"
             "m = Machine(cores=2, memory_available=10**11, gflops={'cpu-float32': 100.0})\n"
             "p = plan(GenerationRequest(style_prompt='x', lrc='[00:01.00]hi\\n', seed=1), m)\n"
-            "p.to_dict(); print(p.steps, 'torch' in sys.modules)\n")
+            "q = plan(GenerationRequest(style_prompt='x', lyrics='[verse]\\nhello there', seed=1), m)\n"
+            "p.to_dict(); print(p.steps, q.lrc.count(']hello there'), 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
-    assert out == ["8", "False"]
+    assert out == ["8", "1", "False"]  # LRC and plain lyrics (timed here) alike
 
 
 def test_int8_quantization_plans_a_float32_model_even_where_auto_picks_bf16():

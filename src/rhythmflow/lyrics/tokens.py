@@ -60,17 +60,18 @@ class Placement:
     frame_len: int
 
 
-@dataclass(frozen=True, eq=False)  # holds a tensor: compare fields, not tracks
+@dataclass(frozen=True)
 class LyricsTrack:
     """The lyric conditioning for one song.
 
-    ``tokens``: int64 tensor ``[1, end_frame]`` (0 = no lyric); ``start_time`` is always 0.0;
+    ``ids``: the token id of every frame (0 = no lyric); :attr:`tokens` is the same as an int64
+    tensor ``[1, end_frame]`` (built on access: planning needs no torch); ``start_time`` is 0.0;
     ``song_duration`` is ``end_frame / max_frames`` rounded through float16 as the model saw it.
     ``placed``, ``dropped`` and ``truncated`` (lines that lost tokens at ``end_frame``) say what
     happened to each line.
     """
 
-    tokens: torch.Tensor
+    ids: tuple[int, ...]
     end_frame: int
     start_time: float
     song_duration: float
@@ -80,6 +81,13 @@ class LyricsTrack:
     dropped: tuple[DroppedLine, ...] = ()
     truncated: tuple[LyricLine, ...] = ()
 
+    @property
+    def tokens(self) -> torch.Tensor:
+        """int64 ``[1, end_frame]`` token track."""
+        import torch
+
+        return torch.tensor(self.ids, dtype=torch.long).reshape(1, self.end_frame)
+
 
 def end_frame_for(max_frames: int, audio_length: float) -> int:
     """Number of frames in the track (see rule 3 in the module docstring)."""
@@ -87,10 +95,11 @@ def end_frame_for(max_frames: int, audio_length: float) -> int:
 
 
 def song_duration_half(end_frame: int, max_frames: int) -> float:
-    """``end_frame / max_frames`` as float32 then float16, returned as a Python float."""
-    import torch
+    """``end_frame / max_frames`` as float32 then float16 (round to nearest even, as torch's
+    ``.half()``), returned as a Python float."""
+    import numpy as np
 
-    return float(torch.tensor([end_frame / max_frames], dtype=torch.float32).half()[0])
+    return float(np.float16(np.float32(end_frame / max_frames)))
 
 
 def _check_sizes(max_frames: int, audio_length: float) -> None:
@@ -116,8 +125,6 @@ def place_tokens(
     are instrumental markers and their tokens are ignored. The order of ``lines`` is used as is
     (:func:`parse_lrc` returns them sorted by time).
     """
-    import torch
-
     _check_sizes(max_frames, audio_length)
     if len(lines) != len(line_tokens):
         raise UsageError(f"{len(lines)} lines but {len(line_tokens)} token lists")
@@ -156,7 +163,7 @@ def place_tokens(
     for line in truncated:
         log.debug("lyric line %d (%.2f s) cut at the end of the song", line.line, line.start)
     return LyricsTrack(
-        tokens=torch.tensor(track, dtype=torch.long).reshape(1, end_frame),
+        ids=tuple(track),
         end_frame=end_frame,
         start_time=0.0,
         song_duration=song_duration_half(end_frame, max_frames),
