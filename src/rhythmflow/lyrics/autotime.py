@@ -423,19 +423,10 @@ def _verify(lrc: str, timed: Sequence[TimedLine], max_frames: int, duration: flo
         )
 
 
-def autotime(
-    text: str,
-    duration: float,
-    *,
-    language: str | None = None,
-    max_frames: int | None = None,
-    intro: float = INTRO_SECONDS,
-    outro: float = OUTRO_SECONDS,
-) -> str:
-    """The timed LRC of :func:`time_lyrics` (warnings are logged)."""
-    return time_lyrics(
-        text, duration, language=language, max_frames=max_frames, intro=intro, outro=outro
-    ).lrc
+def autotime(text: str, duration: float, **options) -> str:
+    """The timed LRC of :func:`time_lyrics` (same ``options``; its warnings are dropped: use
+    :func:`time_lyrics` to see them)."""
+    return time_lyrics(text, duration, **options).lrc
 
 
 __all__ = ["AutotimeResult", "TimedLine", "autotime", "time_lyrics"]

@@ -251,6 +251,14 @@ def sample(
     prior_evals = 0 if resume_state is None else resume_state.evaluations
     prior_elapsed = 0.0 if resume_state is None else resume_state.elapsed
 
+    def state_at(x_k: Tensor, k: int, reason: str) -> SamplerState:
+        """The resumable state after ``k`` steps (counting evaluations and time of earlier
+        calls)."""
+        return SamplerState(x=x_k, step=k, grid=grid.cpu(), settings=settings,
+                            edit_mask=inputs.edit_mask,
+                            evaluations=prior_evals + monitor.evaluations,
+                            elapsed=prior_elapsed + time.perf_counter() - started, reason=reason)
+
     def on_step(i: int, t: Tensor, x_new: Tensor) -> None:
         k = start + i + 1
         _check_finite(x_new, k, steps, float(t), "after a solver step")
@@ -259,16 +267,7 @@ def sample(
         if checkpoint is not None and k < steps:
             if cancel is not None and cancel.is_set():
                 return  # stopping: neither saved nor reported (the file = the last event)
-            SamplerState(
-                x=x_new,
-                step=k,
-                grid=grid.cpu(),
-                settings=settings,
-                edit_mask=inputs.edit_mask,
-                evaluations=prior_evals + monitor.evaluations,
-                elapsed=prior_elapsed + time.perf_counter() - started,
-                reason="checkpoint",
-            ).save(checkpoint)
+            state_at(x_new, k, "checkpoint").save(checkpoint)
         event = tracker.event(k, float(t), monitor.evaluations, x_new)
         log.debug("%s", event.describe())
         if callback is not None:
@@ -293,27 +292,9 @@ def sample(
     final_state = None
     if status == "completed":
         latent, state, jumped = inputs.finish(x_final), None, False
-        final_state = SamplerState(
-            x=x_final,
-            step=steps,
-            grid=grid.cpu(),
-            settings=settings,
-            edit_mask=inputs.edit_mask,
-            evaluations=prior_evals + monitor.evaluations,
-            elapsed=prior_elapsed + time.perf_counter() - started,
-            reason="completed",
-        )
+        final_state = state_at(x_final, steps, "completed")
     else:
-        state = SamplerState(
-            x=x,
-            step=k,
-            grid=grid.cpu(),
-            settings=settings,
-            edit_mask=inputs.edit_mask,
-            evaluations=prior_evals + monitor.evaluations,
-            elapsed=prior_elapsed + time.perf_counter() - started,
-            reason=status,
-        )
+        state = state_at(x, k, status)
         latent, jumped = None, False
         if anytime and status == "timeout":
             with torch.inference_mode():
