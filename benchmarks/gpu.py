@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -32,12 +33,34 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _sync(device: str) -> None:
+    from rhythmflow.perf import device_sync
+
+    device_sync(device)
+
+
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0
+
+
 def _sdpa_backend(model, frames: int) -> str:
     """Which SDPA kernel one forward used, from the CUDA kernel names the profiler saw."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from rhythmflow.perf import model_inputs
+    from rhythmflow.perf import model_device, model_inputs
+
+    if model_device(model).type != "cuda":
+        return "cpu"
 
     a = model_inputs(model, frames, 2)
     x, t = a.pop("x"), a.pop("t")
@@ -53,18 +76,18 @@ def _sdpa_backend(model, frames: int) -> str:
     return "math (no fused attention kernel seen)"
 
 
-def dit_rows(frames_list, dtypes, steps, deadline, skipped) -> list[dict]:
+def dit_rows(frames_list, dtypes, steps, deadline, skipped, device="cuda", tiny=False):
     import torch
 
     from rhythmflow.config import PRESETS
-    from rhythmflow.model.testing import random_dit
+    from rhythmflow.model.testing import TINY, random_dit
     from rhythmflow.perf import forward_flops, model_inputs, time_forward
     from rhythmflow.sampling import prepare_inputs, sample
 
     rows = []
     for frames in frames_list:
         name = "v1.2-base" if frames <= 2048 else "v1.2-full"
-        cfg = PRESETS[name]
+        cfg = PRESETS[name] if not tiny else dataclasses.replace(TINY, max_frames=frames)
         if time.monotonic() > deadline:
             skipped.append(f"DiT {frames} frames (budget)")
             continue
@@ -73,62 +96,64 @@ def dit_rows(frames_list, dtypes, steps, deadline, skipped) -> list[dict]:
             if time.monotonic() > deadline:
                 skipped.append(f"DiT {frames} frames {dtype} (budget)")
                 continue
-            if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            if dtype == "bfloat16" and device == "cuda" and not torch.cuda.is_bf16_supported():
                 skipped.append(f"DiT {frames} frames bfloat16 (not supported)")
                 continue
-            model = copy.deepcopy(cpu_model).to("cuda", getattr(torch, dtype))
-            torch.cuda.reset_peak_memory_stats()
+            model = copy.deepcopy(cpu_model).to(device, getattr(torch, dtype))
+            _reset_peak(device)
             one = time_forward(model, frames, 2, repeats=3, warmup_frames=64)
             backend = _sdpa_backend(model, min(frames, 512))
             a = model_inputs(model, frames, 1)
             inputs = prepare_inputs(model, text=a["text"], style=a["style"],
                                     negative_style=-a["style"],
                                     song_duration=a["song_duration"])
-            torch.cuda.synchronize()
+            _sync(device)
             t0 = time.perf_counter()
             result = sample(model, inputs, steps=steps, cfg_strength=4.0, seed=0)
-            torch.cuda.synchronize()
+            _sync(device)
             run = time.perf_counter() - t0
             rows.append({
                 "model": name, "frames": frames, "dtype": dtype, "eval_seconds": one,
                 "tflops": forward_flops(cfg, frames, 2)["total"] / one / 1e12,
                 "run_seconds": run, "steps": steps, "evaluations": result.evaluations,
-                "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "sdpa": backend,
+                "peak_gib": _peak_gib(device), "sdpa": backend,
                 "finite": bool(torch.isfinite(result.latent).all()),
             })
             del model, inputs, result
-            torch.cuda.empty_cache()
+            if device == "cuda":
+                torch.cuda.empty_cache()
         del cpu_model
     return rows
 
 
-def vae_rows(deadline, skipped) -> list[dict]:
+def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     import torch
 
-    from rhythmflow.model.oobleck import FULL, random_decoder
+    from rhythmflow.model.oobleck import FULL, SMALL, random_decoder
     from rhythmflow.vae import TorchScriptVAE
 
     rows = []
-    dec = torch.jit.script(random_decoder(FULL)).to("cuda")
-    z = torch.randn(1, FULL.latent_dim, 2048, generator=torch.Generator().manual_seed(0))
+    cfg, frames = (SMALL, 40) if tiny else (FULL, 2048)
+    dec = torch.jit.script(random_decoder(cfg)).to(device)
+    z = torch.randn(1, cfg.latent_dim, frames, generator=torch.Generator().manual_seed(0))
     ref = None
     for dtype in ("float32", "bfloat16"):
         if time.monotonic() > deadline:
             skipped.append(f"VAE decode {dtype} (budget)")
             continue
-        vae = TorchScriptVAE(dec.to(getattr(torch, dtype)), device="cuda")
-        torch.cuda.reset_peak_memory_stats()
-        vae.decode(z[..., :300])  # warm-up (TorchScript profiles the first calls)
-        torch.cuda.synchronize()
+        vae = TorchScriptVAE(dec.to(getattr(torch, dtype)), device=device)
+        _reset_peak(device)
+        vae.decode(z[..., : min(300, frames)])  # warm-up (TorchScript profiles the first calls)
+        _sync(device)
         t0 = time.perf_counter()
         audio = vae.decode(z)
-        torch.cuda.synchronize()
+        _sync(device)
         secs = time.perf_counter() - t0
         ref = audio if ref is None else ref
         err = float((audio - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
-        rows.append({"dtype": dtype, "frames": 2048, "seconds": secs,
+        rows.append({"dtype": dtype, "frames": frames, "seconds": secs,
                      "geometry": vae.geometry().to_dict(), "rel_error_vs_float32": err,
-                     "peak_gib": torch.cuda.max_memory_allocated() / 2**30})
+                     "peak_gib": _peak_gib(device)})
     return rows
 
 
@@ -178,23 +203,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
     p.add_argument("--no-generate", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--device", default="cuda", help="cpu: a dry run of the script's code paths")
+    p.add_argument("--tiny", action="store_true", help="tiny models (with --device cpu: a test)")
     a = p.parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
+    if a.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA GPU on this machine; nothing measured (skip)")
         return 0
     start = time.monotonic()
     deadline = start + a.budget
-    props = torch.cuda.get_device_properties(0)
-    res: dict = {"gpu": props.name, "memory_gib": props.total_memory / 2**30,
+    if a.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        gpu, mem = props.name, props.total_memory / 2**30
+    else:
+        gpu, mem = f"no GPU ({a.device} dry run)", 0.0
+    res: dict = {"gpu": gpu, "memory_gib": mem,
                  "torch": torch.__version__, "cuda": torch.version.cuda,
-                 "bf16_supported": torch.cuda.is_bf16_supported(),
+                 "bf16_supported": a.device == "cuda" and torch.cuda.is_bf16_supported(),
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     skipped: list[str] = []
-    res["dit"] = dit_rows(a.frames, a.dtypes, a.steps, deadline - 120, skipped)
-    res["vae"] = vae_rows(deadline - 45, skipped)
-    res["generate"] = None if a.no_generate else generate_row(deadline, skipped)
+    res["dit"] = dit_rows(a.frames, a.dtypes, a.steps, deadline - 120, skipped, a.device,
+                          a.tiny)
+    res["vae"] = vae_rows(deadline - 45, skipped, a.device, a.tiny)
+    res["generate"] = None if a.no_generate else generate_row(deadline, skipped, a.device)
     res["skipped"] = skipped
     res["seconds"] = time.monotonic() - start
     print(f"\n{res['gpu']} ({res['memory_gib']:.0f} GiB), torch {res['torch']}, CUDA {res['cuda']}")
@@ -205,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['model']} | {r['frames']} | {r['dtype']} | {r['eval_seconds']:.3f} | "
               f"{r['tflops']:.0f} | {r['run_seconds']:.2f} | {r['peak_gib']:.1f} | {r['sdpa']} |")
     for r in res["vae"]:
-        print(f"| VAE decode | 2048 | {r['dtype']} | {r['seconds']:.2f} s | | | "
+        print(f"| VAE decode | {r['frames']} | {r['dtype']} | {r['seconds']:.2f} s | | | "
               f"{r['peak_gib']:.1f} | err {r['rel_error_vs_float32']:.1e} |")
     g = res["generate"]
     if g is not None:
