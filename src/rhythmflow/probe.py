@@ -3,10 +3,11 @@
 A probe times the candidate arithmetic of the DiT — float32, bfloat16, float16 and dynamic int8
 — on one transformer layer's GEMMs at model shapes (the q/k/v/o ``[n×2048]·[2048×2048]`` and the
 gate/up/down ``[n×2048]·[2048×8192]`` products, n = 256 tokens) with the chosen thread count, in
-2–3 s (a candidate that is very slow on a tiny scout product is scaled from it rather than
-repeated; candidates are interleaved round by round and keep their fastest round, so a
-busy spell on a shared machine does not land on one candidate). It records, per candidate, seconds per layer, the speed-up over float32 and the
-relative RMS error of the product against float32, and the *error class* that error puts it in
+2–3 s quiet (up to 8 s measured at load 7 on 2 cores). Candidates are interleaved round by round
+and keep their fastest round, so a busy spell does not land on one candidate; one that is very
+slow on a tiny scout product is scaled from it rather than repeated. It records, per candidate,
+seconds per layer, the speed-up over float32, the relative RMS error of the product against
+float32, and the *error class* that error puts it in
 (what the full-size velocity error of that class is, measured once on the full-size model, see
 docs/PERFORMANCE.md). The result is cached as JSON under the user's cache folder
 (``RHYTHMFLOW_CACHE_DIR`` or ``$XDG_CACHE_HOME/rhythmflow``, ``probe/<key>.json``), keyed by CPU
