@@ -380,3 +380,19 @@ def test_config_file_max_frames_wins_over_the_shape_rule(tmp_path):
     ) + "}")
     loaded = load_checkpoint(path, config=conf)
     assert loaded.config == cfg and loaded.text_embed.freqs_cis.shape[0] == 4096
+
+
+def test_low_precision_model_keeps_a_float32_residual_stream():
+    """Every decoder layer of a bfloat16 model receives and returns float32 (the branches run in
+    bfloat16); a float32 model is unchanged."""
+    m16 = random_dit(dtype=torch.bfloat16)
+    seen = []
+    hooks = [blk.register_forward_hook(lambda mod, args, out: seen.append(
+        (args[0].dtype, out.dtype, mod.mlp.gate_proj.weight.dtype))) for blk in m16.transformer_blocks]
+    a = inputs(TINY)
+    t, x = a.pop("t"), a.pop("x")
+    v16 = velocity(m16, x, t, **a)
+    for h in hooks:
+        h.remove()
+    assert seen == [(torch.float32, torch.float32, torch.bfloat16)] * TINY.depth
+    assert v16.dtype == torch.bfloat16

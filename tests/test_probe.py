@@ -187,3 +187,44 @@ def test_importing_the_probe_measures_nothing():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class VirtualCPU:
+    """A fake clock plus products whose cost is virtual: ``cost[dtype]`` seconds per token and
+    weight matrix, plus a busy spell ``spikes[(dtype, call)]`` on chosen calls."""
+
+    def __init__(self, cost, spikes=None):
+        self.now, self.cost, self.spikes, self.calls = 0.0, cost, spikes or {}, {}
+
+    def clock(self):
+        return self.now
+
+    def product(self, dtype, x, w, lin):
+        real = torch.nn.functional.linear  # the real maths (errors), virtual time
+
+        def fn(xs):
+            k = self.calls[dtype] = self.calls.get(dtype, 0) + 1
+            self.now += self.cost[dtype] * xs.shape[0] + self.spikes.get((dtype, k), 0.0)
+            if dtype in ("float32", "int8"):
+                return real(xs, w)
+            d = getattr(torch, dtype)
+            return real(xs.to(d), w.to(d))
+
+        return fn
+
+
+def test_probe_interleaves_keeps_the_fastest_round_and_scales_a_slow_scout(monkeypatch):
+    cpu = VirtualCPU({"float32": 1.0, "bfloat16": 0.25, "float16": 40.0, "int8": 0.5},
+                     spikes={("bfloat16", 7): 1000.0, ("float32", 9): 500.0})  # rounds 1, 2
+    monkeypatch.setattr(pr, "_product", cpu.product)
+    p = pr.measure_cpu(1, budget=0.0, clock=cpu.clock)
+    c = {x.dtype: x for x in p.candidates}
+    layer = sum(count for _, _, count in pr.LAYER_SHAPES)  # 7 products per layer
+    assert c["float32"].seconds == pytest.approx(layer * pr.TOKENS * 1.0)
+    assert c["bfloat16"].speedup_vs_float32 == pytest.approx(4.0)  # the busy spell is dropped
+    assert c["int8"].speedup_vs_float32 == pytest.approx(2.0)
+    assert c["float16"].scaled and not c["bfloat16"].scaled  # 40x slower on the scout
+    assert c["float16"].speedup_vs_float32 == pytest.approx(1 / 40)
+    # float16 ran only its scout (warm-up + timed call per shape), never the full rounds
+    assert cpu.calls["float16"] == 2 * len(pr.LAYER_SHAPES)
+    assert pr.choose_cpu_dtype(p)[0] == "bfloat16"

@@ -232,3 +232,11 @@ def test_unknown_guidance_layout_is_a_usage_error(model, song):
     inputs = prepare_inputs(model, **_plain(song))
     with pytest.raises(UsageError, match="layout"):
         GuidedVelocity(model, inputs, 1.0, layout="interleaved")
+
+
+def test_sample_runs_either_guidance_layout(model, song):
+    inputs = prepare_inputs(model, **_plain(song))
+    runs = {lay: sample(model, inputs, steps=3, cfg_strength=2.0, seed=4, guidance_layout=lay)
+            for lay in ("batched", "split")}
+    assert runs["batched"].evaluations == runs["split"].evaluations == 3
+    assert_rel_close(runs["split"].latent, runs["batched"].latent, tol=1e-4)

@@ -216,8 +216,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(dim, eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        """x [b, n, d] in the weights' dtype, or float32 (the residual stream of a low-precision
+        model, see ``DiT.forward``): each branch reads it normalised and cast to the weights'
+        dtype, and its output is added in x's dtype."""
+        dt = self.input_layernorm.weight.dtype  # the model dtype (also with int8 linears)
+        x = x + self.self_attn(self.input_layernorm(x).to(dt), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x).to(dt))
 
 
 class AdaLayerNormFinal(nn.Module):

@@ -149,8 +149,12 @@ class DiT(nn.Module):
         h = F.linear(x, w_x) + cond.static + F.linear(temb, w_c)[:, None, :]
         h = h + self.input_embed.conv_pos_embed(h)
         cos, sin = rope_tables(n, self.config.head_dim, self.config.rope_theta, x.device, h.dtype)
+        # The residual stream stays float32 in a low-precision model: measured on the full-size
+        # model in bfloat16 (docs/PERFORMANCE.md, AMX section) it lowers the velocity error from
+        # 1.30 % to 0.87 % at no measurable cost (element-wise adds beside the GEMMs).
+        h = h.float()
         for i, block in enumerate(self.transformer_blocks):
             h = block(h, cos, sin)
             if i < len(cond.fusion):
                 h = h + cond.fusion[i]
-        return self.proj_out(self.norm_out(h, temb + cond.c_static))
+        return self.proj_out(self.norm_out(h.to(self.dtype), temb + cond.c_static))

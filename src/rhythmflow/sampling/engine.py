@@ -187,6 +187,7 @@ def sample(
     resume_state: SamplerState | None = None,
     tag: str = "",
     checkpoint: str | os.PathLike | None = None,
+    guidance_layout: str = "batched",
 ) -> SampleResult:
     """Integrate the flow from noise (t = 0) to data (t = 1) and return a :class:`SampleResult`.
 
@@ -201,7 +202,9 @@ def sample(
     completed step). With ``anytime=True`` a timeout still yields a latent: one Euler jump to t = 1
     from that state (at most one evaluation past the deadline). ``resume_state`` continues a
     stopped run; the settings (and ``tag``, a fingerprint of the inputs chosen by the caller) must
-    match, else UsageError; the final latent is bit-identical to an uninterrupted run.
+    match, else UsageError; the final latent is bit-identical to an uninterrupted run (with the
+    same ``guidance_layout``: "batched" one doubled forward, "split" two forwards; the same maths,
+    different GEMM rounding — see :class:`GuidedVelocity`).
 
     ``callback`` gets a :class:`SampleEvent` after every step. NaN/Inf in the state raises
     NumericalError naming the step.
@@ -240,7 +243,8 @@ def sample(
         model_dtype=str(dtype).removeprefix("torch."),
         tag=tag,
     )
-    velocity = GuidedVelocity(forward, inputs, cfg_strength, settings.guidance_interval, dtype)
+    velocity = GuidedVelocity(forward, inputs, cfg_strength, settings.guidance_interval, dtype,
+                              layout=guidance_layout)
     x, start = _initial_state(inputs, settings, grid, noise, resume_state)
     grid = grid.to(device)
 

@@ -1,0 +1,59 @@
+"""The prepared GPU check must import and exit cleanly (a skip line, exit 0) without a GPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: gpu.py would run")
+def test_gpu_script_skips_cleanly_without_a_gpu(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), CUDA_VISIBLE_DEVICES="")
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "no CUDA GPU on this machine; nothing measured (skip)" in proc.stdout
+    assert not out.exists()  # nothing measured, nothing written
+    assert "Traceback" not in proc.stderr
+
+
+def test_gpu_script_imports_only_what_a_bare_gpu_machine_has():
+    """Module level: standard library only (torch, numpy and rhythmflow are imported inside)."""
+    import ast
+
+    tree = ast.parse((REPO / "benchmarks" / "gpu.py").read_text(encoding="utf-8"))
+    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+    top |= {n.module.split(".")[0] for n in tree.body
+            if isinstance(n, ast.ImportFrom) and n.module}
+    assert top <= {"__future__", "argparse", "copy", "dataclasses", "json", "os", "statistics",
+                   "subprocess",
+                   "sys", "tempfile", "time", "pathlib"}
+
+
+def test_gpu_script_code_paths_run_as_a_cpu_dry_run(tmp_path):
+    """Every measurement of gpu.py (DiT evaluation, guided run, VAE decode) on tiny models on the
+    CPU, so the script that waits for a GPU is not first run on one."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny",
+         "--frames", "48", "--steps", "2", "--no-generate", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert [(r["dtype"], r["frames"], r["evaluations"]) for r in res["dit"]] == [
+        ("bfloat16", 48, 2), ("float16", 48, 2)]
+    assert all(r["finite"] and r["eval_seconds"] > 0 for r in res["dit"])
+    assert [r["dtype"] for r in res["vae"]] == ["float32", "bfloat16"]
+    assert res["vae"][0]["geometry"] == {"chunk": 256, "overlap": 32, "per_item": True}
+    assert res["skipped"] == [] and "| VAE decode | 40 | bfloat16 |" in proc.stdout
