@@ -179,3 +179,11 @@ def test_int8_quantization_plans_a_float32_model_even_where_auto_picks_bf16():
     with pytest.raises(UsageError, match="quantizes a float32 model") as info:
         plan(req(quantize="int8", dtype="bfloat16"), amx)
     assert info.value.field == "quantize"
+
+
+def test_guidance_layout_follows_the_machines_measurement():
+    assert plan(req(seed=1), CPU).guidance_layout == "batched"  # nothing measured
+    split_wins = dataclasses.replace(CPU, layout_timings=((2048, 2.0, 1.8), (256, 0.2, 0.3)))
+    assert plan(req(seed=1), split_wins).guidance_layout == "split"
+    assert plan(req(seed=1, cfg_strength=0), split_wins).guidance_layout == "batched"
+    assert Machine.from_dict(split_wins.to_dict()) == split_wins

@@ -277,6 +277,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     if r.estimate:
         check_cancel(cancel, "the time estimate")
         _calibrated_estimate(p, gen, stage)
+    gen.vae.check_fits(p.frames, r.batch)  # the decode must fit before sampling starts
     check_cancel(cancel, "sampling")
     tag = _fingerprint(track.tokens, style, neg if neg is not None else style,
                        extra=str(gen.identity.get("checkpoint")))
@@ -287,12 +288,11 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         emit(on_event, events.SamplingStep(e.step, e.total, e.t, e.elapsed, e.eta,
                                            e.sec_per_step, e.evaluations))
 
-    extra = {} if checkpoint is None else {"checkpoint": checkpoint}
     result = sample(gen.model, inputs, steps=p.steps, cfg_strength=r.cfg_strength,
                     solver=r.solver, schedule=r.schedule, guidance_interval=r.guidance_interval,
                     seed=p.seed, model_dtype=dt, deadline=deadline, cancel=cancel,
                     callback=on_step, anytime=r.anytime, resume_state=resume_state, tag=tag,
-                    **extra)
+                    checkpoint=checkpoint, guidance_layout=p.guidance_layout)
     stage("sample", f"{result.status} after {result.steps_done}/{result.total_steps} steps, "
           f"{result.evaluations} evaluations", t0)
     if not result.completed and result.latent is None:

@@ -56,6 +56,8 @@ class Machine:
     gpus: tuple[Gpu, ...] = ()
     mps: bool = False
     gflops: dict[str, float] = field(default_factory=dict)
+    #: measured guided-evaluation timings per length: (frames, batched s, split s)
+    layout_timings: tuple[tuple[int, float, float], ...] = ()
     cpu_dtype: str = "float32"
     cpu_dtype_reason: str = "float32 on CPU (no measurement of this CPU's low-precision speed)"
 
@@ -73,6 +75,7 @@ class Machine:
     def from_dict(cls, d: dict[str, Any]) -> Machine:
         d = dict(d)
         d["gpus"] = tuple(Gpu(**g) for g in d.get("gpus", ()))
+        d["layout_timings"] = tuple(tuple(t) for t in d.get("layout_timings", ()))
         return cls(**d)
 
     def rate(self, kind: str, dtype: str) -> float | None:
@@ -139,6 +142,7 @@ class Plan:
     #                lyrics timed by rhythmflow.lyrics.autotime
     keep_last_line: bool = False
     autotime: dict[str, Any] | None = None  # AutotimeResult.summary() for plain lyrics
+    guidance_layout: str = "batched"  # "batched" (one doubled forward) or "split" (two)
 
     @property
     def device(self) -> str:
@@ -175,6 +179,7 @@ class Plan:
             "estimate": self.estimate.to_dict(), "reasons": list(self.reasons),
             "warnings": list(self.warnings), "lrc": self.lrc,
             "keep_last_line": self.keep_last_line, "autotime": self.autotime,
+            "guidance_layout": self.guidance_layout,
         }
 
 
@@ -244,8 +249,15 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
     if request.seed is None:
         reasons.append(f"seed {seed}: drawn (recorded in the sidecar)")
+    layout = "batched"
+    if guided:
+        from rhythmflow.probe import LayoutTiming, choose_guidance_layout
+
+        layout, why = choose_guidance_layout(
+            frames, [LayoutTiming(*t) for t in machine.layout_timings] or None)
+        reasons.append(why)
     return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
-                estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime)
+                estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime, layout)
 
 
 def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
