@@ -159,7 +159,7 @@ def test_ctrl_c_when_the_state_cannot_be_saved_is_clear_and_leaves_nothing(files
                             stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=_limit_file_size)
     for line in proc.stdout:
-        if '"SampleEvent"' in line:
+        if '"sampling_step"' in line:
             proc.send_signal(signal.SIGINT)
             break
     proc.stdout.read()

@@ -46,7 +46,7 @@ def _signal_at(proc: subprocess.Popen, stage: str, times: int = 1, sig=signal.SI
     """Send ``sig`` when the JSON progress announces ``stage``; return stderr after exit."""
     for line in proc.stdout:
         event = json.loads(line)
-        if event.get("event") == "StageEvent" and event["stage"] == stage and not event["done"]:
+        if event.get("event") == "stage_started" and event["stage"] == stage:
             for _ in range(times):
                 proc.send_signal(sig)
             break

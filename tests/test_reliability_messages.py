@@ -35,9 +35,10 @@ def _env(**extra) -> dict[str, str]:
 
 
 def test_missing_assets_are_one_block_naming_every_file(files, tmp_path, monkeypatch, capsys):
-    import rhythmflow.estimate as est
+    import rhythmflow.plan as planning
 
-    monkeypatch.setattr(est, "available_memory", lambda device: 1 << 40)  # not the point here
+    monkeypatch.setattr(planning, "_detect",  # plenty of memory: not the point here
+                        lambda measure, threads: planning.Machine(memory_available=1 << 40))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     (tmp_path / "assets" / "ASLP-lab" / "DiffRhythm-vae").mkdir(parents=True)
     build = (tmp_path / "assets" / "ASLP-lab" / "DiffRhythm-vae" / "vae_model.pt")

@@ -88,6 +88,8 @@ class SongGenerator:
         Process-wide settings (threads) are left alone: call
         :func:`rhythmflow.runtime.configure_process` once from your entry point if you want them."""
         runtime = resolve_runtime(device, dtype, threads)
+        for reason in runtime.reasons:
+            log.info("%s", reason)
         return cls._load(model, runtime, config=model_config, vae=vae, assets_dir=assets_dir,
                          offline=offline, quantize=quantize, chunked=chunked, on_event=on_event)
 
@@ -99,8 +101,6 @@ class SongGenerator:
         from rhythmflow.specs import get_spec
         from rhythmflow.vae import load_vae
 
-        for reason in runtime.reasons:
-            log.info("%s", reason)
         t0 = time.perf_counter()
         name = str(model)
         if Path(name).suffix in (".pt", ".safetensors", ".bin", ".pth") or Path(name).exists():

@@ -81,8 +81,10 @@ class DecoderBlock(nn.Module):
 
 
 class OobleckDecoder(nn.Module):
-    """``decode_export(z [b, d, n]) -> [b, c, n * hop]`` (and ``encode_export`` as a stub that
-    raises, so the module has the two methods the VAE wrapper checks for)."""
+    """``decode_export(z [b, d, n]) -> [b, c, n * hop]``. ``encode_export(x [b, c, s]) ->
+    [b, 2d, s // hop]`` is *not* Oobleck's encoder (benchmarks only decode): a strided mean over
+    each hop and a fixed linear map to mean/scale channels, so the module has the interface (and
+    shapes) of the official VAE that the loader checks."""
 
     def __init__(self, cfg: OobleckConfig = FULL) -> None:
         super().__init__()
@@ -94,6 +96,8 @@ class OobleckDecoder(nn.Module):
         layers += [SnakeBeta(m[1] * cfg.channels),
                    nn.Conv1d(m[1] * cfg.channels, cfg.out_channels, 7, padding=3, bias=False)]
         self.layers = nn.Sequential(*layers)
+        self.hop = cfg.hop
+        self.encode_proj = nn.Conv1d(cfg.out_channels, 2 * cfg.latent_dim, 1)
 
     @torch.jit.export
     def decode_export(self, z: Tensor) -> Tensor:
@@ -101,7 +105,9 @@ class OobleckDecoder(nn.Module):
 
     @torch.jit.export
     def encode_export(self, x: Tensor) -> Tensor:
-        raise RuntimeError("this random Oobleck module has no encoder")
+        frames = x.shape[-1] // self.hop
+        pooled = x[..., : frames * self.hop].reshape(x.shape[0], x.shape[1], frames, self.hop)
+        return self.encode_proj(pooled.mean(-1))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.decode_export(z)
