@@ -94,3 +94,13 @@ def test_each_generator_reads_its_own_lyrics_resources(request_, generator, tmp_
     with pytest.raises(AssetError):
         empty.lyrics(line, 95.0, keep_last_line=True)
     assert good.lyrics(line, 95.0, keep_last_line=True).placed
+
+
+def test_batch_item_is_the_single_song_bit_for_bit(request_, generator):
+    """Same seed, same bytes: item 0 of a batch of 2 is the batch-1 song exactly (latents and
+    audio), and item 1 is the batch-1 song of seed + 1."""
+    one = run(plan(request_, MACHINE), generator)
+    two = run(plan(request_.replace(batch=2), MACHINE), generator)
+    nxt = run(plan(request_.replace(seed=12), MACHINE), generator)
+    assert torch.equal(two.latents[0], one.latents[0]) and torch.equal(two.audio[0], one.audio[0])
+    assert torch.equal(two.latents[1], nxt.latents[0]) and torch.equal(two.audio[1], nxt.audio[0])

@@ -11,7 +11,8 @@ the same layout. ``s = 0`` skips the unconditional rows entirely, and outside an
 guidance interval only the conditional rows run.
 
 The state and the update stay float32; ``x`` is cast to the model dtype for the call and the
-velocity back to float32.
+velocity back to float32. A batch of songs is prepared and evaluated item by item, each exactly
+as a batch of one: the same seed gives the same song bit for bit whatever the batch size.
 """
 
 from __future__ import annotations
@@ -105,6 +106,25 @@ class GuidedVelocity:
         self.model_dtype = model_dtype
         self.layout = layout
         self._uncond = None
+        self._items: list[GuidedVelocity] | None = None
+
+    def items(self) -> list[GuidedVelocity]:
+        """One velocity per batch item (built once): item i is evaluated exactly as in a batch
+        of 1, so a song never depends on the batch size (GEMM rounding depends on row counts)."""
+        if self._items is None:
+            b, n, m = self.inputs.shape
+            self._items = []
+            for i in range(b):
+                both = self.inputs.both
+                if both is not None:
+                    both = type(both).cat([both.select(slice(i, i + 1)),
+                                           both.select(slice(b + i, b + i + 1))])
+                cond = both.select(slice(0, 1)) if both is not None else \
+                    self.inputs.cond.select(slice(i, i + 1))
+                one = SamplingInputs(cond, both, (1, n, m), device=self.inputs.device)
+                self._items.append(GuidedVelocity(self.forward, one, self.cfg_strength,
+                                                  self.interval, self.model_dtype, self.layout))
+        return self._items
 
     def guided_at(self, t: Tensor) -> bool:
         """Whether the unconditional pass runs at time ``t``."""
@@ -116,6 +136,8 @@ class GuidedVelocity:
         return lo <= float(t) <= hi
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.inputs.shape[0] > 1:
+            return torch.cat([v(x[i : i + 1], t) for i, v in enumerate(self.items())])
         if not self.guided_at(t):
             return self.forward(x.to(self.model_dtype), t, self.inputs.cond).float()
         if self.layout == "split":
@@ -218,16 +240,20 @@ def prepare_inputs(
         step_cond = torch.where(mask[..., None], 0.0, reference)
     else:
         mask, step_cond = None, torch.zeros(b, n, m, device=device)
-    common = dict(text=text, start_time=start, song_duration=duration)
-    cond = model.prepare(cond=step_cond, style=style, **common)
+    common = dict(text=text, start_time=start, song_duration=duration, cond=step_cond)
+
+    def prepare(style: Tensor, **flags: bool):  # row by row: row i exactly as in a batch of 1
+        rows = [model.prepare(style=style[i : i + 1], **flags, **{
+            k: None if v is None else v[i : i + 1] for k, v in common.items()}) for i in range(b)]
+        return rows[0] if b == 1 else type(rows[0]).cat(rows)
+
+    cond = prepare(style)
     both = None
     if negative_style is not None:
         neg = _rows(
             negative_style.reshape(-1, negative_style.shape[-1]).to(device), b, "negative_style"
         )
-        uncond = model.prepare(
-            cond=step_cond, style=neg, drop_audio_cond=True, drop_text=True, **common
-        )
+        uncond = prepare(neg, drop_audio_cond=True, drop_text=True)
         both = type(cond).cat([cond, uncond])
         cond = both.select(slice(0, b))  # a view: the conditional rows are stored once
     return SamplingInputs(cond, both, (b, n, m), reference, mask, device)
