@@ -72,3 +72,9 @@ def test_warnings_are_shown_even_without_progress(caplog):
     with caplog.at_level(logging.WARNING, logger="rhythmflow"):
         ProgressView("none", stream=io.StringIO())(events.Warning("line 3 dropped"))
     assert "line 3 dropped" in caplog.text
+
+
+def test_quiet_hides_warnings(caplog):
+    with caplog.at_level(logging.WARNING, logger="rhythmflow"):
+        ProgressView("bar", stream=io.StringIO(), quiet=True)(events.Warning("line 3 dropped"))
+    assert "line 3 dropped" not in caplog.text

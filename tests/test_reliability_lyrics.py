@@ -118,3 +118,5 @@ def test_cli_dropped_lines_warn_by_default_and_are_in_the_sidecar(files, tmp_pat
     dropped = json.loads(out.with_suffix(".json").read_text())["lyrics"]["dropped"]
     assert [(d["line"], d["reason"]) for d in dropped] == [
         (3, "last line dropped (95 s model rule)"), (4, "no timestamp"), (5, "past song end")]
+    assert main(_with_lrc(files, out, data, "-q")) == 0  # -q alone hides them
+    assert "not sung" not in capsys.readouterr().err

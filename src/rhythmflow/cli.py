@@ -205,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         _install_signal_handlers(cancel)
         try:
-            return run_generate(args, ProgressView(args.progress), cancel)
+            return run_generate(args, ProgressView(args.progress, quiet=args.quiet), cancel)
         finally:  # main() may be called in-process (tests, notebooks): leave no handler behind
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

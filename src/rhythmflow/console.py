@@ -18,11 +18,13 @@ log = logging.getLogger("rhythmflow")
 
 class ProgressView:
     """Turns events into output. mode: "bar" (stderr, redrawn), "log" (logging lines), "json"
-    (one JSON object per line on stdout), "none". Warnings are logged in every mode but
-    "json" (where they are events) so ``-q`` alone hides them."""
+    (one JSON object per line on stdout), "none". Warnings are shown in every mode but "json"
+    (where they are events) unless ``quiet`` (``-q``)."""
 
-    def __init__(self, mode: str = "bar", stream: TextIO | None = None, width: int = 28) -> None:
+    def __init__(self, mode: str = "bar", stream: TextIO | None = None, width: int = 28,
+                 quiet: bool = False) -> None:
         self.mode = mode
+        self.quiet = quiet
         self.stream = stream
         self.width = width
         self._open_bar = False
@@ -37,8 +39,9 @@ class ProgressView:
             self.out.flush()
             return
         if isinstance(event, events.Warning):
-            self._end_bar()
-            log.warning("warning: %s", event.message)
+            if not self.quiet:
+                self._end_bar()
+                log.warning("warning: %s", event.message)
             return
         if self.mode == "none":
             return
