@@ -183,7 +183,7 @@ def test_offline_without_assets_is_asset_error(files, tmp_path, monkeypatch, cap
 
 
 def test_insufficient_memory_is_refused_before_loading(files, tmp_path, monkeypatch, capsys):
-    import rhythmflow.plan as planning
+    import rhythmflow.machine as planning
 
     monkeypatch.setattr(planning, "_detect",  # a machine with 1 GB free
                         lambda measure, threads: planning.Machine(memory_available=1 << 30))

@@ -35,7 +35,7 @@ def _env(**extra) -> dict[str, str]:
 
 
 def test_missing_assets_are_one_block_naming_every_file(files, tmp_path, monkeypatch, capsys):
-    import rhythmflow.plan as planning
+    import rhythmflow.machine as planning
 
     monkeypatch.setattr(planning, "_detect",  # plenty of memory: not the point here
                         lambda measure, threads: planning.Machine(memory_available=1 << 40))

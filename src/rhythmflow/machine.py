@@ -1,0 +1,100 @@
+"""What a plan may know about the machine it runs on, and :meth:`Machine.detect` measuring it.
+
+Everything machine-dependent that a plan uses lives here, so :func:`rhythmflow.plan.plan` stays
+pure given a :class:`Machine` (tests pass recorded machines; the service plans against the
+machines its workers publish).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_free: int
+    bf16: bool
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a plan may know about the machine it will run on; :meth:`detect` measures it.
+
+    ``gflops`` maps ``"<kind>-<dtype>"`` (``cpu-float32``, ``cuda-bfloat16`` …) to measured
+    matrix-multiply GFLOP/s; ``cpu_dtype`` is the automatic CPU dtype chosen by measurement,
+    with ``cpu_dtype_reason`` saying why.
+    """
+
+    cpu: str = "unknown CPU"
+    cores: int = 1
+    memory_available: int | None = None
+    gpus: tuple[Gpu, ...] = ()
+    mps: bool = False
+    gflops: dict[str, float] = field(default_factory=dict)
+    #: measured guided-evaluation timings per length: (frames, batched s, split s)
+    layout_timings: tuple[tuple[int, float, float], ...] = ()
+    cpu_dtype: str = "float32"
+    cpu_dtype_reason: str = "float32 on CPU (no measurement of this CPU's low-precision speed)"
+
+    @classmethod
+    def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
+        """This machine: CPU, cores, free memory, GPUs; with ``measure``, the machine probe
+        (:mod:`rhythmflow.probe`: GEMM rates per dtype and the automatic CPU dtype chosen from
+        them; ≤ 3 s once per machine and thread count, then read from the cache)."""
+        return _detect(measure, threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Machine:
+        d = dict(d)
+        d["gpus"] = tuple(Gpu(**g) for g in d.get("gpus", ()))
+        d["layout_timings"] = tuple(tuple(t) for t in d.get("layout_timings", ()))
+        return cls(**d)
+
+    def rate(self, kind: str, dtype: str) -> float | None:
+        """Measured GEMM GFLOP/s for ``kind``/``dtype`` (low precision falls back to float32)."""
+        return self.gflops.get(f"{kind}-{dtype}") or self.gflops.get(f"{kind}-float32")
+
+
+def _detect(measure: bool, threads: int | None) -> Machine:
+    import platform
+
+    import psutil
+    import torch
+
+    from rhythmflow.runtime import physical_cores
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, _ = torch.cuda.mem_get_info(i)
+            gpus.append(Gpu(torch.cuda.get_device_name(i), int(free),
+                            bool(torch.cuda.is_bf16_supported())))
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    gflops: dict[str, float] = {}
+    cores = physical_cores()
+    dtype_choice: dict[str, str] = {}
+    if measure:  # the machine probe: measured once per machine and thread count, cached on disk
+        from rhythmflow.probe import choose_cpu_dtype, load_or_measure, probe_gflops
+
+        probe = load_or_measure(threads or cores)
+        gflops.update({f"cpu-{d}": g for d, g in probe_gflops(probe).items()})
+        dtype, why = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        dtype_choice = {"cpu_dtype": dtype, "cpu_dtype_reason": why}
+    return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps,
+                   memory_available=int(psutil.virtual_memory().available), gflops=gflops,
+                   **dtype_choice)
