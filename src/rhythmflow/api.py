@@ -71,7 +71,7 @@ class SongGenerator:
                  offline: bool | None = None, on_event: EventSink | None = None) -> SongGenerator:
         """Load what plan ``p`` needs (its model, VAE, runtime, quantization)."""
         r = p.request
-        return cls._load(r.checkpoint or p.model, p.runtime, config=p.config,
+        return cls.load(r.checkpoint or p.model, p.runtime, config=p.config,
                          vae=r.vae, assets_dir=assets_dir, offline=offline,
                          quantize=r.quantize, chunked=r.chunked, on_event=on_event)
 
@@ -90,12 +90,16 @@ class SongGenerator:
         runtime = resolve_runtime(device, dtype, threads)
         for reason in runtime.reasons:
             log.info("%s", reason)
-        return cls._load(model, runtime, config=model_config, vae=vae, assets_dir=assets_dir,
+        return cls.load(model, runtime, config=model_config, vae=vae, assets_dir=assets_dir,
                          offline=offline, quantize=quantize, chunked=chunked, on_event=on_event)
 
     @classmethod
-    def _load(cls, model, runtime: Runtime, *, config, vae, assets_dir, offline, quantize,
-              chunked, on_event) -> SongGenerator:
+    def load(cls, model: str | os.PathLike, runtime: Runtime, *, config=None, vae=None,
+             assets_dir: str | os.PathLike | None = None, offline: bool | None = None,
+             quantize: str = "none", chunked: bool = True,
+             on_event: EventSink | None = None) -> SongGenerator:
+        """Load ``model`` (an official name or a checkpoint path) and the VAE onto ``runtime``
+        (e.g. :func:`rhythmflow.plan.runtime_for` on a measured :class:`Machine`)."""
         from rhythmflow.assets import resolve
         from rhythmflow.model import load_checkpoint
         from rhythmflow.specs import get_spec

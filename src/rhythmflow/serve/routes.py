@@ -294,15 +294,19 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
         nonlocal last
         deadline = time.monotonic() + SSE_MAX_SECONDS
         yield ": rhythmflow events\n\n"
+        final = False
         while time.monotonic() < deadline and not await request.is_disconnected():
             batch = await run_in_threadpool(store.events_after, job_id, last)
             for ev in batch:
                 last = ev["seq"]
                 yield f"id: {ev['seq']}\nevent: {ev['type']}\ndata: {json.dumps(ev['data'])}\n\n"
+            if final:  # the events written before the job turned final have been sent
+                return
             if not batch:
                 job = await run_in_threadpool(store.get, job_id)
                 if job is None or job["status"] in TERMINAL:
-                    return
+                    final = True  # read once more: its last events may have landed meanwhile
+                    continue
                 await asyncio.sleep(SSE_POLL)
 
     return StreamingResponse(stream(), media_type="text/event-stream",

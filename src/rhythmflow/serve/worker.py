@@ -78,20 +78,25 @@ class Worker:
         import dataclasses
 
         from rhythmflow.api import SongGenerator
-        from rhythmflow.plan import Machine
+        from rhythmflow.plan import Machine, runtime_for
+        from rhythmflow.runtime import configure_process
 
         s = self.settings
         self.store.worker_beat(self.id, pid=os.getpid(), host=socket.gethostname(),
                                model_loaded=0)
         self._start_beats()
-        self.generator = gen = SongGenerator.from_pretrained(
-            s.model_name, model_config=s.model_config, vae=s.vae, device=s.device,
-            dtype=s.dtype, threads=s.threads, assets_dir=s.assets_dir,
+        # the machine probe (cached per machine) decides --dtype auto, as for generate
+        machine = Machine.detect(threads=s.threads)
+        dtype = "float32" if s.quantize == "int8" and s.dtype == "auto" else s.dtype
+        rt = runtime_for(machine, s.device, dtype, s.threads)
+        for reason in rt.reasons:
+            log.info("%s", reason)
+        configure_process(rt.threads)  # the worker is an entry point: threads + malloc tuning
+        self.generator = gen = SongGenerator.load(
+            s.model_name, rt, config=s.model_config, vae=s.vae, assets_dir=s.assets_dir,
             offline=True if s.offline else None, quantize=s.quantize)
-        rt = gen.runtime
         self.runtime_class = f"{rt.kind}-{rt.dtype}" + ("-int8" if s.quantize == "int8" else "")
         runtime = {k: v for k, v in dataclasses.asdict(rt).items() if k != "reasons"}
-        machine = Machine.detect(measure=rt.kind == "cpu", threads=rt.threads)
         self.facts = {"config": gen.config.to_dict(), "runtime_class": self.runtime_class,
                       "runtime": runtime, "machine": machine.to_dict()}
         self.store.worker_beat(self.id, runtime_class=self.runtime_class, model=self.facts,
