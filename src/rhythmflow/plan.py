@@ -197,6 +197,9 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
     if dtype == "auto":
         dtype, why = _auto_dtype(machine, kind, int(index or 0))
         reasons.append(f"dtype {dtype}: {why}")
+    elif dtype not in DTYPES:
+        raise UsageError(f"dtype: unknown value {dtype!r}; choose one of auto, "
+                         f"{', '.join(DTYPES)}", field="dtype")
     else:
         dtype = DTYPES[dtype]
         reasons.append(f"dtype {dtype}: requested")

@@ -271,10 +271,6 @@ def _device(field: str, v: Any) -> str:
     return v
 
 
-def _any(field: str, v: Any) -> Any:
-    return v
-
-
 _CHECKS = {
     "lrc": _text,
     "lyrics": _optional(_nonempty_text),

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 
 from rhythmflow import specs
-from rhythmflow.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +69,7 @@ def resolve_runtime(device: str = "auto", dtype: str = "auto",
     """Choose device (cuda > mps > cpu), dtype, thread count and default steps for this machine
     (:func:`rhythmflow.plan.runtime_for` on :meth:`Machine.detect`, without measuring)."""
     from rhythmflow.plan import Machine, runtime_for
-    from rhythmflow.request import DTYPE_NAMES
 
-    if dtype not in DTYPE_NAMES:
-        raise UsageError(f"dtype: unknown value {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}",
-                         field="dtype")
-    if threads is not None and threads < 1:
-        raise UsageError(f"threads: must be >= 1, got {threads}", field="threads")
     return runtime_for(Machine.detect(measure=False), device, dtype, threads)
 
 

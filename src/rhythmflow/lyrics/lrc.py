@@ -110,7 +110,9 @@ def _parse_offset(value: str, line_no: int, raw: str) -> float:
     return int(m.group(1)) / 1000.0
 
 
-def _split_lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
+    """The lines of a lyrics text (a leading BOM dropped; \\r\\n, \\r or \\n end a line; other
+    Unicode breaks stay inside a line). Shared by the LRC reader and the plain-lyrics reader."""
     if text.startswith("\ufeff"):
         text = text[1:]
     return _LINE_BREAK.split(text)
@@ -172,7 +174,7 @@ def parse_lrc_lines(text: str) -> tuple[list[LyricLine], list[LyricLine]]:
     entries: list[LyricLine] = []
     untimed: list[LyricLine] = []
     offset = 0.0
-    for line_no, raw in enumerate(_split_lines(text), start=1):
+    for line_no, raw in enumerate(split_lines(text), start=1):
         line = _ascii_stamps(raw.strip())
         if not line:
             continue

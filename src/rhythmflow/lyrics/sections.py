@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass
 
 from rhythmflow.errors import LrcError, UsageError
+from rhythmflow.lyrics.lrc import split_lines
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ _PAREN = re.compile(rf"[(（]\s*({_ALTERNATION}){_NUMBER}\s*[)）]", re.IGNORECA
 _BRACKET = re.compile(r"(\[([^\[\]]*)\]|【([^【】]*)】)\s*(.*)", re.DOTALL)
 _ID_TAG = re.compile(r"\s*[A-Za-z][A-Za-z_\- ]*\s*:.*", re.DOTALL)
 _TIMESTAMP = re.compile(r"[\[<]\s*[-+−]?\s*[0-9]+\s*[:.]")
-# The LRC reader's line breaks (rhythmflow.lyrics.lrc): other Unicode breaks stay inside a line.
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -145,11 +144,9 @@ def parse_plain(text: str) -> list[Item]:
     """
     if not isinstance(text, str):
         raise UsageError(f"lyrics must be text (str), got {type(text).__name__}")
-    if text.startswith("\ufeff"):
-        text = text[1:]
     items: list[Item] = []
     pending_blank: Blank | None = None
-    for line_no, raw in enumerate(_LINE_BREAK.split(text), start=1):
+    for line_no, raw in enumerate(split_lines(text), start=1):  # as the LRC reader
         line = raw.strip()
         if not line:
             if items and pending_blank is None:
