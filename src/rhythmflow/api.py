@@ -273,8 +273,9 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         reference, mask = gen.reference(r.ref_song, r.edit_segments, p.frames, p.seed)
         stage("edit", f"{int(mask.sum())} of {p.frames} frames to regenerate", t0)
     dev, dt = gen.runtime.device, gen.model.dtype
+    tokens = track.tokens  # [1, n], built once from the track's ids
     inputs = prepare_inputs(
-        gen.model, text=track.tokens.to(dev), style=style.to(dev, dt),
+        gen.model, text=tokens.to(dev), style=style.to(dev, dt),
         negative_style=None if neg is None else neg.to(dev, dt), start_time=track.start_time,
         song_duration=track.song_duration, reference=None if reference is None else
         reference.to(dev), edit_mask=mask, batch=r.batch)
@@ -283,7 +284,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         _calibrated_estimate(p, gen, stage)
     gen.vae.check_fits(p.frames, r.batch)  # the decode must fit before sampling starts
     check_cancel(cancel, "sampling")
-    tag = _fingerprint(track.tokens, style, neg if neg is not None else style,
+    tag = _fingerprint(tokens, style, neg if neg is not None else style,
                        extra=str(gen.identity.get("checkpoint")))
     t0 = time.perf_counter()
     stage("sample", f"{p.steps} {r.solver} steps, cfg {r.cfg_strength:g}, batch {r.batch}")
@@ -315,8 +316,8 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     timings["total"] = round(time.perf_counter() - started + gen.load_seconds, 3)
     seeds = [p.seed + i for i in range(r.batch)]
     return Song(audio, gen.vae.sample_rate, result.latent.cpu(), seeds,
-                _metadata(p, gen, result, track, timings, resumed=resume_state is not None),
-                state=kept)
+                _metadata(p, gen, result, track, timings, seeds,
+                          resumed=resume_state is not None), state=kept)
 
 
 def _calibrated_estimate(p: Plan, gen: SongGenerator, stage) -> None:
@@ -335,7 +336,8 @@ def _calibrated_estimate(p: Plan, gen: SongGenerator, stage) -> None:
           f"{per_eval:.3g} s){decode}", t0)
 
 
-def _metadata(p: Plan, gen: SongGenerator, result, track, timings, *, resumed: bool) -> dict:
+def _metadata(p: Plan, gen: SongGenerator, result, track, timings, seeds: list[int], *,
+              resumed: bool) -> dict:
     r = p.request
     return {
         "rhythmflow": __version__, "model": gen.identity, "runtime": gen.runtime.describe(),
@@ -345,7 +347,7 @@ def _metadata(p: Plan, gen: SongGenerator, result, track, timings, *, resumed: b
                          guidance_interval=r.guidance_interval, batch=r.batch, timeout=r.timeout,
                          anytime=result.anytime, keep_last_line=p.keep_last_line,
                          edit_segments=r.edit_segments, resumed=resumed),
-        "seed": p.seed, "seeds": [p.seed + i for i in range(r.batch)], "status": result.status,
+        "seed": p.seed, "seeds": seeds, "status": result.status,
         "evaluations": result.evaluations, "timings": timings, "autotime": p.autotime,
         "vae_decode": gen.vae.geometry().to_dict(),
         "lyrics": {"placed": len(track.placed), "dropped": [

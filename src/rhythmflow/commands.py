@@ -61,8 +61,8 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
     fmt = output_format(args.output, args.format)
     opt = lambda v: None if v is None else str(v)  # noqa: E731
     return GenerationRequest(
-        lrc=lrc, lyrics=lyrics, style_prompt=args.style_prompt, style_embedding_file=opt(args.style_embedding),
-        style_audio=opt(args.style_audio), negative_style=opt(args.negative_style),
+        lrc=lrc, lyrics=lyrics, style_prompt=args.style_prompt,
+        style_embedding_file=opt(args.style_embedding), style_audio=opt(args.style_audio), negative_style=opt(args.negative_style),
         model=args.model, checkpoint=opt(args.checkpoint), model_config=opt(args.model_config),
         vae=opt(args.vae), duration=args.duration, steps=args.steps, solver=args.solver,
         schedule=args.schedule, cfg_strength=args.cfg_strength,
@@ -113,8 +113,9 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
         from rhythmflow.lrc_command import check_lrc_outputs
 
         check_lrc_outputs(outputs, args.lyrics)
+    offline = True if args.offline else None  # None: HF_HUB_OFFLINE decides
     p = plan(request, Machine.detect(threads=args.threads),
-             lyrics_assets=LyricsAssets.of(args.assets_dir, True if args.offline else None))
+             lyrics_assets=LyricsAssets.of(args.assets_dir, offline))
     if args.plan:
         _print_plan(p, args.json)
         return errors.EXIT_OK
@@ -123,8 +124,7 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     check_cancel(cancel, "loading the model")  # Ctrl-C while checking inputs
     configure_process(p.runtime.threads)  # the CLI is an entry point: threads + malloc tuning
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
-    gen = SongGenerator.for_plan(p, assets_dir=args.assets_dir,
-                                 offline=True if args.offline else None, on_event=view)
+    gen = SongGenerator.for_plan(p, assets_dir=args.assets_dir, offline=offline, on_event=view)
     song = run(p, gen, view, cancel=cancel, resume_state=state, save_state=save_state)
     view(events.StageStarted("write", f"writing {len(outputs)} file(s)"))
     try:  # a Ctrl-C or a failed write keeps the finished sampling for --resume
