@@ -173,7 +173,7 @@ def test_planning_imports_no_torch():
 
 
 def test_int8_quantization_plans_a_float32_model_even_where_auto_picks_bf16():
-    amx = dataclasses.replace(CPU, cpu_dtype="bfloat16", cpu_dtype_reason="faster here")
+    amx = dataclasses.replace(CPU, cpu_dtype="bfloat16", cpu_dtype_reason="bfloat16: faster here")
     assert plan(req(), amx).dtype == "bfloat16"
     assert plan(req(quantize="int8"), amx).dtype == "float32"
     with pytest.raises(UsageError, match="quantizes a float32 model") as info:

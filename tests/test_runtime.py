@@ -37,7 +37,8 @@ def test_mps_decodes_vae_on_cpu():
 
 
 def test_measured_cpu_dtype_is_the_automatic_choice():
-    m = Machine(cores=2, cpu_dtype="bfloat16", cpu_dtype_reason="3.4x faster than float32")
+    m = Machine(cores=2, cpu_dtype="bfloat16",
+                cpu_dtype_reason="bfloat16: 3.4x faster than float32")
     rt = runtime_for(m)
     assert (rt.device, rt.dtype, rt.threads) == ("cpu", "bfloat16", 2)
     assert "dtype bfloat16: 3.4x faster than float32" in rt.reasons

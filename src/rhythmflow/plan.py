@@ -196,7 +196,7 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
                          field="device")
     if dtype == "auto":
         dtype, why = _auto_dtype(machine, kind, int(index or 0))
-        reasons.append(f"dtype {dtype}: {why}")
+        reasons.append(f"dtype {why}")  # the policies' reasons start with the dtype
     elif dtype not in DTYPES:
         raise UsageError(f"dtype: unknown value {dtype!r}; choose one of auto, "
                          f"{', '.join(DTYPES)}", field="dtype")
@@ -219,13 +219,12 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
 
 
 def _auto_dtype(machine: Machine, kind: str, index: int) -> tuple[str, str]:
+    """The automatic dtype and why: the CPU's measured choice, else the GPU policy."""
+    from rhythmflow.probe import choose_gpu_dtype
+
     if kind == "cpu":
         return machine.cpu_dtype, machine.cpu_dtype_reason
-    if kind == "cuda":
-        if machine.gpus[index].bf16:
-            return "bfloat16", "the GPU supports it (float16's speed, float32's range)"
-        return "float16", "the GPU has no bfloat16 support"
-    return "float32", "float32 on MPS (the original also runs MPS in float32)"
+    return choose_gpu_dtype(kind, kind == "cuda" and machine.gpus[index].bf16)
 
 
 def _available(machine: Machine, runtime: Runtime) -> int | None:
