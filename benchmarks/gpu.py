@@ -13,6 +13,8 @@ memory, and the SDPA backend the attention ran on (from the profiler's kernel na
 full-size Oobleck VAE decode of 2048 frames at rhythmflow's fixed geometry in float32 and
 bfloat16, and a 2-step ``rhythmflow generate --device cuda`` end to end with a tiny checkpoint,
 a tiny TorchScript VAE and a style embedding file (an instrumental: no lyrics front-end needed).
+Last, the speed-ups at the shortest length in bfloat16, side by side: the doubled guidance batch
+against two batch-1 forwards (the guidance layout), a CUDA-graph replay and ``torch.compile``.
 Every item runs only while the time budget lasts; skipped items are listed. Prints one table and
 the JSON object (also written to ``--json``).
 """
@@ -126,6 +128,103 @@ def dit_rows(frames_list, dtypes, steps, deadline, skipped, device="cuda", tiny=
     return rows
 
 
+def _median_seconds(fn, device: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny=False,
+                 compile_model: bool = True):
+    """One guided evaluation at ``frames`` in ``dtype`` four ways, side by side: eager doubled
+    batch (rhythmflow's default), two eager batch-1 forwards (the split guidance layout), the
+    doubled batch replayed from a CUDA graph, and ``torch.compile`` (its compile time too).
+    Each variant that fails is recorded with its error, never fatal."""
+    import torch
+
+    from rhythmflow.config import PRESETS
+    from rhythmflow.model.testing import TINY, random_dit
+    from rhythmflow.perf import model_inputs
+
+    if time.monotonic() > deadline:
+        skipped.append("speed-ups (budget)")
+        return []
+    cfg = PRESETS["v1.2-base"] if not tiny else dataclasses.replace(TINY, max_frames=frames)
+    model = random_dit(cfg).to(device, getattr(torch, dtype)).eval()
+    rows: list[dict] = []
+    with torch.inference_mode():
+        a2 = model_inputs(model, frames, 2)
+        x2, t2 = a2.pop("x"), a2.pop("t")
+        c2 = model.prepare(**a2)
+        a1 = model_inputs(model, frames, 1)
+        x1, t1 = a1.pop("x"), a1.pop("t")
+        c1 = model.prepare(**a1)
+        model(x2, t2, c2)
+        model(x1, t1, c1)
+        base = _median_seconds(lambda: model(x2, t2, c2), device, 7)
+        rows.append({"variant": "eager, doubled batch (default)", "seconds": base})
+        split = _median_seconds(lambda: (model(x1, t1, c1), model(x1, t1, c1)), device, 7)
+        rows.append({"variant": "eager, two batch-1 forwards (split)", "seconds": split})
+        ref = model(x2, t2, c2).float()
+    if device.startswith("cuda"):
+        try:
+            with torch.inference_mode():
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        model(x2, t2, c2)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    out = model(x2, t2, c2)
+                graph.replay()
+                secs = _median_seconds(graph.replay, device, 7)
+                err = float((out.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+            rows.append({"variant": "CUDA graph replay, doubled batch", "seconds": secs,
+                         "rel_error_vs_eager": err})
+            del graph, out
+        except Exception as exc:  # noqa: BLE001 - a benchmark records what failed
+            rows.append({"variant": "CUDA graph replay, doubled batch", "error": repr(exc)[:300]})
+    else:
+        skipped.append("CUDA graph (no CUDA)")
+    if not compile_model:
+        skipped.append("torch.compile (--no-compile)")
+    elif time.monotonic() > deadline - 60:
+        skipped.append("torch.compile (budget)")
+    else:
+        try:
+            compiled = torch.compile(model)
+            with torch.inference_mode():
+                _sync(device)
+                t0 = time.perf_counter()
+                out = compiled(x2, t2, c2)
+                _sync(device)
+                compile_s = time.perf_counter() - t0
+                compiled(x2, t2, c2)
+                secs = _median_seconds(lambda: compiled(x2, t2, c2), device, 7)
+                err = float((out.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+            rows.append({"variant": "torch.compile (default mode), doubled batch",
+                         "seconds": secs, "compile_seconds": compile_s,
+                         "rel_error_vs_eager": err})
+        except Exception as exc:  # noqa: BLE001
+            rows.append({"variant": "torch.compile (default mode), doubled batch",
+                         "error": repr(exc)[:300]})
+    for r in rows:
+        r.update(frames=frames, dtype=dtype)
+        if "seconds" in r:
+            r["vs_default"] = base / r["seconds"]
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return rows
+
+
 def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     import torch
 
@@ -202,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
     p.add_argument("--no-generate", action="store_true")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--json", default=None)
     p.add_argument("--device", default="cuda", help="cpu: a dry run of the script's code paths")
     p.add_argument("--tiny", action="store_true", help="tiny models (with --device cpu: a test)")
@@ -223,10 +323,24 @@ def main(argv: list[str] | None = None) -> int:
                  "bf16_supported": a.device == "cuda" and torch.cuda.is_bf16_supported(),
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     skipped: list[str] = []
-    res["dit"] = dit_rows(a.frames, a.dtypes, a.steps, deadline - 120, skipped, a.device,
+
+    def save() -> None:  # after every section: a run cut short still leaves its numbers
+        if a.json:
+            tmp = Path(a.json + ".tmp")
+            tmp.write_text(json.dumps(res, indent=1), encoding="utf-8")
+            tmp.replace(a.json)
+
+    res["skipped"] = skipped
+    res["dit"] = dit_rows(a.frames, a.dtypes, a.steps, deadline - 150, skipped, a.device,
                           a.tiny)
-    res["vae"] = vae_rows(deadline - 45, skipped, a.device, a.tiny)
-    res["generate"] = None if a.no_generate else generate_row(deadline, skipped, a.device)
+    save()
+    res["vae"] = vae_rows(deadline - 120, skipped, a.device, a.tiny)
+    save()
+    res["generate"] = None if a.no_generate else generate_row(deadline - 90, skipped, a.device)
+    save()
+    sp_dtype = "bfloat16" if "bfloat16" in a.dtypes else a.dtypes[0]
+    res["speedups"] = speedup_rows(min(a.frames), sp_dtype, deadline, skipped, a.device, a.tiny,
+                                  not a.no_compile)
     res["skipped"] = skipped
     res["seconds"] = time.monotonic() - start
     print(f"\n{res['gpu']} ({res['memory_gib']:.0f} GiB), torch {res['torch']}, CUDA {res['cuda']}")
@@ -243,11 +357,25 @@ def main(argv: list[str] | None = None) -> int:
     if g is not None:
         print(f"generate --device cuda, 2 steps: rc {g['rc']}, {g['seconds']:.1f} s"
               + ("" if g["rc"] == 0 else f"\n{g['stderr_tail']}"))
+    if res["speedups"]:
+        print("\n| speed-up variant (one guided evaluation) | frames | dtype | s | × default |"
+              " note |\n|---|---:|---|---:|---:|---|")
+    for r in res["speedups"]:
+        if "error" in r:
+            print(f"| {r['variant']} | {r['frames']} | {r['dtype']} | failed | | "
+                  f"{r['error'][:120]} |")
+            continue
+        note = ""
+        if "compile_seconds" in r:
+            note += f"compile {r['compile_seconds']:.0f} s; "
+        if "rel_error_vs_eager" in r:
+            note += f"rel. error vs eager {r['rel_error_vs_eager']:.1e}"
+        print(f"| {r['variant']} | {r['frames']} | {r['dtype']} | {r['seconds']:.4f} | "
+              f"{r['vs_default']:.2f} | {note} |")
     if skipped:
         print("skipped: " + "; ".join(skipped))
     print(json.dumps(res))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
+    save()
     return 0
 
 

@@ -39,15 +39,15 @@ def test_gpu_script_imports_only_what_a_bare_gpu_machine_has():
 
 
 def test_gpu_script_code_paths_run_as_a_cpu_dry_run(tmp_path):
-    """Every measurement of gpu.py (DiT evaluation, guided run, VAE decode) on tiny models on the
-    CPU, so the script that waits for a GPU is not first run on one."""
+    """Every measurement of gpu.py (DiT evaluation, guided run, VAE decode, guidance layout) on
+    tiny models on the CPU, so the script that waits for a GPU is not first run on one."""
     import json
 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny",
-         "--frames", "48", "--steps", "2", "--no-generate", "--json", str(out)],
+         "--frames", "48", "--steps", "2", "--no-generate", "--no-compile", "--json", str(out)],
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
@@ -56,4 +56,8 @@ def test_gpu_script_code_paths_run_as_a_cpu_dry_run(tmp_path):
     assert all(r["finite"] and r["eval_seconds"] > 0 for r in res["dit"])
     assert [r["dtype"] for r in res["vae"]] == ["float32", "bfloat16"]
     assert res["vae"][0]["geometry"] == {"chunk": 256, "overlap": 32, "per_item": True}
-    assert res["skipped"] == [] and "| VAE decode | 40 | bfloat16 |" in proc.stdout
+    assert res["skipped"] == ["CUDA graph (no CUDA)", "torch.compile (--no-compile)"]
+    assert "| VAE decode | 40 | bfloat16 |" in proc.stdout
+    assert [(r["variant"].split(",")[0], r["frames"], r["dtype"]) for r in res["speedups"]] == [
+        ("eager", 48, "bfloat16"), ("eager", 48, "bfloat16")]
+    assert res["speedups"][0]["vs_default"] == 1.0 and res["speedups"][1]["seconds"] > 0
