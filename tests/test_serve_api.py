@@ -392,3 +392,25 @@ def test_deleting_a_running_job_stops_its_worker_and_leaves_nothing(threaded):
     # the worker is still serving
     other = c.post("/api/jobs", json=job_body()).json()["id"]
     wait_for("the next job", lambda: c.get(f"/api/jobs/{other}").json()["status"] == "completed")
+
+
+def test_reads_never_wait_for_a_held_write_lock(tmp_path):
+    """A worker frozen inside a write transaction holds SQLite's write lock; the HTTP side's
+    reads are WAL snapshots and still answer (they used to wait 30 s, then fail)."""
+    import sqlite3
+
+    store = Store(tmp_path / "jobs.sqlite3")
+    store.create("j1", {"lrc": ""}, {"steps": 4})
+    holder = sqlite3.connect(tmp_path / "jobs.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE jobs SET step=3 WHERE id='j1'")  # uncommitted: not visible
+    try:
+        assert store.get("j1")["step"] == 0
+        assert store.counts() == {"queued": 1}
+        assert [j["id"] for j in store.history()] == ["j1"]
+        assert store.events_after("j1")[0]["data"]["status"] == "queued"
+        assert store.workers_alive(within=60) == []
+        assert [q["id"] for q in store.queued()] == ["j1"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

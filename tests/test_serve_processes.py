@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sqlite3
 import subprocess
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -160,7 +163,7 @@ def test_a_paused_worker_that_lost_its_lease_writes_nothing(service):
     job_id = service.submit(steps=20, seed=6)
     wait_for("step 2", lambda: service.job(job_id)["progress"]["step"] >= 2, timeout=120,
              every=0.02)
-    first.send_signal(signal.SIGSTOP)  # hangs: no heartbeat, no step
+    freeze_outside_a_store_write(first, service.data / "jobs.sqlite3")
     try:
         service.worker("worker2")  # reaps the expired lease and resumes the job
         job = service.done(job_id)
@@ -171,6 +174,38 @@ def test_a_paused_worker_that_lost_its_lease_writes_nothing(service):
     assert job["attempts"] == 2
     assert service.statuses(job_id).count("completed") == 1
     assert stop(first, signal.SIGTERM) == 0
+
+
+def _store_writable(db: Path, wait: float) -> bool:
+    con = sqlite3.connect(db, timeout=wait, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:  # "database is locked": somebody holds the write lock
+        return False
+    finally:
+        con.close()
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def freeze_outside_a_store_write(proc: subprocess.Popen, db: Path, tries: int = 20) -> None:
+    """SIGSTOP ``proc`` (a hang: no heartbeat, no step) at a moment it holds no write lock on
+    the SQLite store. A process frozen inside one of its millisecond write transactions keeps
+    SQLite's write lock until it runs again, and every other writer waits: that is SQLite's
+    locking (README, *Many machines*), not the hang this test is about. Bounded retries."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGSTOP)
+        wait_for("the worker to stop", lambda: _stopped(proc.pid), timeout=10, every=0.01)
+        if _store_writable(db, wait=2.0):
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    pytest.fail(f"the worker held the store's write lock at each of {tries} SIGSTOPs")
 
 
 @pytest.fixture()

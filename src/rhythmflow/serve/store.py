@@ -67,13 +67,16 @@ class Store:
             db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one ``BEGIN IMMEDIATE`` transaction, committed or rolled back."""
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One connection, one transaction, committed or rolled back. A write takes the write
+        lock at once (``BEGIN IMMEDIATE``); a read (``write=False``) is a deferred snapshot
+        that, in WAL mode, never waits for a writer — so the HTTP side keeps answering while a
+        worker holds the lock, even one frozen in the middle of a write (SIGSTOP)."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
             try:
                 yield db
                 db.execute("COMMIT")
@@ -95,12 +98,12 @@ class Store:
         return d
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             return self._decode(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     def history(self, limit: int = 20, before: str | None = None) -> list[dict[str, Any]]:
         """Jobs newest first; ``before``: a job id, the page starts after it."""
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             if before is None:
                 rows = db.execute("SELECT * FROM jobs ORDER BY rowid DESC LIMIT ?", (limit,))
             else:
@@ -109,13 +112,13 @@ class Store:
             return [self._decode(r) for r in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             rows = db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {status: n for status, n in rows}
 
     def events_after(self, job_id: str, seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         """Events of a job with ``seq`` greater than the given one, oldest first."""
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             rows = db.execute("SELECT seq, type, data FROM events WHERE job_id=? AND seq>? "
                               "ORDER BY seq LIMIT ?", (job_id, seq, limit)).fetchall()
         return [{"seq": s, "type": t, "data": json.loads(d)} for s, t, d in rows]
@@ -253,7 +256,7 @@ class Store:
 
     def queued(self) -> list[dict[str, Any]]:
         """Every queued job (id, runtime_class, has_state), oldest first."""
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             rows = db.execute("SELECT id, runtime_class, has_state FROM jobs WHERE "
                               "status='queued' ORDER BY rowid").fetchall()
         return [dict(r) for r in rows]
@@ -278,7 +281,7 @@ class Store:
             db.execute("DELETE FROM workers WHERE id=?", (worker_id,))
 
     def workers_alive(self, within: float) -> list[dict[str, Any]]:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             rows = db.execute("SELECT * FROM workers WHERE heartbeat_at > ?",
                               (time.time() - within,)).fetchall()
         out = [dict(r) for r in rows]
