@@ -219,9 +219,6 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
         r.update(frames=frames, dtype=dtype)
         if "seconds" in r:
             r["vs_default"] = base / r["seconds"]
-    del model
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
     return rows
 
 
