@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py [--json gpu.json] [--budget 480] [--frames 2048 6144]
                              [--dtypes bfloat16 float16] [--steps 32] [--no-generate]
+                             [--no-compile] [--full-song]
 
 Needs only torch and numpy (safetensors if present) plus rhythmflow itself (``PYTHONPATH=src``
 from a checkout, or the wheel). Without a CUDA GPU it prints a skip line and exits 0.
@@ -12,8 +13,9 @@ median of 3), a whole ``--steps``-step guided Euler run through rhythmflow's sam
 memory, and the SDPA backend the attention ran on (from the profiler's kernel names). Then the
 full-size Oobleck VAE decode of 2048 frames at rhythmflow's fixed geometry in float32 and
 bfloat16, and a 2-step ``rhythmflow generate --device cuda`` end to end with a tiny checkpoint,
-a tiny TorchScript VAE and a style embedding file (an instrumental: no lyrics front-end needed).
-Last, the speed-ups at the shortest length in bfloat16, side by side: the doubled guidance batch
+a tiny TorchScript VAE and a style embedding file (an instrumental: no lyrics front-end needed);
+with ``--full-song`` also a 95 s song end to end at full size (random checkpoint and VAE files in
+the official containers, the device's default steps) with the sidecar's stage timings. Last, the speed-ups at the shortest length in bfloat16, side by side: the doubled guidance batch
 against two batch-1 forwards (the guidance layout), a CUDA-graph replay and ``torch.compile``.
 Every item runs only while the time budget lasts; skipped items are listed. Prints one table and
 the JSON object (also written to ``--json``).
@@ -253,20 +255,27 @@ def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     return rows
 
 
-def generate_row(deadline, skipped, device: str = "cuda") -> dict | None:
-    """``rhythmflow generate --device cuda`` for 2 steps with tiny assets, in a subprocess."""
+def generate_row(deadline, skipped, device: str = "cuda", full: bool = False) -> dict | None:
+    """``rhythmflow generate --device DEVICE`` of a 95 s song in a subprocess: for 2 steps with
+    tiny assets, or (``full``) with a full-size random checkpoint (official ``.pt`` container,
+    float16) and a full-size TorchScript Oobleck VAE at the device's default step count."""
+    what = "full-size generate" if full else "generate"
     if time.monotonic() > deadline:
-        skipped.append("generate (budget)")
+        skipped.append(f"{what} (budget)")
         return None
     import numpy as np
 
+    from rhythmflow.config import PRESETS
+    from rhythmflow.model.oobleck import random_decoder, save_scripted
     from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
     from rhythmflow.tiny import build_tiny_vae
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        ckpt = save_checkpoint(random_dit(TINY, seed=7), d / "cfm_model.pt")
-        vae = build_tiny_vae(d / "vae_model.pt")
+        ckpt = save_checkpoint(random_dit(PRESETS["v1.2-base"] if full else TINY, seed=7),
+                               d / "cfm_model.pt")
+        vae = (save_scripted(random_decoder(), d / "vae_model.pt") if full
+               else build_tiny_vae(d / "vae_model.pt"))
         style = d / "style.npy"
         np.save(style, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))
         negative = d / "negative.npy"  # no Hub on the GPU machine: a local negative style
@@ -274,20 +283,26 @@ def generate_row(deadline, skipped, device: str = "cuda") -> dict | None:
         out = d / "song.wav"
         cmd = [sys.executable, "-m", "rhythmflow", "generate", "--style-embedding", str(style),
                "--negative-style", str(negative), "--offline",
-               "--checkpoint", str(ckpt), "--vae", str(vae), "--steps", "2", "--seed", "0",
+               "--checkpoint", str(ckpt), "--vae", str(vae), "--seed", "0",
+               *([] if full else ["--steps", "2"]),
                "--device", device, "--duration", "95", "-o", str(out)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
-                              timeout=max(30, deadline - time.monotonic()))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                                  timeout=max(30, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired as exc:
+            skipped.append(f"{what} (timed out after {exc.timeout:.0f} s)")
+            return None
         secs = time.perf_counter() - t0
         meta = out.with_suffix(".json")
-        row = {"rc": proc.returncode, "seconds": secs, "wav": out.is_file(),
+        row = {"what": what, "rc": proc.returncode, "seconds": secs, "wav": out.is_file(),
                "stderr_tail": proc.stderr[-1500:]}
         if meta.is_file():
             m = json.loads(meta.read_text(encoding="utf-8"))
-            row.update(runtime=m.get("runtime"), timings=m.get("timings"))
+            row.update(runtime=m.get("runtime"), timings=m.get("timings"),
+                       steps=(m.get("plan") or {}).get("steps"))
         return row
 
 
@@ -299,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
     p.add_argument("--no-generate", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    p.add_argument("--full-song", action="store_true",
+                   help="also generate a 95 s song end to end with full-size random weights")
     p.add_argument("--json", default=None)
     p.add_argument("--device", default="cuda", help="cpu: a dry run of the script's code paths")
     p.add_argument("--tiny", action="store_true", help="tiny models (with --device cpu: a test)")
@@ -335,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     save()
     res["generate"] = None if a.no_generate else generate_row(deadline - 90, skipped, a.device)
     save()
+    res["generate_full"] = (generate_row(deadline - 60, skipped, a.device, full=True)
+                            if a.full_song else None)
+    save()
     sp_dtype = "bfloat16" if "bfloat16" in a.dtypes else a.dtypes[0]
     res["speedups"] = speedup_rows(min(a.frames), sp_dtype, deadline, skipped, a.device, a.tiny,
                                   not a.no_compile)
@@ -350,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in res["vae"]:
         print(f"| VAE decode | {r['frames']} | {r['dtype']} | {r['seconds']:.2f} s | | | "
               f"{r['peak_gib']:.1f} | err {r['rel_error_vs_float32']:.1e} |")
-    g = res["generate"]
-    if g is not None:
-        print(f"generate --device cuda, 2 steps: rc {g['rc']}, {g['seconds']:.1f} s"
-              + ("" if g["rc"] == 0 else f"\n{g['stderr_tail']}"))
+    for g in (res["generate"], res["generate_full"]):
+        if g is not None:
+            print(f"{g['what']} --device {a.device}, {g.get('steps')} steps: rc {g['rc']}, "
+                  f"{g['seconds']:.1f} s, stages {g.get('timings')}"
+                  + ("" if g["rc"] == 0 else f"\n{g['stderr_tail']}"))
     if res["speedups"]:
         print("\n| speed-up variant (one guided evaluation) | frames | dtype | s | × default |"
               " note |\n|---|---:|---|---:|---:|---|")
