@@ -94,16 +94,19 @@ def test_layout_measurement_alternates_keeps_the_fastest_and_stays_in_budget():
     f = {256: 1.2, 1024: 1.1, 2048: 0.9}
     cost = {n: pf.layer_flops(n, 2) * 1e-12 for n in f}  # one batched call
     layer = VirtualLayer(f, spikes={1: 5.0})  # a busy spell on the very first call
-    # room for every first pair and the second 256 pair, not for a second 1024/2048 pair
+    # room for both 256 pairs and the first 2048 and 1024 pairs, not for a second 2048 pair
     budget = 5.0 + sum(cost[n] * (1 + f[n]) for n in f) + cost[256] * (1 + f[256]) + 1e-9
     t = pf.measure_layouts(layer, budget=budget, clock=layer.clock)
-    assert layer.calls == [("batched", 256), ("split", 256), ("batched", 1024), ("split", 1024),
-                           ("batched", 2048), ("split", 2048), ("split", 256), ("batched", 256)]
+    assert layer.calls == [("batched", 256), ("split", 256), ("split", 256), ("batched", 256),
+                           ("batched", 2048), ("split", 2048), ("batched", 1024), ("split", 1024)]
     by = {m.frames: m for m in t}
     assert sorted(by) == [256, 1024, 2048]
     assert by[256].batched == pytest.approx(cost[256])  # the spell was dropped
     assert by[2048].split == pytest.approx(cost[2048] * 0.9)
     assert choose_guidance_layout(2048, t)[0] == "split"
+    tight = VirtualLayer(f)  # no room after the 256 pairs for 2048, but for 1024
+    t = pf.measure_layouts(tight, budget=cost[256] * 4.4 + cost[1024] * 2.2, clock=tight.clock)
+    assert [m.frames for m in t] == [256, 1024] and ("batched", 2048) not in tight.calls
 
 
 def test_the_first_pair_always_runs_and_the_rest_only_within_budget():

@@ -10,7 +10,7 @@ probe's time budget, and cached with it.
   measured in the order of :data:`LAYOUT_FRAMES` as alternating pairs (batched then split; a
   second pair split then batched), the first pair always and every later one only when its
   predicted cost still fits the budget, so a slow or busy machine measures fewer lengths
-  instead of taking longer. Each
+  instead of taking longer (:func:`measure_layouts`). Each
   layout keeps its fastest call. The layer reuses the probe's weight matrices (q/k/v/o share one,
   gate/up another, down its transpose): timing does not depend on the values.
 * **Overhead** (:func:`measure_overhead`): the fixed cost of one forward that the FLOP-rate
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-#: Lengths measured, cheapest first, as far as the budget allows (a quiet AMX CPU in bfloat16
-#: fits 256 and 1024 in a 3 s probe; a full-width 2048-frame pair alone costs ~1.2 TFLOP).
-LAYOUT_FRAMES = (256, 1024, 2048)
+#: Lengths measured, in this order, as far as the budget allows: the cheapest, the default
+#: 95 s song, then between (a full-width 2048-frame pair costs 1.24 TFLOP: ~1.8 s on a quiet
+#: 2-core AMX CPU in bfloat16, so a 3 s probe there fits 256 and 1024 only; more cores fit all).
+LAYOUT_FRAMES = (256, 2048, 1024)
 #: "split" must be at least this much faster than "batched" to be chosen (a tie is "batched").
 LAYOUT_MARGIN = 1.03
 #: Outside the measured lengths, the nearest one is used up to this factor away in length.
@@ -111,27 +112,30 @@ def measure_layouts(call: Callable[[str, int], None], *, budget: float,
                     clock: Callable[[], float]) -> tuple[LayoutTiming, ...]:
     """Time ``call(layout, frames)`` (one guided evaluation) for "batched" and "split".
 
-    Pairs run in the order: every length batched-then-split, then every length again
-    split-then-batched. The first pair always runs; every later one only when its predicted
-    cost (twice :func:`layer_flops` × the seconds per FLOP of the faster call of the last pair)
-    fits in what is left of ``budget`` seconds. Each layout keeps its fastest call; lengths never measured are
-    left out.
+    Pairs run in the order: the first length batched-then-split and split-then-batched (cheap;
+    its second, warm pair makes the cost prediction sound), then every other length
+    batched-then-split, then split-then-batched. The first pair always runs; every later one
+    only when its predicted cost (twice :func:`layer_flops` × the seconds per FLOP of the
+    faster call of the last pair) fits in what is left of ``budget`` seconds. Each layout keeps
+    its fastest call; lengths never measured are left out.
     """
+    ab, ba = ("batched", "split"), ("split", "batched")
+    first, rest = list(frames[:1]), list(frames[1:])
+    pairs = [(n, ab) for n in first] + [(n, ba) for n in first] + [(n, ab) for n in rest] + [
+        (n, ba) for n in rest]
     start = clock()
     best: dict[tuple[int, str], float] = {}
     seconds_per_flop = 0.0
-    for order in (("batched", "split"), ("split", "batched")):
-        for n in frames:
-            cost = 2 * layer_flops(n, 2) * seconds_per_flop
-            if best and clock() - start + cost > budget:
-                continue
-            took = []
-            for layout in order:
-                t0 = clock()
-                call(layout, n)
-                took.append(clock() - t0)
-                best[n, layout] = min(best.get((n, layout), math.inf), took[-1])
-            seconds_per_flop = min(took) / layer_flops(n, 2)  # a busy spell inflates one call
+    for n, order in pairs:
+        if best and clock() - start + 2 * layer_flops(n, 2) * seconds_per_flop > budget:
+            continue
+        took = []
+        for layout in order:
+            t0 = clock()
+            call(layout, n)
+            took.append(clock() - t0)
+            best[n, layout] = min(best.get((n, layout), math.inf), took[-1])
+        seconds_per_flop = min(took) / layer_flops(n, 2)  # a busy spell inflates one call
     return tuple(LayoutTiming(n, best[n, "batched"], best[n, "split"])
                  for n in sorted({n for n, _ in best}))
 
