@@ -284,9 +284,9 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
     float32, …) until ``budget`` seconds of rounds have passed (at least 2 rounds), and each
     keeps its fastest round: on a shared machine other work only ever adds time, and interleaving
     spreads a busy spell over every candidate instead of one (the kernels were built by the
-    scout's warm-up call, so round 0 counts). A candidate whose scout product on :data:`SCOUT_TOKENS` tokens
-    (after a warm-up call) is :data:`SCOUT_SLOWER` times slower than float32's is not repeated:
-    its time is scaled from the scout (``scaled=True``).
+    scout's warm-up call, so round 0 counts). A candidate whose scout product on
+    :data:`SCOUT_TOKENS` tokens (after a warm-up call) is :data:`SCOUT_SLOWER` times slower than
+    float32's is not repeated: its time is scaled from the scout (``scaled=True``).
 
     Then, in the dtype ``--dtype auto`` would run (:func:`choose_cpu_dtype`), the guidance
     layout at ``layout_frames`` (default :data:`~rhythmflow.probe_forward.LAYOUT_FRAMES`; empty:
@@ -312,7 +312,7 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
             mats.append((lin, count))
         names = [c for c in CANDIDATES if c != "int8" or int8_available()]
         with torch.inference_mode():
-            out, scaled = _time_candidates(names, x, mats, budget, max_rounds, clock)
+            out = _time_candidates(names, x, mats, budget, max_rounds, clock)
         base = out[0][1]
         cands = tuple(Candidate(d, sec, base / sec, rel, error_class(rel), fin, sc)
                       for d, sec, rel, fin, sc in out)
@@ -346,7 +346,7 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
 
 def _time_candidates(names, x, mats, budget, max_rounds, clock):
     """The interleaved dtype rounds of :func:`measure_cpu`: ``[(dtype, seconds per layer,
-    relative error, finite, scaled)]`` in ``names`` order, and the set of scaled dtypes."""
+    relative error, finite, scaled)]`` in ``names`` order."""
     import torch
 
     fns = {d: [_product(d, x, lin.weight, lin) for lin, _ in mats] for d in names}
@@ -379,7 +379,7 @@ def _time_candidates(names, x, mats, budget, max_rounds, clock):
                 t = clock() - t0
                 if r == 0:  # replaces the scout's estimate; keeps the full output
                     best[d, i] = t
-                    outs[d, i] = y.float()
+                    outs[d, i] = y[:ERROR_ROWS].float()
                 else:
                     best[d, i] = min(best[d, i], t)
     out = []
@@ -396,7 +396,7 @@ def _time_candidates(names, x, mats, budget, max_rounds, clock):
         seconds = sum(best[d, i] * mats[i][1] for i in range(len(mats)))
         rel = (err_num / err_den) ** 0.5 if err_den > 0 else 0.0
         out.append((d, seconds, rel, finite, d in scaled))
-    return out, scaled
+    return out
 
 
 def load_or_measure(threads: int, refresh: bool = False) -> Probe:

@@ -10,9 +10,9 @@ probe's time budget, and cached with it.
   measured in the order of :data:`LAYOUT_FRAMES` as alternating pairs (batched then split; a
   second pair split then batched), the first pair always and every later one only when its
   predicted cost still fits the budget, so a slow or busy machine measures fewer lengths
-  instead of taking longer (:func:`measure_layouts`). Each
-  layout keeps its fastest call. The layer reuses the probe's weight matrices (q/k/v/o share one,
-  gate/up another, down its transpose): timing does not depend on the values.
+  instead of taking longer (:func:`measure_layouts`). Each layout keeps its fastest call. The
+  layer reuses the probe's weight matrices (q/k/v/o share one, gate/up another, down its
+  transpose): timing does not depend on the values.
 * **Overhead** (:func:`measure_overhead`): the fixed cost of one forward that the FLOP-rate
   model cannot see (module dispatch, small kernels), from a width-64 DiT of depth 1 and 3 at 16
   frames, fitted as ``fixed + per_layer × depth`` (:func:`fit_overhead`).
@@ -22,12 +22,9 @@ Policies are pure functions of recorded data: :func:`choose_guidance_layout`.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 #: Lengths measured, in this order, as far as the budget allows: the cheapest, the default
 #: 95 s song, then between (a full-width 2048-frame pair costs 1.24 TFLOP: ~1.8 s on a quiet
