@@ -104,3 +104,34 @@ def test_batch_item_is_the_single_song_bit_for_bit(request_, generator):
     nxt = run(plan(request_.replace(seed=12), MACHINE), generator)
     assert torch.equal(two.latents[0], one.latents[0]) and torch.equal(two.audio[0], one.audio[0])
     assert torch.equal(two.latents[1], nxt.latents[0]) and torch.equal(two.audio[1], nxt.audio[0])
+
+
+def test_a_resume_uses_the_layout_its_state_recorded_not_the_new_plans(request_, generator):
+    import dataclasses
+
+    split_machine = dataclasses.replace(MACHINE, layout_timings=((2048, 2.0, 1.0),))
+    p = plan(request_, split_machine)
+    assert p.guidance_layout == "split"
+    whole = run(p, generator)
+    assert not torch.equal(whole.latents, run(plan(request_, MACHINE), generator).latents)
+
+    class StopAfterOneStep:
+        steps = 0
+
+        def __call__(self, e) -> None:
+            if isinstance(e, events.SamplingStep):
+                self.steps += 1
+
+        def is_set(self) -> bool:
+            return self.steps >= 1
+
+    stop = StopAfterOneStep()
+    with pytest.raises(SamplingCancelled) as info:
+        run(p, generator, stop, cancel=stop)
+    state = info.value.state
+    assert state.settings.guidance_layout == "split"
+    later = plan(request_, MACHINE)  # e.g. the probe was re-measured: batched now
+    assert later.guidance_layout == "batched"
+    resumed = run(later, generator, resume_state=state)
+    assert torch.equal(resumed.latents, whole.latents)
+    assert resumed.metadata["plan"]["guidance_layout"] == "split"

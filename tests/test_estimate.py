@@ -18,6 +18,7 @@ from rhythmflow.estimate import (
     calibrate,
     estimate_job,
     estimate_memory,
+    forward_overhead,
     refuse_if_too_big,
     steps_for_budget,
 )
@@ -75,6 +76,28 @@ def test_job_estimate_from_a_calibrated_evaluation_and_unknown_speed():
     assert (e.sampling, e.evaluations, e.basis) == (32.0, 16, "calibrated on the loaded model")
     unknown = estimate_job(BASE, 2048, steps=8, evals_per_step=1)
     assert not unknown.known and unknown.sampling == 0.0 and "unknown" in unknown.describe()
+
+
+def test_per_forward_overhead_is_added_once_per_forward():
+    cfg, n, g, o = BASE, 2048, 50.0, 0.25
+    one, two = (forward_flops(cfg, n, rows)["total"] / (g * DIT_EFFICIENCY * 1e9)
+                for rows in (1, 2))
+    e = estimate_job(cfg, n, steps=4, evals_per_step=1, gflops=g, overhead_per_forward=o)
+    assert e.sampling == pytest.approx(4 * (two + o)) and "+ 250 ms per forward" in e.basis
+    split = estimate_job(cfg, n, steps=4, evals_per_step=1, gflops=g, overhead_per_forward=o,
+                         split_guidance=True)  # two forwards per guided evaluation
+    assert split.sampling == pytest.approx(4 * (two + 2 * o))
+    batch = estimate_job(cfg, n, steps=4, evals_per_step=1, gflops=g, overhead_per_forward=o,
+                         batch=3)  # the items of a batch run one after another
+    assert batch.sampling == pytest.approx(4 * (3 * two + 3 * o))
+    half = estimate_job(cfg, n, steps=4, evals_per_step=1, gflops=g, overhead_per_forward=o,
+                        split_guidance=True, guidance_interval=(0.0, 0.3))  # steps 0, 1 guided
+    assert half.sampling == pytest.approx(2 * (two + 2 * o) + 2 * (one + o))
+    calibrated = estimate_job(cfg, n, steps=4, evals_per_step=1, seconds_per_eval=2.0,
+                              overhead_per_forward=o)  # the calibration timed it already
+    assert calibrated.sampling == 8.0
+    assert not estimate_job(cfg, n, steps=4, evals_per_step=1, overhead_per_forward=o).known
+    assert forward_overhead(cfg, (1e-3, 2e-4)) == pytest.approx(1e-3 + 16 * 2e-4)
 
 
 def test_steps_for_budget_is_largest_that_fits():

@@ -187,3 +187,62 @@ def test_guidance_layout_follows_the_machines_measurement():
     assert plan(req(seed=1), split_wins).guidance_layout == "split"
     assert plan(req(seed=1, cfg_strength=0), split_wins).guidance_layout == "batched"
     assert Machine.from_dict(split_wins.to_dict()) == split_wins
+
+
+# Recorded on the busy 2-core AMX Xeon by the probe's layer measurement (bfloat16): the doubled
+# batch wins at 256 and 1024 frames, two forwards win at 2048.
+AMX_LAYOUT = dataclasses.replace(
+    CPU, cpu_dtype="bfloat16", cpu_dtype_reason="bfloat16: 2.8x faster than float32 on this CPU",
+    gflops={"cpu-float32": 200.0, "cpu-bfloat16": 500.0}, layout_dtype="bfloat16",
+    layout_timings=((256, 0.44, 0.58), (1024, 1.16, 1.84), (2048, 1.62, 1.23)))
+
+
+def test_plan_takes_the_measured_layout_per_length_and_says_why():
+    p = plan(req(seed=1), AMX_LAYOUT)
+    assert (p.dtype, p.frames, p.guidance_layout) == ("bfloat16", 2048, "split")
+    assert ("split guidance (two forwards): 1.32x faster than one doubled batch at 2048 frames "
+            "on this CPU") in p.reasons
+    assert p.to_dict()["guidance_layout"] == "split"
+    short = dataclasses.replace(AMX_LAYOUT, layout_timings=((256, 0.44, 0.58),
+                                                            (1024, 1.16, 1.84)))
+    p = plan(req(seed=1), short)  # 2048 is within reach of 1024, where batched won
+    assert p.guidance_layout == "batched"
+    assert any(r.startswith("batched guidance (one doubled forward): 1.59x faster than two "
+                            "forwards at 1024 frames") for r in p.reasons)
+    assert plan(req(seed=1, duration=285), AMX_LAYOUT).guidance_layout == "split"  # 6136 frames
+
+
+@pytest.mark.parametrize(("kw", "text"), [
+    ({"dtype": "float32", "device": "cpu"}, "the layout was measured in bfloat16, not float32"),
+    ({"quantize": "int8", "device": "cpu"},
+     "the layout was measured in bfloat16, not float32 with int8 layers"),
+    ({"device": "cuda"}, "not measured on cuda"),
+])
+def test_layout_is_batched_where_it_was_not_measured(kw, text):
+    machine = dataclasses.replace(AMX_LAYOUT, gpus=GPU.gpus, gflops={**AMX_LAYOUT.gflops,
+                                                                     **GPU.gflops})
+    p = plan(req(seed=1, **kw), machine)
+    assert p.guidance_layout == "batched"
+    assert any(r.startswith("batched guidance (one doubled forward): ") and text in r
+               for r in p.reasons)
+
+
+def test_estimate_counts_the_measured_per_forward_overhead():
+    from rhythmflow.model.testing import TINY
+
+    overhead = (2e-2, 5e-3)  # seconds: fixed + per layer, as the probe measured them under load
+    slow = dataclasses.replace(CPU, eval_overhead=overhead)
+    per_forward = 2e-2 + 5e-3 * TINY.depth
+    a, b = (plan(req(seed=1), m, config=TINY) for m in (CPU, slow))
+    assert b.estimate.sampling == pytest.approx(a.estimate.sampling + 8 * per_forward)
+    assert "ms per forward" in b.estimate.basis
+    assert b.estimate.sampling > 2 * a.estimate.sampling  # tiny models: overhead dominates
+    split = dataclasses.replace(slow, layout_timings=((2048, 2.0, 1.0),))
+    c = plan(req(seed=1), split, config=TINY)
+    assert c.guidance_layout == "split"  # two forwards per guided evaluation
+    assert c.estimate.sampling == pytest.approx(a.estimate.sampling + 2 * 8 * per_forward)
+    full, full_slow = plan(req(seed=1), CPU), plan(req(seed=1), slow)  # full size: negligible
+    assert full_slow.estimate.total == pytest.approx(full.estimate.total, rel=2e-3)
+    assert full_slow.estimate.total > full.estimate.total
+    gpu = plan(req(seed=1), dataclasses.replace(GPU, eval_overhead=overhead), config=TINY)
+    assert "ms per forward" not in gpu.estimate.basis  # measured on the CPU only

@@ -151,6 +151,11 @@ def test_measure_and_cache(monkeypatch, tmp_path):
     assert bf16.error_class == fp16.error_class == "low-precision"
     assert 1e-4 < bf16.rel_error < 1e-2 and fp16.rel_error < bf16.rel_error
     assert all(c.seconds > 0 and c.finite for c in p.candidates)
+    # the layout in the dtype auto runs: at least the first (shortest) length is measured
+    assert p.layout_dtype == pr.choose_cpu_dtype(p, dtypes=("float32", "bfloat16", "float16"))[0]
+    assert p.layouts and p.layouts[0].frames == 256
+    assert all(t.batched > 0 and t.split > 0 for t in p.layouts)
+    assert p.forward_overhead >= 0 and p.layer_overhead >= 0 and p.seconds_taken > 0
     path = pr.cache_path(1)
     assert path.parent == tmp_path / "probe" and path.is_file()
     assert Probe.from_dict(json.loads(path.read_text())) == p
@@ -214,10 +219,11 @@ class VirtualCPU:
 
 
 def test_probe_interleaves_keeps_the_fastest_round_and_scales_a_slow_scout(monkeypatch):
+    # calls 1-4: scout (warm-up + timed per shape); 5-6 round 0; 7-8 round 1
     cpu = VirtualCPU({"float32": 1.0, "bfloat16": 0.25, "float16": 40.0, "int8": 0.5},
-                     spikes={("bfloat16", 7): 1000.0, ("float32", 9): 500.0})  # rounds 1, 2
+                     spikes={("bfloat16", 5): 1000.0, ("float32", 8): 500.0})  # rounds 0, 1
     monkeypatch.setattr(pr, "_product", cpu.product)
-    p = pr.measure_cpu(1, budget=0.0, clock=cpu.clock)
+    p = pr.measure_cpu(1, budget=0.0, clock=cpu.clock, layout_frames=(), overhead=False)
     c = {x.dtype: x for x in p.candidates}
     layer = sum(count for _, _, count in pr.LAYER_SHAPES)  # 7 products per layer
     assert c["float32"].seconds == pytest.approx(layer * pr.TOKENS * 1.0)
@@ -227,4 +233,6 @@ def test_probe_interleaves_keeps_the_fastest_round_and_scales_a_slow_scout(monke
     assert c["float16"].speedup_vs_float32 == pytest.approx(1 / 40)
     # float16 ran only its scout (warm-up + timed call per shape), never the full rounds
     assert cpu.calls["float16"] == 2 * len(pr.LAYER_SHAPES)
+    assert cpu.calls["bfloat16"] == 4 * len(pr.LAYER_SHAPES)  # scout + 2 rounds (budget 0)
     assert pr.choose_cpu_dtype(p)[0] == "bfloat16"
+    assert (p.layouts, p.layout_dtype, p.forward_overhead) == ((), "", 0.0)

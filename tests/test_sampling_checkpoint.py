@@ -86,3 +86,35 @@ def test_a_step_finished_after_cancel_is_neither_saved_nor_reported(model, tmp_p
                      resume_state=SamplerState.load(ckpt))
     assert torch.equal(resumed.latent, sample(model, _song(model), steps=6, cfg_strength=3.0,
                                               seed=2).latent)
+
+
+def test_the_state_records_the_guidance_layout_and_a_resume_keeps_it(model, tmp_path):
+    """Both layouts are the same maths with different GEMM rounding: the layout is a recorded
+    setting, a resume with another one is refused, the recorded one resumes bit-identically."""
+    from rhythmflow.errors import UsageError
+
+    kw = dict(steps=4, cfg_strength=3.0, seed=21, tag="song-1")
+    ckpt, snapshot = tmp_path / "job.state", tmp_path / "snapshot.state"
+
+    def keep_step_2(event):
+        if event.step == 2:
+            shutil.copy(ckpt, snapshot)
+
+    split = sample(model, _song(model), **kw, guidance_layout="split", checkpoint=ckpt,
+                   callback=keep_step_2)
+    batched = sample(model, _song(model), **kw)
+    assert not torch.equal(split.latent, batched.latent)  # the rounding differs here
+    state = SamplerState.load(snapshot)
+    assert state.settings.guidance_layout == "split"
+    with pytest.raises(UsageError, match="guidance_layout: 'split' in the state, 'batched' now"):
+        sample(model, _song(model), **kw, resume_state=state)
+    resumed = sample(model, _song(model), **kw, guidance_layout="split", resume_state=state)
+    assert torch.equal(resumed.latent, split.latent)
+
+
+def test_a_state_saved_before_the_layout_was_recorded_reads_as_batched():
+    from rhythmflow.sampling.state import SampleSettings
+
+    d = SampleSettings(4, "euler", "uniform", None, 3.0, None, 1, (1, N, 64), "float32").to_dict()
+    del d["guidance_layout"]
+    assert SampleSettings.from_dict(d).guidance_layout == "batched"

@@ -414,3 +414,29 @@ def test_reads_never_wait_for_a_held_write_lock(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_the_worker_plans_with_the_measured_layout_of_its_machine(files, tmp_path, monkeypatch):
+    """The HTTP side plans with the machine facts a worker published (its probe); the worker's
+    own plan, the one that runs, reads the same cached probe: same guidance layout."""
+    import types
+
+    from rhythmflow import probe as pr
+    from rhythmflow.lyrics.resources import LyricsAssets
+    from rhythmflow.plan import Machine, runtime_for
+    from rhythmflow.probe_forward import LayoutTiming
+    from rhythmflow.serve.core import worker_plan
+    from tests.servekit import CFG
+
+    monkeypatch.setenv("RHYTHMFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    measured = pr.Probe("cpu", "recorded CPU", threads=1,
+                        candidates=(pr.Candidate("float32", 0.1, 1.0, 0.0, "exact"),),
+                        layout_dtype="float32", layouts=(LayoutTiming(2048, 2.0, 1.0),))
+    monkeypatch.setattr(pr, "measure_cpu", lambda t, **kw: measured)
+    s = settings(files, tmp_path / "data")
+    machine = Machine.detect(threads=1)  # what Worker.load measures and publishes
+    generator = types.SimpleNamespace(config=CFG, runtime=runtime_for(machine, "cpu", "float32", 1),
+                                      lyrics_assets=LyricsAssets.of(None, True))
+    p = worker_plan({"request": job_body()}, s, generator)
+    assert p.guidance_layout == "split"
+    assert any(r.startswith("split guidance (two forwards): 2.00x faster") for r in p.reasons)

@@ -7,6 +7,7 @@ SamplingInputs → ``sample`` → latents → VAE → audio. Every decision was 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -242,6 +243,12 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     from rhythmflow.keep import check_cancel, keep_and_reraise
     from rhythmflow.sampling import Deadline, prepare_inputs, sample
 
+    if resume_state is not None and resume_state.settings.guidance_layout != p.guidance_layout:
+        # the layout changes the GEMM rounding: a resume keeps the one the run started with
+        # (the plan may differ after a re-measured probe or on another machine)
+        log.info("resuming with the recorded %s guidance layout (the plan chose %s)",
+                 resume_state.settings.guidance_layout, p.guidance_layout)
+        p = dataclasses.replace(p, guidance_layout=resume_state.settings.guidance_layout)
     r, started = p.request, time.perf_counter()
     deadline = Deadline.after(r.timeout) if r.timeout is not None else None
     timings: dict[str, float] = {"load": round(gen.load_seconds, 3)}

@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bench-frames", type=int, default=128,
                    help="frames for the full-size transformer benchmark (0 to skip)")
     d.add_argument("--refresh", action="store_true",
-                   help="measure this machine's arithmetic again (the cached dtype probe)")
+                   help="measure this machine again (the cached probe: dtype speeds, guidance "
+                        "layout, per-forward overhead)")
     _assets(d)  # --smoke reads the G2P vocabulary locally, never from the network
     _common(d)
     _serve_parsers(sub)

@@ -216,12 +216,16 @@ def smoke(workdir: Path, assets_dir: str | Path | None = None) -> dict[str, Any]
 
 
 def probe_report(threads: int, refresh: bool) -> dict[str, Any]:
-    """The cached (or, with ``refresh``, re-measured) machine probe and the CPU dtype it picks."""
+    """The cached (or, with ``refresh``, re-measured) machine probe, the CPU dtype it picks and
+    the guidance layout it picks for a 95 s song (2048 frames)."""
     from rhythmflow.probe import cache_path, choose_cpu_dtype, load_or_measure
+    from rhythmflow.probe_forward import choose_guidance_layout
 
     p = load_or_measure(threads, refresh=refresh)
     dtype, why = choose_cpu_dtype(p)
-    return {**p.to_dict(), "chosen": dtype, "reason": why, "cache": str(cache_path(threads))}
+    _, layout = choose_guidance_layout(specs.BASE_FRAMES, p.layouts)
+    return {**p.to_dict(), "chosen": dtype, "reason": why, "cache": str(cache_path(threads)),
+            "layout_reason": f"{p.layout_dtype or 'not measured'}: {layout}"}
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
@@ -272,6 +276,10 @@ def _print_text(report: dict[str, Any]) -> None:
     lines.append(f"arithmetic ({p['threads']} threads): " + ", ".join(
         f"{c['dtype']} {c['speedup_vs_float32']:.2f}x" for c in p["candidates"])
         + f" -> {p['reason']}")
+    lines.append(f"guidance layout at {specs.BASE_FRAMES} frames ({p['layout_reason']}); "
+                 f"forward overhead {p['forward_overhead'] * 1e3:.2g} ms + "
+                 f"{p['layer_overhead'] * 1e3:.2g} ms per layer; probe took "
+                 f"{p['seconds_taken']:.1f} s")
     lines += [f"- {r}" for r in report["recommendations"]]
     if "smoke" in report:
         lines.append(f"smoke test: OK in {report['smoke']['seconds']} s")

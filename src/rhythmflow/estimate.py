@@ -7,7 +7,9 @@ Time counts what the user waits for — loading, lyrics, style, sampling, VAE de
   *calibration* on the loaded model (:func:`calibrate`: two short timed forwards, fixed cost +
   seconds per FLOP, extrapolated with the analytic FLOP count) or, before anything is loaded,
   from the machine's measured matrix-multiply rate × :data:`DIT_EFFICIENCY` (the forward/GEMM
-  ratio measured in ``docs/PERFORMANCE.md``).
+  ratio measured in ``docs/PERFORMANCE.md``) plus a measured fixed cost per forward
+  (:func:`forward_overhead`: dispatch and small kernels, which dominate tiny models and are
+  negligible at full size), counted once per forward (a split guided evaluation runs two).
 * decode = the VAE's FLOPs (:data:`VAE_FLOP_PER_FRAME` per decoded latent frame, overlap
   included) at :data:`VAE_EFFICIENCY` × the same rate.
 * loading = weight bytes at :data:`LOAD_BYTES_PER_SECOND`; lyrics and style are small constants.
@@ -166,22 +168,36 @@ def seconds_per_eval_from_rate(config: DiTConfig, frames: int, rows: int,
     return forward_flops(config, frames, rows)["total"] / (gflops * DIT_EFFICIENCY * 1e9)
 
 
+def forward_overhead(config: DiTConfig, overhead: tuple[float, float]) -> float:
+    """Seconds of one forward of ``config`` beyond its FLOPs, from the machine's measured
+    ``(fixed, per decoder layer)`` overhead (:attr:`rhythmflow.machine.Machine.eval_overhead`)."""
+    fixed, per_layer = overhead
+    return fixed + per_layer * config.depth
+
+
 def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: int,
                  batch: int = 1, guided: bool = True,
                  guidance_interval: tuple[float, float] | None = None,
                  gflops: float | None = None, seconds_per_eval: float | None = None,
                  weight_bytes: int = 0, style_encoder: bool = False,
-                 official_vae: bool = True, basis: str | None = None) -> JobEstimate:
+                 official_vae: bool = True, basis: str | None = None,
+                 overhead_per_forward: float = 0.0, split_guidance: bool = False) -> JobEstimate:
     """Seconds of every stage of a job. ``seconds_per_eval`` (one evaluation of all rows, e.g.
     from :func:`calibrate`) wins over the rate-based figure from ``gflops`` (the machine's
-    float32 GEMM rate in the job's dtype); with neither, times are 0 and ``known`` is False.
-    The decode time is that of the official VAE; with ``official_vae=False`` it is not counted."""
+    float32 GEMM rate in the job's dtype) plus ``overhead_per_forward`` seconds for each of
+    the evaluation's forwards (one per batch item, two with ``split_guidance`` where guided);
+    with neither, times are 0 and ``known`` is False. The decode time is that of the official
+    VAE; with ``official_vae=False`` it is not counted."""
     evals, share = evaluations(steps, evals_per_step, guided, guidance_interval)
     if seconds_per_eval is None:
-        full = seconds_per_eval_from_rate(config, frames, batch * (2 if guided else 1), gflops)
-        single = seconds_per_eval_from_rate(config, frames, batch, gflops)
+        fixed = overhead_per_forward * batch if gflops else 0.0  # items run one at a time
+        full = (seconds_per_eval_from_rate(config, frames, batch * (2 if guided else 1), gflops)
+                + fixed * (2 if split_guidance else 1))
+        single = seconds_per_eval_from_rate(config, frames, batch, gflops) + fixed
         per = share * full + (1 - share) * single if guided else single
         basis = basis or (f"GEMM rate {gflops:.0f} GFLOP/s" if gflops else "unknown")
+        if fixed:
+            basis += f" + {overhead_per_forward * 1e3:.3g} ms per forward"
     else:
         per = seconds_per_eval
         basis = basis or "calibrated on the loaded model"

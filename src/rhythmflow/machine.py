@@ -26,7 +26,9 @@ class Machine:
 
     ``gflops`` maps ``"<kind>-<dtype>"`` (``cpu-float32``, ``cuda-bfloat16`` …) to measured
     matrix-multiply GFLOP/s; ``cpu_dtype`` is the automatic CPU dtype chosen by measurement,
-    with ``cpu_dtype_reason`` saying why.
+    with ``cpu_dtype_reason`` saying why. ``layout_timings`` are the guided-evaluation timings
+    per length measured on the CPU in ``layout_dtype``; ``eval_overhead`` the (fixed, per
+    decoder layer) seconds of one CPU forward beyond its FLOPs.
     """
 
     cpu: str = "unknown CPU"
@@ -37,14 +39,17 @@ class Machine:
     gflops: dict[str, float] = field(default_factory=dict)
     #: measured guided-evaluation timings per length: (frames, batched s, split s)
     layout_timings: tuple[tuple[int, float, float], ...] = ()
+    layout_dtype: str = "float32"
+    eval_overhead: tuple[float, float] = (0.0, 0.0)
     cpu_dtype: str = "float32"
     cpu_dtype_reason: str = "float32 on CPU (no measurement of this CPU's low-precision speed)"
 
     @classmethod
     def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
         """This machine: CPU, cores, free memory, GPUs; with ``measure``, the machine probe
-        (:mod:`rhythmflow.probe`: GEMM rates per dtype and the automatic CPU dtype chosen from
-        them; ≤ 3 s once per machine and thread count, then read from the cache)."""
+        (:mod:`rhythmflow.probe`: GEMM rates per dtype, the automatic CPU dtype chosen from
+        them, the guidance layout per length in that dtype and the per-forward overhead; ~3 s
+        once per machine and thread count, then read from the cache)."""
         return _detect(measure, threads)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +60,8 @@ class Machine:
         d = dict(d)
         d["gpus"] = tuple(Gpu(**g) for g in d.get("gpus", ()))
         d["layout_timings"] = tuple(tuple(t) for t in d.get("layout_timings", ()))
+        if "eval_overhead" in d:
+            d["eval_overhead"] = tuple(d["eval_overhead"])
         return cls(**d)
 
     def rate(self, kind: str, dtype: str) -> float | None:
@@ -87,14 +94,18 @@ def _detect(measure: bool, threads: int | None) -> Machine:
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     gflops: dict[str, float] = {}
     cores = physical_cores()
-    dtype_choice: dict[str, str] = {}
+    measured: dict[str, Any] = {}
     if measure:  # the machine probe: measured once per machine and thread count, cached on disk
         from rhythmflow.probe import choose_cpu_dtype, load_or_measure, probe_gflops
 
         probe = load_or_measure(threads or cores)
         gflops.update({f"cpu-{d}": g for d, g in probe_gflops(probe).items()})
         dtype, why = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
-        dtype_choice = {"cpu_dtype": dtype, "cpu_dtype_reason": why}
+        measured = {"cpu_dtype": dtype, "cpu_dtype_reason": why,
+                    "layout_timings": tuple((t.frames, t.batched, t.split)
+                                            for t in probe.layouts),
+                    "layout_dtype": probe.layout_dtype or dtype,
+                    "eval_overhead": (probe.forward_overhead, probe.layer_overhead)}
     return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps,
                    memory_available=int(psutil.virtual_memory().available), gflops=gflops,
-                   **dtype_choice)
+                   **measured)

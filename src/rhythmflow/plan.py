@@ -130,6 +130,8 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
 
         segments_to_frames(request.edit_segments, frames)
     guided = request.cfg_strength > 0
+    layout, layout_why = (_guidance_layout(machine, runtime, frames, request.quantize) if guided
+                          else ("batched", ""))
     from rhythmflow import estimate as est
 
     mem = est.estimate_memory(config, frames, batch=request.batch, cfg=guided,
@@ -139,7 +141,7 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
                           device=runtime.device)
 
     def estimate_for(steps: int) -> JobEstimate:
-        return _estimate(request, machine, runtime, config, frames, steps, guided)
+        return _estimate(request, machine, runtime, config, frames, steps, guided, layout)
 
     if request.time_budget is not None:
         best = est.steps_for_budget(request.time_budget, estimate_for)
@@ -162,13 +164,8 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
     if request.seed is None:
         reasons.append(f"seed {seed}: drawn (recorded in the sidecar)")
-    layout = "batched"
     if guided:
-        from rhythmflow.probe import LayoutTiming, choose_guidance_layout
-
-        layout, why = choose_guidance_layout(
-            frames, [LayoutTiming(*t) for t in machine.layout_timings] or None)
-        reasons.append(why)
+        reasons.append(layout_why)
     return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
                 estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime, layout)
 
@@ -295,9 +292,26 @@ def _check_files(request: GenerationRequest) -> None:
                 raise UsageError(f"{name}: {exc}", field=name) from None
 
 
+def _guidance_layout(machine: Machine, runtime: Runtime, frames: int,
+                     quantize: str) -> tuple[str, str]:
+    """The guidance layout of a guided job and why: measured on the CPU in the job's dtype
+    (:func:`rhythmflow.probe.choose_guidance_layout`), else one doubled batch."""
+    from rhythmflow.probe import LayoutTiming, choose_guidance_layout
+
+    if runtime.kind != "cpu":
+        return "batched", (f"batched guidance (one doubled forward): not measured on "
+                           f"{runtime.kind}, where one launch on the doubled batch is the rule")
+    what = f"{runtime.dtype} with int8 layers" if quantize == "int8" else runtime.dtype
+    if machine.layout_timings and what != machine.layout_dtype:
+        return "batched", ("batched guidance (one doubled forward): the layout was measured "
+                           f"in {machine.layout_dtype}, not {what}")
+    return choose_guidance_layout(frames, [LayoutTiming(*t) for t in machine.layout_timings])
+
+
 def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
-              config: DiTConfig, frames: int, steps: int, guided: bool) -> JobEstimate:
-    from rhythmflow.estimate import estimate_job
+              config: DiTConfig, frames: int, steps: int, guided: bool,
+              layout: str = "batched") -> JobEstimate:
+    from rhythmflow.estimate import estimate_job, forward_overhead
 
     return estimate_job(
         config, frames, steps=steps, evals_per_step=SOLVER_EVALS[request.solver],
@@ -305,7 +319,10 @@ def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
         gflops=machine.rate(runtime.kind, runtime.dtype),
         weight_bytes=config.param_count * _WEIGHT_BYTES[runtime.dtype],
         style_encoder=request.style_source in ("style_prompt", "style_audio"),
-        official_vae=request.vae is None)
+        official_vae=request.vae is None,
+        overhead_per_forward=(forward_overhead(config, machine.eval_overhead)
+                              if runtime.kind == "cpu" else 0.0),
+        split_guidance=layout == "split")
 
 
 def describe(p: Plan) -> str:

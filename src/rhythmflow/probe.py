@@ -2,14 +2,16 @@
 
 A probe times the candidate arithmetic of the DiT — float32, bfloat16, float16 and dynamic int8
 — on one transformer layer's GEMMs at model shapes (the q/k/v/o ``[n×2048]·[2048×2048]`` and the
-gate/up/down ``[n×2048]·[2048×8192]`` products, n = 256 tokens) with the chosen thread count, in
-2–3 s quiet (up to 8 s measured at load 7 on 2 cores). Candidates are interleaved round by round
-and keep their fastest round, so a busy spell does not land on one candidate; one that is very
-slow on a tiny scout product is scaled from it rather than repeated. It records, per candidate,
-seconds per layer, the speed-up over float32, the relative RMS error of the product against
-float32, and the *error class* that error puts it in
+gate/up/down ``[n×2048]·[2048×8192]`` products, n = 256 tokens) with the chosen thread count.
+Candidates are interleaved round by round and keep their fastest round, so a busy spell does not
+land on one candidate; one that is very slow on a tiny scout product is scaled from it rather
+than repeated. It records, per candidate, seconds per layer, the speed-up over float32, the
+relative RMS error of the product against float32, and the *error class* that error puts it in
 (what the full-size velocity error of that class is, measured once on the full-size model, see
-docs/PERFORMANCE.md). The result is cached as JSON under the user's cache folder
+docs/PERFORMANCE.md). In the dtype ``auto`` picks it then measures the guidance layout per length
+and the fixed per-forward overhead (:mod:`rhythmflow.probe_forward`). The whole probe aims at
+:data:`TOTAL_BUDGET` seconds on a quiet machine: the layout pairs that do not fit are skipped.
+The result is cached as JSON under the user's cache folder
 (``RHYTHMFLOW_CACHE_DIR`` or ``$XDG_CACHE_HOME/rhythmflow``, ``probe/<key>.json``), keyed by CPU
 model, relevant ISA flags, torch version and thread count, so ``generate``, ``serve`` and
 ``diagnose`` reuse it and ``rhythmflow diagnose --refresh`` re-measures.
@@ -22,6 +24,7 @@ function that measures, and only when no cached probe matches.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,10 +36,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rhythmflow.probe_forward import LayoutTiming, choose_guidance_layout  # noqa: F401 (API)
+
 log = logging.getLogger(__name__)
 
 #: Bump when the measurement changes meaning (older cached probes are then re-measured).
-PROBE_VERSION = 2
+#: 3: the guidance layout and the per-forward overhead are measured too.
+PROBE_VERSION = 3
 CANDIDATES = ("float32", "bfloat16", "float16", "int8")
 #: ISA flags that decide which arithmetic is fast (part of the cache key and the reason text).
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
@@ -60,8 +66,15 @@ LAYER_SHAPES = ((DIM, DIM, 4), (DIM, FF, 3))
 #: the scout (``Candidate.scaled``), keeping the probe within a few seconds everywhere.
 SCOUT_TOKENS = 8
 SCOUT_SLOWER = 8.0
-#: Seconds of interleaved timing rounds (after at least 2 rounds, the probe stops).
-PROBE_BUDGET = 1.5
+#: Rows of each product the error is computed on (a statistic: more rows only cost time).
+ERROR_ROWS = 64
+#: Seconds of interleaved dtype timing rounds (after at least 2 rounds the probe stops once
+#: this much has passed).
+PROBE_BUDGET = 0.5
+#: Seconds the whole probe aims at (a quiet machine); the layout pairs that would overrun it are
+#: skipped, but the layout part always gets at least MIN_LAYOUT_BUDGET.
+TOTAL_BUDGET = 3.0
+MIN_LAYOUT_BUDGET = 0.8
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,12 @@ class Probe:
     seconds_taken: float = 0.0
     version: int = PROBE_VERSION
     extra: dict = field(default_factory=dict)
+    #: the guidance layout measured per length (:mod:`rhythmflow.probe_forward`) in this dtype
+    layout_dtype: str = ""
+    layouts: tuple[LayoutTiming, ...] = ()
+    #: seconds of one forward beyond its FLOPs: fixed, and per decoder layer
+    forward_overhead: float = 0.0
+    layer_overhead: float = 0.0
 
     def candidate(self, dtype: str) -> Candidate | None:
         return next((c for c in self.candidates if c.dtype == dtype), None)
@@ -109,6 +128,7 @@ class Probe:
         d = dict(d)
         d["flags"] = tuple(d.get("flags", ()))
         d["candidates"] = tuple(Candidate(**c) for c in d.get("candidates", ()))
+        d["layouts"] = tuple(LayoutTiming(**t) for t in d.get("layouts", ()))
         return cls(**d)
 
 
@@ -204,34 +224,6 @@ def choose_dtype(probe: Probe, *, allow_int8: bool = False) -> tuple[str, str]:
     return choose_gpu_dtype(probe.kind, probe.bf16_supported)
 
 
-@dataclass(frozen=True)
-class LayoutTiming:
-    """Measured seconds of one guided evaluation at ``frames``: one forward on the doubled batch
-    ("batched") against two batch-``b`` forwards ("split"), same dtype, same machine."""
-
-    frames: int
-    batched: float
-    split: float
-
-
-def choose_guidance_layout(frames: int, timings: Sequence[LayoutTiming] | None) -> tuple[str, str]:
-    """"batched" or "split" for a guided evaluation at ``frames``, and why.
-
-    Uses the measured length nearest to ``frames`` (log scale); without measurements, "batched"
-    (one doubled forward, the original's layout). Both layouts give identical results.
-    """
-    import math
-
-    if not timings:
-        return "batched", "batched guidance (one doubled forward): no layout measurement"
-    near = min(timings, key=lambda m: abs(math.log(max(m.frames, 1) / max(frames, 1))))
-    if near.split < near.batched:
-        return "split", (f"split guidance (two forwards): {near.batched / near.split:.2f}x faster "
-                         f"than one doubled batch at {near.frames} frames here")
-    return "batched", (f"batched guidance (one doubled forward): {near.split / near.batched:.2f}x "
-                       f"faster than two forwards at {near.frames} frames here")
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -282,19 +274,28 @@ def _product(dtype: str, x, w, lin):
 
 
 def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int = 9,
-                clock: Callable[[], float] = time.perf_counter) -> Probe:
-    """Time and check every candidate on this CPU at ``threads`` threads (about 2–3 s).
+                clock: Callable[[], float] = time.perf_counter,
+                total_budget: float = TOTAL_BUDGET,
+                layout_frames: Sequence[int] | None = None, overhead: bool = True) -> Probe:
+    """Time and check every candidate on this CPU at ``threads`` threads, then the guidance
+    layout and the per-forward overhead (about ``total_budget`` seconds on a quiet machine).
 
     The candidates are timed INTERLEAVED, round after round (float32, bfloat16, float16, int8,
-    float32, …) until ``budget`` seconds of rounds have passed (at least 2 timed rounds), and each keeps
-    its fastest round: on a shared machine other work only ever adds time, and interleaving
-    spreads a busy spell over every candidate instead of one. Round 0 builds the kernels of the
-    full shape and is discarded. A candidate whose scout product on 32 tokens (after a warm-up
-    call) is :data:`SCOUT_SLOWER` times slower than float32's is not repeated: its time is
-    scaled from the scout (``scaled=True``).
+    float32, …) until ``budget`` seconds of rounds have passed (at least 2 rounds), and each
+    keeps its fastest round: on a shared machine other work only ever adds time, and interleaving
+    spreads a busy spell over every candidate instead of one (the kernels were built by the
+    scout's warm-up call, so round 0 counts). A candidate whose scout product on
+    :data:`SCOUT_TOKENS` tokens (after a warm-up call) is :data:`SCOUT_SLOWER` times slower than
+    float32's is not repeated: its time is scaled from the scout (``scaled=True``).
+
+    Then, in the dtype ``--dtype auto`` would run (:func:`choose_cpu_dtype`), the guidance
+    layout at ``layout_frames`` (default :data:`~rhythmflow.probe_forward.LAYOUT_FRAMES`; empty:
+    not measured) within what is left of ``total_budget`` (at least :data:`MIN_LAYOUT_BUDGET`),
+    and with ``overhead`` the fixed cost of a forward (:mod:`rhythmflow.probe_forward`).
     """
     import torch
 
+    from rhythmflow import probe_forward as pf
     from rhythmflow.model.quantize import available as int8_available
 
     start = clock()
@@ -305,72 +306,97 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
         x = torch.randn(TOKENS, DIM, generator=gen)
         mats = []
         for k, n, count in LAYER_SHAPES:
-            lin = torch.nn.Linear(k, n, bias=False)
-            with torch.no_grad():
-                lin.weight.copy_(torch.randn(n, k, generator=gen) / k**0.5)
+            lin = torch.nn.Linear(k, n, bias=False, device="meta")  # no default init (0.1-0.3 s)
+            lin.weight = torch.nn.Parameter(torch.randn(n, k, generator=gen) / k**0.5,
+                                            requires_grad=False)
             mats.append((lin, count))
         names = [c for c in CANDIDATES if c != "int8" or int8_available()]
         with torch.inference_mode():
-            fns = {d: [_product(d, x, lin.weight, lin) for lin, _ in mats] for d in names}
-            best: dict[tuple[str, int], float] = {}
-            outs: dict[tuple[str, int], torch.Tensor] = {}
-            scaled: set[str] = set()
-            scouts: dict[str, float] = {}
-            for d in names:  # scout: kernel set-up, and the speed of a slow arithmetic
-                scout = 0.0
-                for i, fn in enumerate(fns[d]):
-                    fn(x[:SCOUT_TOKENS])  # the first call of a shape builds its kernel
-                    t0 = clock()
-                    outs[d, i] = fn(x[:SCOUT_TOKENS]).float()
-                    t = clock() - t0
-                    scout += t * mats[i][1]
-                    best[d, i] = t * TOKENS / SCOUT_TOKENS  # pessimistic: weights re-read
-                scouts[d] = scout
-                if d != "float32" and scout > SCOUT_SLOWER * scouts["float32"]:
-                    scaled.add(d)
-            rounds_start = clock()
-            for r in range(max_rounds):
-                if r >= 3 and clock() - rounds_start > budget:
-                    break
-                for d in names:
-                    if d in scaled:
-                        continue
-                    for i, fn in enumerate(fns[d]):
-                        t0 = clock()
-                        y = fn(x)
-                        t = clock() - t0
-                        if r == 1:
-                            best[d, i] = t
-                        elif r > 1:
-                            best[d, i] = min(best[d, i], t)
-                        else:  # round 0: kernel set-up at this shape; keeps the full output
-                            outs[d, i] = y.float()
-            out = []
-            for d in names:
-                err_num = err_den = 0.0
-                finite = True
-                for i in range(len(mats)):
-                    y, ref = outs[d, i], outs["float32", i]
-                    rows = min(y.shape[0], ref.shape[0])
-                    y, ref = y[:rows], ref[:rows]
-                    finite = finite and bool(torch.isfinite(y).all())
-                    err_num += float((y - ref).pow(2).sum())
-                    err_den += float(ref.pow(2).sum())
-                seconds = sum(best[d, i] * mats[i][1] for i in range(len(mats)))
-                rel = (err_num / err_den) ** 0.5 if err_den > 0 else 0.0
-                out.append((d, seconds, rel, finite, d in scaled))
+            out = _time_candidates(names, x, mats, budget, max_rounds, clock)
+        base = out[0][1]
+        cands = tuple(Candidate(d, sec, base / sec, rel, error_class(rel), fin, sc)
+                      for d, sec, rel, fin, sc in out)
+        name, flags = cpu_facts()
+        probe = Probe("cpu", name, flags, torch.__version__, threads, "avx512_bf16" in flags
+                      or "amx_bf16" in flags, cands)
+        dtype, _ = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        layouts: tuple[LayoutTiming, ...] = ()
+        frames = pf.LAYOUT_FRAMES if layout_frames is None else tuple(layout_frames)
+        if frames:
+            left = max(total_budget - (clock() - start), MIN_LAYOUT_BUDGET)
+            call = pf.layer_call(dtype, mats[0][0].weight.detach(), mats[1][0].weight.detach())
+            call("batched", SCOUT_TOKENS)  # kernel set-up on a short input
+            call("split", SCOUT_TOKENS)
+            layouts = pf.measure_layouts(call, budget=left, frames=frames, clock=clock)
+        fixed, per_layer = pf.measure_overhead(clock=clock) if overhead else (0.0, 0.0)
     finally:
         torch.set_num_threads(before)
-    base = out[0][1]
-    cands = tuple(Candidate(d, sec, base / sec, rel, error_class(rel), fin, sc)
-                  for d, sec, rel, fin, sc in out)
-    name, flags = cpu_facts()
     taken = clock() - start
-    probe = Probe("cpu", name, flags, torch.__version__, threads, "avx512_bf16" in flags
-                  or "amx_bf16" in flags, cands, time.strftime("%Y-%m-%dT%H:%M:%S%z"), taken)
-    log.info("machine probe (%d threads, %.1f s): %s", threads, taken, ", ".join(
-        f"{c.dtype} {c.speedup_vs_float32:.2f}x err {c.rel_error:.1e}" for c in cands))
+    probe = dataclasses.replace(
+        probe, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds_taken=taken,
+        layout_dtype=dtype if layouts else "", layouts=layouts, forward_overhead=fixed,
+        layer_overhead=per_layer)
+    log.info("machine probe (%d threads, %.1f s): %s; layout (%s) %s; overhead %.2g s + %.2g "
+             "s/layer", threads, taken, ", ".join(
+                 f"{c.dtype} {c.speedup_vs_float32:.2f}x err {c.rel_error:.1e}" for c in cands),
+             dtype, ", ".join(f"{t.frames}: split/batched {t.split / max(t.batched, 1e-12):.2f}"
+                              for t in layouts) or "not measured", fixed, per_layer)
     return probe
+
+
+def _time_candidates(names, x, mats, budget, max_rounds, clock):
+    """The interleaved dtype rounds of :func:`measure_cpu`: ``[(dtype, seconds per layer,
+    relative error, finite, scaled)]`` in ``names`` order."""
+    import torch
+
+    fns = {d: [_product(d, x, lin.weight, lin) for lin, _ in mats] for d in names}
+    best: dict[tuple[str, int], float] = {}
+    outs: dict[tuple[str, int], torch.Tensor] = {}
+    scaled: set[str] = set()
+    scouts: dict[str, float] = {}
+    for d in names:  # scout: kernel set-up, and the speed of a slow arithmetic
+        scout = 0.0
+        for i, fn in enumerate(fns[d]):
+            fn(x[:SCOUT_TOKENS])  # the first call of a shape builds its kernel
+            t0 = clock()
+            outs[d, i] = fn(x[:SCOUT_TOKENS]).float()
+            t = clock() - t0
+            scout += t * mats[i][1]
+            best[d, i] = t * TOKENS / SCOUT_TOKENS  # pessimistic: weights re-read
+        scouts[d] = scout
+        if d != "float32" and scout > SCOUT_SLOWER * scouts["float32"]:
+            scaled.add(d)
+    rounds_start = clock()
+    for r in range(max_rounds):
+        if r >= 2 and clock() - rounds_start > budget:
+            break
+        for d in names:
+            if d in scaled:
+                continue
+            for i, fn in enumerate(fns[d]):
+                t0 = clock()
+                y = fn(x)
+                t = clock() - t0
+                if r == 0:  # replaces the scout's estimate; keeps the full output
+                    best[d, i] = t
+                    outs[d, i] = y[:ERROR_ROWS].float()
+                else:
+                    best[d, i] = min(best[d, i], t)
+    out = []
+    for d in names:
+        err_num = err_den = 0.0
+        finite = True
+        for i in range(len(mats)):
+            y, ref = outs[d, i], outs["float32", i]
+            rows = min(y.shape[0], ref.shape[0], ERROR_ROWS)
+            y, ref = y[:rows], ref[:rows]
+            finite = finite and bool(torch.isfinite(y).all())
+            err_num += float((y - ref).pow(2).sum())
+            err_den += float(ref.pow(2).sum())
+        seconds = sum(best[d, i] * mats[i][1] for i in range(len(mats)))
+        rel = (err_num / err_den) ** 0.5 if err_den > 0 else 0.0
+        out.append((d, seconds, rel, finite, d in scaled))
+    return out
 
 
 def load_or_measure(threads: int, refresh: bool = False) -> Probe:

@@ -202,9 +202,10 @@ def sample(
     completed step). With ``anytime=True`` a timeout still yields a latent: one Euler jump to t = 1
     from that state (at most one evaluation past the deadline). ``resume_state`` continues a
     stopped run; the settings (and ``tag``, a fingerprint of the inputs chosen by the caller) must
-    match, else UsageError; the final latent is bit-identical to an uninterrupted run (with the
-    same ``guidance_layout``: "batched" one doubled forward, "split" two forwards; the same maths,
-    different GEMM rounding — see :class:`GuidedVelocity`).
+    match, else UsageError; the final latent is bit-identical to an uninterrupted run. The
+    ``guidance_layout`` ("batched" one doubled forward, "split" two forwards; the same maths,
+    different GEMM rounding — see :class:`GuidedVelocity`) is one of those settings: it is
+    recorded in the state, and a resume with another layout is refused.
 
     ``callback`` gets a :class:`SampleEvent` after every step. NaN/Inf in the state raises
     NumericalError naming the step.
@@ -242,6 +243,7 @@ def sample(
         shape=tuple(inputs.shape),
         model_dtype=str(dtype).removeprefix("torch."),
         tag=tag,
+        guidance_layout=guidance_layout,
     )
     velocity = GuidedVelocity(forward, inputs, cfg_strength, settings.guidance_interval, dtype,
                               layout=guidance_layout)

@@ -27,6 +27,9 @@ class SampleSettings:
 
     ``tag`` is a free-form fingerprint of the inputs (lyrics, style, checkpoint...) set by the
     caller; a resume with a different tag is refused like any other mismatch.
+    ``guidance_layout`` ("batched" or "split") changes the GEMM rounding, so a resume must use
+    the recorded one; states written before it was recorded read as "batched" (the only layout
+    a plan chose then).
     """
 
     steps: int
@@ -39,6 +42,7 @@ class SampleSettings:
     shape: tuple[int, int, int]
     model_dtype: str
     tag: str = ""
+    guidance_layout: str = "batched"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -51,6 +55,7 @@ class SampleSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SampleSettings:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {"guidance_layout": "batched", **d}  # states from before the layout was recorded
         if set(d) != names:
             raise ValueError(f"settings keys {sorted(d)} differ from {sorted(names)}")
         gi = d["guidance_interval"]

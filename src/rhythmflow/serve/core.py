@@ -156,8 +156,11 @@ def worker_plan(job: dict[str, Any], settings: Settings, generator):
     if fields.get("style_audio"):  # stored relative to the (shared) data folder
         fields["style_audio"] = str(settings.data_dir / fields["style_audio"])
     request = GenerationRequest.from_dict({**fields, **weights(settings)})
-    return plan(request, Machine.detect(measure=False), config=generator.config,
-                runtime=generator.runtime, lyrics_assets=generator.lyrics_assets)
+    # the measured machine (the probe the worker cached when it loaded): the same guidance
+    # layout and estimates as the plan the HTTP side made from the facts it published
+    return plan(request, Machine.detect(threads=generator.runtime.threads),
+                config=generator.config, runtime=generator.runtime,
+                lyrics_assets=generator.lyrics_assets)
 
 
 def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel,
