@@ -25,7 +25,7 @@ from rhythmflow.events import EventSink, emit
 from rhythmflow.lyrics.resources import LyricsAssets
 from rhythmflow.plan import Plan, plan
 from rhythmflow.request import GenerationRequest
-from rhythmflow.runtime import Runtime, resolve_runtime
+from rhythmflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,14 @@ class SongGenerator:
     ) -> SongGenerator:
         """Load an official model by name (``v1.2-base``, ``base``, ``full`` …) or a checkpoint
         path (architecture read from the file), and the VAE, onto the resolved device/dtype.
-        Process-wide settings (threads) are left alone: call
-        :func:`rhythmflow.runtime.configure_process` once from your entry point if you want them."""
-        runtime = resolve_runtime(device, dtype, threads)
+        ``dtype="auto"`` decides as the CLI does, by measurement: the machine probe (cached per
+        machine, a few seconds the first time) picks the CPU dtype. Process-wide settings
+        (threads) are left alone: call :func:`rhythmflow.runtime.configure_process` once from
+        your entry point if you want them."""
+        from rhythmflow.plan import Machine, runtime_for
+
+        runtime = runtime_for(Machine.detect(measure=dtype == "auto", threads=threads), device,
+                              dtype, threads)
         for reason in runtime.reasons:
             log.info("%s", reason)
         return cls.load(model, runtime, config=model_config, vae=vae, assets_dir=assets_dir,
@@ -228,7 +233,9 @@ class SongGenerator:
         request = GenerationRequest(lrc=lrc, **fields)
         from rhythmflow.plan import Machine
 
-        p = plan(request, Machine.detect(measure=False), config=self.config,
+        # the cached probe (measured on first use): the guidance layout and per-forward
+        # overhead are those the CLI plans with on this machine
+        p = plan(request, Machine.detect(threads=self.runtime.threads), config=self.config,
                  runtime=self.runtime, lyrics_assets=self.lyrics_assets)
         return run(p, self, on_progress, cancel=cancel, resume_state=state,
                    save_state=save_state)
