@@ -1,0 +1,110 @@
+"""SmoothQuant-style input-channel scaling of the DiT's transformer projections (before int8).
+
+A linear layer ``y = x·Wᵀ`` is unchanged when input channel j of x is divided by ``s_j`` and
+column j of W multiplied by it. SmoothQuant (Xiao et al., 2023) picks
+``s_j = max|x_j|^α / max|W[:, j]|^(1−α)`` so that a per-tensor activation scale no longer has to
+cover a few outlier channels, moving part of their range into the (per-channel quantized)
+weights. The division of x is folded into the op that produces x, so nothing is added per call:
+
+* q/k/v and gate/up read a norm's output: the RMSNorm weight is divided by s (one s shared by
+  the layers reading the same norm, from their joint column maxima);
+* o_proj reads the attention output, a convex mix of v's rows per channel: v_proj's output rows
+  are divided by s;
+* down_proj reads ``silu(gate)·up``: up_proj's output rows are divided by s.
+
+Every fold is exact in real arithmetic (float32 rounding only). The activation maxima are
+calibrated on a few forwards of random inputs (:func:`calibrate`); trained weights have the
+outlier channels SmoothQuant addresses, random weights mostly do not (docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+#: Calibration: random-input forwards at these (seed, time) pairs, CALIBRATION_FRAMES frames.
+CALIBRATION = ((1, 0.2), (2, 0.8))
+CALIBRATION_FRAMES = 128
+
+
+@torch.inference_mode()
+def calibrate(model: nn.Module, inputs: Iterable[dict] | None = None) -> dict[str, Tensor]:
+    """Per-input-channel ``max|x|`` of every ``nn.Linear`` in ``model.transformer_blocks``,
+    keyed by the module's name, over forwards of ``inputs`` (dicts of ``x``, ``t`` and the
+    ``prepare`` keyword arguments; default: random inputs, :data:`CALIBRATION`)."""
+    from rhythmflow.perf import model_inputs
+
+    if inputs is None:
+        inputs = []
+        for seed, t in CALIBRATION:
+            a = model_inputs(model, CALIBRATION_FRAMES, 1, seed=seed)
+            a["t"] = torch.full_like(a["t"], t)
+            inputs.append(a)
+    maxima: dict[str, Tensor] = {}
+    hooks = []
+
+    def hook(name):
+        def record(_module, args):
+            m = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
+            maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
+        return record
+
+    for name, mod in model.transformer_blocks.named_modules():
+        if type(mod) is nn.Linear:
+            hooks.append(mod.register_forward_pre_hook(hook(name)))
+    try:
+        for a in inputs:
+            a = dict(a)
+            x, t = a.pop("x"), a.pop("t")
+            model(x, t, model.prepare(**a))
+    finally:
+        for h in hooks:
+            h.remove()
+    return maxima
+
+
+def smooth_scales(act_max: Tensor, weights: list[Tensor], alpha: float) -> Tensor:
+    """``s_j = max|x_j|^α / max_j|W|^(1−α)`` over the columns of all ``weights`` (that read the
+    same input), clamped to [1e-5, 1e5]; 1 where a channel never saw a non-zero value."""
+    w_max = torch.stack([w.detach().abs().amax(0) for w in weights]).amax(0).float()
+    s = act_max.clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(1 - alpha)
+    s = torch.where(act_max > 0, s, torch.ones_like(s))
+    return s.clamp(1e-5, 1e5)
+
+
+@torch.no_grad()
+def smooth_dit(model: nn.Module, alpha: float = 0.5, inputs: Iterable[dict] | None = None) -> None:
+    """Calibrate and fold SmoothQuant scales into ``model``'s transformer blocks, in place.
+
+    The model's float output is unchanged up to float32 rounding. ``alpha`` in [0, 1]
+    (0: nothing moves to the weights; 1: activations fully equalised); ValueError otherwise.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
+    maxima = calibrate(model, inputs)
+    for i, blk in enumerate(model.transformer_blocks):
+        at, mlp = blk.self_attn, blk.mlp
+        p = f"{i}."
+        s = smooth_scales(maxima[p + "self_attn.q_proj"],
+                          [at.q_proj.weight, at.k_proj.weight, at.v_proj.weight], alpha)
+        blk.input_layernorm.weight.div_(s)
+        for lin in (at.q_proj, at.k_proj, at.v_proj):
+            lin.weight.mul_(s)
+        s = smooth_scales(maxima[p + "self_attn.o_proj"], [at.o_proj.weight], alpha)
+        at.v_proj.weight.div_(s[:, None])
+        at.o_proj.weight.mul_(s)
+        s = smooth_scales(maxima[p + "mlp.gate_proj"], [mlp.gate_proj.weight,
+                                                          mlp.up_proj.weight], alpha)
+        blk.post_attention_layernorm.weight.div_(s)
+        mlp.gate_proj.weight.mul_(s)
+        mlp.up_proj.weight.mul_(s)
+        s = smooth_scales(maxima[p + "mlp.down_proj"], [mlp.down_proj.weight], alpha)
+        mlp.up_proj.weight.div_(s[:, None])
+        mlp.down_proj.weight.mul_(s)
+    log.info("SmoothQuant scales (alpha %.2f) folded into %d blocks",
+             alpha, len(model.transformer_blocks))
