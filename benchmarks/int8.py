@@ -13,8 +13,9 @@ the same rounds, and the setup seconds (copy, calibration, quantization):
 * ``int8 fbgemm 7-bit, per-tensor W``  — one weight scale per tensor (what per-channel buys)
 * ``int8 fbgemm 8-bit``                — fbgemm without ``reduce_range``
 * ``int8 onednn 8-bit``                — the oneDNN kernel (AMX int8 where the CPU has it)
-* ``int8 onednn 8-bit + SmoothQuant a`` — input channels rescaled first (alpha ``--alphas``);
-                                          with 0.5 this is ``--quantize int8`` now on AMX
+* ``int8 onednn 8-bit + SmoothQuant a`` — input channels rescaled first (alpha ``--alphas``)
+* ``..., fused qkv/gate-up``            — the same (alpha 0.5) with q/k/v and gate/up as one
+                                          product each: ``--quantize int8`` now on AMX CPUs
 * ``w8 bf16 (int8pack)``               — weight-only int8, bfloat16 activations
                                           (``torch._weight_int8pack_mm``), ``--weight-only``
 
@@ -89,8 +90,8 @@ def weight_only(model: nn.Module) -> nn.Module:
 
 
 def variants(ref: nn.Module, alphas: list[float], with_weight_only: bool) -> dict[str, nn.Module]:
-    def q(smooth_alpha=None, **kw):
-        return quantize_int8(copy.deepcopy(ref), smooth_alpha=smooth_alpha, **kw)
+    def q(smooth_alpha=None, fuse=False, **kw):
+        return quantize_int8(copy.deepcopy(ref), smooth_alpha=smooth_alpha, fuse=fuse, **kw)
 
     builders = {"float32": lambda: ref,
                 "bfloat16": lambda: copy.deepcopy(ref).to(torch.bfloat16),
@@ -101,6 +102,8 @@ def variants(ref: nn.Module, alphas: list[float], with_weight_only: bool) -> dic
     for a in alphas:
         builders[f"int8 onednn 8-bit + SmoothQuant {a}"] = (
             lambda a=a: q(kernel="onednn", smooth_alpha=a))
+    builders["int8 onednn 8-bit + SmoothQuant 0.5, fused qkv/gate-up"] = (
+        lambda: q(kernel="onednn", smooth_alpha=0.5, fuse=True))
     if with_weight_only:
         builders["w8 bf16 (int8pack)"] = lambda: weight_only(copy.deepcopy(ref).to(torch.bfloat16))
     out, setup = {}, {}

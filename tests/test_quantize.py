@@ -39,13 +39,27 @@ def test_int8_linear_close_to_float(bias):
     assert 0 < rel_rms(out, ref) < 2e-2
 
 
-def test_quantize_replaces_only_transformer_linears():
-    model = quantize_int8(random_dit(TINY))
+@pytest.mark.parametrize(("fuse", "per_block"), [(False, 7), (True, 4)])
+def test_quantize_replaces_only_transformer_linears(fuse, per_block):
+    model = quantize_int8(random_dit(TINY), fuse=fuse)
     blocks = list(model.transformer_blocks.modules())
     assert not any(type(m) is nn.Linear for m in blocks)
-    assert sum(isinstance(m, Int8DynamicLinear) for m in blocks) == 7 * TINY.depth
+    assert sum(isinstance(m, Int8DynamicLinear) for m in blocks) == per_block * TINY.depth
     assert isinstance(model.input_embed.proj, nn.Linear)
     assert isinstance(model.proj_out, nn.Linear)
+
+
+@pytest.mark.parametrize("kernel", ["fbgemm", "onednn"])
+def test_fused_equals_separate_int8_layers(kernel):
+    """One int8 product for q/k/v (and gate/up) quantizes the shared input with the same
+    per-tensor scale as three separate layers, and the weights per output channel: the same
+    numbers, so the fused modules are the model's maths (blocks.SelfAttention / MLP)."""
+    if kernel not in torch.backends.quantized.supported_engines:
+        pytest.skip(f"no {kernel} engine")
+    fused = velocity(quantize_int8(random_dit(TINY, seed=10), kernel=kernel, fuse=True))
+    separate = velocity(quantize_int8(random_dit(TINY, seed=10), kernel=kernel, fuse=False))
+    assert torch.allclose(fused, separate, rtol=1e-5, atol=1e-6)
+    assert rel_rms(fused, velocity(random_dit(TINY, seed=10))) > 1e-4  # really quantized
 
 
 def test_quantized_velocity_close_to_float32():
