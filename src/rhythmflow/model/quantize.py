@@ -16,7 +16,9 @@ Two kernels (``kernel=``), chosen per CPU by :func:`default_kernel`:
   product, and the per-product error falls from 2.3 % to 1.35 % (the 8th bit).
 
 By default :mod:`rhythmflow.model.smoothquant` first rescales input channels (SmoothQuant,
-alpha 0.5), folded into the norms and the preceding projections: nothing is added per call.
+alpha 0.5), folded into the norms and the preceding projections: nothing is added per call;
+and q/k/v, gate/up run as one int8 product each (:class:`Int8Attention`, :class:`Int8MLP`:
+the shared input is quantized once; the same numbers as separate layers).
 
 Quantize *after* loading: official checkpoints load strictly into the float32 model, then
 :func:`quantize_int8` swaps the modules in place. The quantized model cannot be saved back as an
