@@ -13,9 +13,11 @@ the same rounds, and the setup seconds (copy, calibration, quantization):
 * ``int8 fbgemm 7-bit, per-tensor W``  — one weight scale per tensor (what per-channel buys)
 * ``int8 fbgemm 8-bit``                — fbgemm without ``reduce_range``
 * ``int8 onednn 8-bit``                — the oneDNN kernel (AMX int8 where the CPU has it)
-* ``int8 onednn 8-bit + SmoothQuant a`` — input channels rescaled first (alpha ``--alphas``)
-* ``..., fused qkv/gate-up``            — the same (alpha 0.5) with q/k/v and gate/up as one
-                                          product each: ``--quantize int8`` now on AMX CPUs
+* ``int8 onednn 8-bit + SmoothQuant max a`` — input channels rescaled first (the paper's
+                                          per-channel maxima, alpha ``--alphas``)
+* ``... SmoothQuant rms 0.25, fused qkv/gate-up`` — per-channel RMS, alpha 0.25, q/k/v and
+                                          gate/up as one product each: ``--quantize int8`` now
+                                          on AMX CPUs
 * ``w8 bf16 (int8pack)``               — weight-only int8, bfloat16 activations
                                           (``torch._weight_int8pack_mm``), ``--weight-only``
 
@@ -100,10 +102,10 @@ def variants(ref: nn.Module, alphas: list[float], with_weight_only: bool) -> dic
                 "int8 fbgemm 8-bit": lambda: _eight_bit(q(kernel="fbgemm")),
                 "int8 onednn 8-bit": lambda: q(kernel="onednn")}
     for a in alphas:
-        builders[f"int8 onednn 8-bit + SmoothQuant {a}"] = (
-            lambda a=a: q(kernel="onednn", smooth_alpha=a))
-    builders["int8 onednn 8-bit + SmoothQuant 0.5, fused qkv/gate-up"] = (
-        lambda: q(kernel="onednn", smooth_alpha=0.5, fuse=True))
+        builders[f"int8 onednn 8-bit + SmoothQuant max {a}"] = (
+            lambda a=a: q(kernel="onednn", smooth_alpha=a, smooth_statistic="max"))
+    builders["int8 onednn 8-bit + SmoothQuant rms 0.25, fused qkv/gate-up"] = (
+        lambda: q(kernel="onednn", smooth_alpha=0.25, smooth_statistic="rms", fuse=True))
     if with_weight_only:
         builders["w8 bf16 (int8pack)"] = lambda: weight_only(copy.deepcopy(ref).to(torch.bfloat16))
     out, setup = {}, {}

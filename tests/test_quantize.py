@@ -9,7 +9,7 @@ from torch import nn
 from rhythmflow.errors import UsageError
 from rhythmflow.model import expected_shapes, load_checkpoint
 from rhythmflow.model.quantize import Int8DynamicLinear, available, default_kernel, quantize_int8
-from rhythmflow.model.smoothquant import smooth_dit, smooth_scales
+from rhythmflow.model.smoothquant import calibrate, smooth_dit, smooth_scales
 from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
 from rhythmflow.perf import model_inputs
 
@@ -214,11 +214,26 @@ def _outlier_dit(seed: int):
     return model
 
 
-def test_smoothquant_lowers_the_error_of_outlier_channels():
+def test_calibration_statistics_see_the_outlier_channels():
+    model = _outlier_dit(11)
+    hi = calibrate(model, statistic="max")
+    rms = calibrate(model, statistic="rms")
+    assert hi.keys() == rms.keys() and len(hi) == 7 * TINY.depth
+    for name in hi:
+        assert (rms[name] > 0).all() and (rms[name] <= hi[name] * (1 + 1e-6)).all()
+    for name in ("0.self_attn.q_proj", "1.mlp.gate_proj"):  # the norms' outputs
+        assert (rms[name][:3] > 10 * rms[name][3:].median()).all()
+    with pytest.raises(ValueError, match="statistic"):
+        calibrate(model, statistic="mean")
+
+
+@pytest.mark.parametrize(("statistic", "alpha"), [("max", 0.5), ("rms", 0.25)])
+def test_smoothquant_lowers_the_error_of_outlier_channels(statistic, alpha):
     ref = velocity(_outlier_dit(6))
     assert rel_rms(ref, velocity(random_dit(TINY, seed=6))) < 1e-5
     plain = rel_rms(velocity(quantize_int8(_outlier_dit(6), smooth_alpha=None)), ref)
-    smooth = rel_rms(velocity(quantize_int8(_outlier_dit(6), smooth_alpha=0.5)), ref)
+    smooth = rel_rms(velocity(quantize_int8(_outlier_dit(6), smooth_alpha=alpha,
+                                            smooth_statistic=statistic)), ref)
     assert smooth < 0.7 * plain
 
 

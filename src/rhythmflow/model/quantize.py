@@ -16,7 +16,7 @@ Two kernels (``kernel=``), chosen per CPU by :func:`default_kernel`:
   product, and the per-product error falls from 2.3 % to 1.35 % (the 8th bit).
 
 By default :mod:`rhythmflow.model.smoothquant` first rescales input channels (SmoothQuant,
-alpha 0.5), folded into the norms and the preceding projections: nothing is added per call;
+per-channel RMS, alpha 0.25), folded into the norms and the preceding projections: nothing is added per call;
 and q/k/v, gate/up run as one int8 product each (:class:`Int8Attention`, :class:`Int8MLP`:
 the shared input is quantized once; the same numbers as separate layers).
 
@@ -42,9 +42,12 @@ log = logging.getLogger(__name__)
 
 _ENGINES = ("x86", "fbgemm")
 KERNELS = ("auto", "fbgemm", "onednn")
-#: SmoothQuant migration strength used by default (the usual 0.5; on the random full-width model
-#: it lowered the velocity error from 2.7 % to 2.3 %, 0.8 raised it, docs/PERFORMANCE.md).
-SMOOTH_ALPHA = 0.5
+#: SmoothQuant defaults: migration strength and calibration statistic. Measured on the random
+#: full-width model (docs/PERFORMANCE.md): per-channel RMS with alpha 0.25 lowered the velocity
+#: error by 15-16 % at 512 and 2048 frames; the paper's max with alpha 0.5, calibrated on 128
+#: frames, helped at 512 frames but not at 2048 (maxima of few tokens are noisy estimates).
+SMOOTH_ALPHA = 0.25
+SMOOTH_STATISTIC = "rms"
 
 
 @contextlib.contextmanager
@@ -184,7 +187,8 @@ def default_kernel(flags: tuple[str, ...] | None = None) -> str:
 
 
 def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool = True,
-                  smooth_alpha: float | None = SMOOTH_ALPHA, fuse: bool = True) -> nn.Module:
+                  smooth_alpha: float | None = SMOOTH_ALPHA,
+                  smooth_statistic: str = SMOOTH_STATISTIC, fuse: bool = True) -> nn.Module:
     """Replace every ``nn.Linear`` inside ``model.transformer_blocks`` by
     :class:`Int8DynamicLinear`, in place; returns the model.
 
@@ -195,9 +199,9 @@ def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool =
     ``kernel`` "auto" (:func:`default_kernel`), "fbgemm" or "onednn"; ``per_channel`` weight
     scales per output channel (else per tensor, for comparison); ``smooth_alpha`` (default
     :data:`SMOOTH_ALPHA`; None: off) first rescales input channels SmoothQuant-style
-    (:func:`rhythmflow.model.smoothquant.smooth_dit`, calibrated on two random-input forwards of
-    128 frames, deterministic) — exact in float32, it only moves range from the activations
-    into the per-channel quantized weights.
+    (:func:`rhythmflow.model.smoothquant.smooth_dit` with ``smooth_statistic``, calibrated on
+    two random-input forwards of 128 frames, deterministic) — exact in float32, it only moves
+    range from the activations into the per-channel quantized weights.
 
     The model must be float32 on the CPU (a loaded :class:`~rhythmflow.model.dit.DiT`); otherwise
     UsageError. Expect a relative velocity error of a few 1e-2 against float32.
@@ -221,7 +225,7 @@ def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool =
     if smooth_alpha is not None:
         from rhythmflow.model.smoothquant import smooth_dit
 
-        smooth_dit(model, smooth_alpha)
+        smooth_dit(model, smooth_alpha, statistic=smooth_statistic)
     count = 0
     for block in model.transformer_blocks:  # one block at a time: its fp32 weights go at once
         if fuse and per_channel and type(block.self_attn) is SelfAttention \
@@ -237,6 +241,7 @@ def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool =
                         child, kernel=kernel, per_channel=per_channel))
                     count += 1
     log.info("quantized %d linear layers to int8 (%s kernel%s%s)", count, kernel,
-             "" if smooth_alpha is None else f", SmoothQuant alpha {smooth_alpha}",
+             "" if smooth_alpha is None else
+             f", SmoothQuant {smooth_statistic} alpha {smooth_alpha}",
              ", q/k/v and gate/up fused" if fuse and per_channel else "")
     return model

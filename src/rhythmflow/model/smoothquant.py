@@ -12,9 +12,11 @@ weights. The division of x is folded into the op that produces x, so nothing is 
   are divided by s;
 * down_proj reads ``silu(gate)·up``: up_proj's output rows are divided by s.
 
-Every fold is exact in real arithmetic (float32 rounding only). The activation maxima are
-calibrated on a few forwards of random inputs (:func:`calibrate`); trained weights have the
-outlier channels SmoothQuant addresses, random weights mostly do not (docs/PERFORMANCE.md).
+Every fold is exact in real arithmetic (float32 rounding only). The activation ranges are
+calibrated on a few forwards of random inputs (:func:`calibrate`): the paper's per-channel
+maximum, or the per-channel RMS, a steadier estimate from few tokens (``--quantize int8``
+uses RMS with alpha 0.25, :data:`rhythmflow.model.quantize.SMOOTH_ALPHA`). Trained weights have
+the outlier channels SmoothQuant addresses, random weights do not (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -34,25 +36,39 @@ CALIBRATION_FRAMES = 128
 
 
 @torch.inference_mode()
-def calibrate(model: nn.Module, inputs: Iterable[dict] | None = None) -> dict[str, Tensor]:
-    """Per-input-channel ``max|x|`` of every ``nn.Linear`` in ``model.transformer_blocks``,
+def calibrate(model: nn.Module, inputs: Iterable[dict] | None = None, *,
+              statistic: str = "max") -> dict[str, Tensor]:
+    """Per-input-channel activation range of every ``nn.Linear`` in ``model.transformer_blocks``,
     keyed by the module's name, over forwards of ``inputs`` (dicts of ``x``, ``t`` and the
-    ``prepare`` keyword arguments; default: random inputs, :data:`CALIBRATION`)."""
+    ``prepare`` keyword arguments; default: random inputs, :data:`CALIBRATION`).
+
+    ``statistic`` "max": ``max|x_j|`` (SmoothQuant's); "rms": the root mean square of x_j over
+    all tokens — a steadier estimate from few tokens (a constant factor between the two does
+    not change the quantized model: it scales every s alike).
+    """
     from rhythmflow.perf import model_inputs
 
+    if statistic not in ("max", "rms"):
+        raise ValueError(f"unknown calibration statistic {statistic!r}; use 'max' or 'rms'")
     if inputs is None:
         inputs = []
         for seed, t in CALIBRATION:
             a = model_inputs(model, CALIBRATION_FRAMES, 1, seed=seed)
             a["t"] = torch.full_like(a["t"], t)
             inputs.append(a)
-    maxima: dict[str, Tensor] = {}
+    stats: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
     hooks = []
 
     def hook(name):
         def record(_module, args):
-            m = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
-            maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            if statistic == "max":
+                m = x.abs().amax(0)
+                stats[name] = m if name not in stats else torch.maximum(stats[name], m)
+            else:
+                stats[name] = x.pow(2).sum(0) + stats.get(name, 0)
+                counts[name] = counts.get(name, 0) + x.shape[0]
         return record
 
     for name, mod in model.transformer_blocks.named_modules():
@@ -66,7 +82,9 @@ def calibrate(model: nn.Module, inputs: Iterable[dict] | None = None) -> dict[st
     finally:
         for h in hooks:
             h.remove()
-    return maxima
+    if statistic == "rms":
+        stats = {k: (v / counts[k]).sqrt() for k, v in stats.items()}
+    return stats
 
 
 def smooth_scales(act_max: Tensor, weights: list[Tensor], alpha: float) -> Tensor:
@@ -79,16 +97,18 @@ def smooth_scales(act_max: Tensor, weights: list[Tensor], alpha: float) -> Tenso
 
 
 @torch.no_grad()
-def smooth_dit(model: nn.Module, alpha: float = 0.5, inputs: Iterable[dict] | None = None) -> None:
+def smooth_dit(model: nn.Module, alpha: float = 0.5, inputs: Iterable[dict] | None = None, *,
+               statistic: str = "max") -> None:
     """Calibrate and fold SmoothQuant scales into ``model``'s transformer blocks, in place.
 
-    The model's float output is unchanged up to float32 rounding. ``alpha`` in [0, 1]
+    The model's float output is unchanged up to float32 rounding. ``statistic``: see
+    :func:`calibrate`. ``alpha`` in [0, 1]
     (0: nothing moves to the weights; 1: activations fully equalised); ValueError otherwise.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
     start = time.perf_counter()
-    maxima = calibrate(model, inputs)
+    maxima = calibrate(model, inputs, statistic=statistic)
     for i, blk in enumerate(model.transformer_blocks):
         at, mlp = blk.self_attn, blk.mlp
         p = f"{i}."
