@@ -44,7 +44,7 @@ _ENGINES = ("x86", "fbgemm")
 KERNELS = ("auto", "fbgemm", "onednn")
 #: SmoothQuant defaults: migration strength and calibration statistic. Measured on the random
 #: full-width model (docs/PERFORMANCE.md): per-channel RMS with alpha 0.25 lowered the velocity
-#: error by 15-16 % at 512 and 2048 frames; the paper's max with alpha 0.5, calibrated on 128
+#: error by 15-17 % at 512 and 2048 frames; the paper's max with alpha 0.5, calibrated on 128
 #: frames, helped at 512 frames but not at 2048 (maxima of few tokens are noisy estimates).
 SMOOTH_ALPHA = 0.25
 SMOOTH_STATISTIC = "rms"
