@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the measurement changes meaning (older cached probes are then re-measured).
 #: 3: the guidance layout and the per-forward overhead are measured too.
-PROBE_VERSION = 3
+#: 4: the int8 candidate runs the kernel ``--quantize int8`` uses (oneDNN 8-bit on AMX CPUs).
+PROBE_VERSION = 4
 CANDIDATES = ("float32", "bfloat16", "float16", "int8")
 #: ISA flags that decide which arithmetic is fast (part of the cache key and the reason text).
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
@@ -50,7 +51,8 @@ ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "av
 #: Relative RMS error of one probe product against float32, per error class. The velocity error
 #: of the full-size model (random weights, 2048 frames, AMX Xeon) in each class: "exact" 0,
 #: "low-precision" 1.3 % (bfloat16; float16 0.16 %) — the class every GPU user runs — and
-#: "quantized" 4.6–4.9 % (per-tensor dynamic int8).
+#: "quantized" 4.6–4.9 % (per-tensor dynamic int8, 7-bit fbgemm; 2.2–2.4 % with the oneDNN 8-bit
+#: kernel and SmoothQuant on AMX, product error 1.35 %: still this class, int8 stays opt-in).
 EXACT_LIMIT = 1e-5
 LOW_PRECISION_LIMIT = 1e-2
 #: A lower precision must be at least this much faster than float32 to be chosen (noise guard).
