@@ -49,19 +49,22 @@ def test_generate_is_plan_plus_run(request_, generator, tiny_files):
     assert torch.equal(a.latents, b.latents) and torch.equal(a.audio, b.audio)
 
 
+class StopAfterOneStep:
+    """An event sink and cancel token in one: cancels once a sampling step was reported."""
+
+    steps = 0
+
+    def __call__(self, e) -> None:
+        if isinstance(e, events.SamplingStep):
+            self.steps += 1
+
+    def is_set(self) -> bool:
+        return self.steps >= 1
+
+
 def test_cancel_then_resume_is_bit_identical(request_, generator):
     p = plan(request_, MACHINE)
     whole = run(p, generator)
-
-    class StopAfterOneStep:
-        steps = 0
-
-        def __call__(self, e) -> None:
-            if isinstance(e, events.SamplingStep):
-                self.steps += 1
-
-        def is_set(self) -> bool:
-            return self.steps >= 1
 
     stop = StopAfterOneStep()
     with pytest.raises(SamplingCancelled) as info:
@@ -114,16 +117,6 @@ def test_a_resume_uses_the_layout_its_state_recorded_not_the_new_plans(request_,
     assert p.guidance_layout == "split"
     whole = run(p, generator)
     assert not torch.equal(whole.latents, run(plan(request_, MACHINE), generator).latents)
-
-    class StopAfterOneStep:
-        steps = 0
-
-        def __call__(self, e) -> None:
-            if isinstance(e, events.SamplingStep):
-                self.steps += 1
-
-        def is_set(self) -> bool:
-            return self.steps >= 1
 
     stop = StopAfterOneStep()
     with pytest.raises(SamplingCancelled) as info:
