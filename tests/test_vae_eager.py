@@ -191,3 +191,30 @@ def test_bfloat16_residual_convolutions_are_opt_in_and_close(small_file):
 def test_unknown_decoder_choice_is_a_usage_error(small_file):
     with pytest.raises(UsageError, match="'auto' or 'torchscript'"):
         load_vae(small_file, decoder="fast")
+
+
+def test_benchmark_dry_run_prints_the_comparison_table(tmp_path):
+    """benchmarks/vae_decode.py on the width-4 decoder: every variant runs, the table and the
+    JSON carry speed-ups and errors against the TorchScript decode."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "vae.json"
+    proc = subprocess.run(
+        [sys.executable, "vae_decode.py", "--small", "--windows", "40", "--frames", "100",
+         "--rounds", "1", "--variants", "ts-float32", "eager-float32", "eager-bf16-residual",
+         "--json", str(out)],
+        cwd=repo / "benchmarks", capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, PYTHONPATH=str(repo / "src")))
+    assert proc.returncode == 0, proc.stderr
+    assert "CPU: " in proc.stdout and "| x ts-float32 |" in proc.stdout
+    rows = json.loads(out.read_text())["vae"]["rows"]
+    assert [r["variant"] for r in rows] == ["ts-float32", "eager-float32", "eager-bf16-residual"]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["max_abs_diff"] == 0.0
+    assert rows[1]["max_abs_diff"] <= 1e-5 * rows[1]["audio_max_abs"]
+    assert 0 < rows[2]["rel_rms_error"] < 2e-2
+    wins = len(chunk_windows(100, 40, DECODE_GEOMETRY.overlap))
+    assert wins > 1 and all(r["windows"] == wins and r["decode_seconds"] > 0 for r in rows)

@@ -54,8 +54,7 @@ class Snake(nn.Module):
         t = torch.mul(x, self.alpha)
         t.sin_()
         t.mul_(t)
-        t.mul_(self.inv_beta)
-        t.add_(x)
+        torch.addcmul(x, t, self.inv_beta, out=t)  # x + sin² · 1/(β+ε): one pass, not two
         return t if self.out_dtype == t.dtype else t.to(self.out_dtype)
 
 
