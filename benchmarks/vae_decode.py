@@ -7,7 +7,8 @@
 Builds the full-size Oobleck decoder of the official VAE with random weights
 (:mod:`rhythmflow.model.oobleck`: 78.1 M parameters, 5.04 GFLOP per latent frame; ``--small``:
 the same architecture at width 4, to check the script quickly), saves it as TorchScript and
-loads it back as rhythmflow does. Variants, all in one process, timed round-robin over
+loads it back as rhythmflow does, with freed memory kept for reuse as ``generate`` runs
+(:func:`rhythmflow.perf.keep_freed_memory`). Variants, all in one process, timed round-robin over
 ``rounds`` (the median kept), on the same latents:
 
 * ``ts-float32`` — the file's ``decode_export`` (what rhythmflow ran before the eager decoder);
@@ -38,6 +39,7 @@ from common import machine, table
 from rhythmflow.model.oobleck import FULL, SMALL, decode_flops, random_decoder, save_scripted
 from rhythmflow.model.oobleck_fast import FastOobleckDecoder
 from rhythmflow.model.oobleck_load import find_decoder
+from rhythmflow.perf import keep_freed_memory
 from rhythmflow.vae import DEFAULT_OVERLAP, chunk_windows
 
 VARIANTS = ("ts-float32", "ts-bfloat16", "eager-float32", "eager-bf16-residual")
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--small", action="store_true", help="width-4 decoder: a quick dry run")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    res = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    tuned = keep_freed_memory()  # as generate / serve run (runtime.configure_process)
+    res = {"machine": machine(), "malloc_tuned": tuned, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
            "vae": run(a.windows, a.variants, a.rounds, a.frames, a.overlap, a.small)}
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
