@@ -152,7 +152,7 @@ class TorchScriptVAE:
         self.device = torch.device(device)
         self.dtype = next(iter(module.parameters()), torch.zeros(())).dtype
         #: What decodes a window: the file's ``decode_export`` or an eager decoder built from
-        #: its weights (``oobleck_fast.eager_decoder``); ``decoder_kind`` names it for logs and reports.
+        #: its weights (``oobleck_fast.eager_decoder``); ``decoder_kind`` names it for logs.
         self.decoder = decoder if decoder is not None else module.decode_export
         self.decoder_kind = decoder_kind
         self.chunked, self.chunk_size, self.overlap = chunked, chunk_size, overlap
@@ -288,10 +288,11 @@ def load_vae(
 
     ``decoder``: ``"auto"`` (default) decodes on the CPU with the eager Oobleck decoder built
     from the file's own weights when the file's decoder is Oobleck and the two agree on a probe
-    window (:func:`rhythmflow.model.oobleck_fast.eager_decoder`; 1.5-2.3x faster, same audio up to float rounding), else with
-    the file's TorchScript (logged); ``"torchscript"`` always uses the file's TorchScript.
-    ``residual_dtype=torch.bfloat16`` (opt-in, eager decoder only) runs the residual units'
-    convolutions in bfloat16 (0.36 % audio error measured on random full-size weights)."""
+    window (:func:`rhythmflow.model.oobleck_fast.eager_decoder`; 1.3-1.45x faster on a busy AMX
+    Xeon, same audio up to float rounding), else with the file's TorchScript (logged);
+    ``"torchscript"`` always uses the file's TorchScript. ``residual_dtype=torch.bfloat16``
+    (opt-in, eager decoder only) runs the residual units' convolutions in bfloat16 (1.7-2.0x,
+    0.35 % audio error measured on random full-size weights; docs/PERFORMANCE.md)."""
     if decoder not in ("auto", "torchscript"):
         raise UsageError(f"VAE decoder must be 'auto' or 'torchscript'; got {decoder!r}")
     p = resolve("vae", path=path, assets_dir=assets_dir, offline=offline)
