@@ -39,8 +39,9 @@ _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 DIT_EFFICIENCY = 0.9
 #: Oobleck decoder FLOPs per latent frame (64 ch, strides 2·4·4·8·8, 128×(1,2,4,8,16) channels)
 VAE_FLOP_PER_FRAME = 5.04e9
-#: decode FLOP rate / float32 GEMM rate (full-size decode measured at 0.22-0.25 on CPUs)
-VAE_EFFICIENCY = 0.25
+#: decode FLOP rate / float32 GEMM rate: the TorchScript decode measured 0.22-0.25 on CPUs;
+#: the eager decoder load_vae uses on the CPU is 1.31-1.45x faster (docs/PERFORMANCE.md)
+VAE_EFFICIENCY = 0.33
 #: decoded frames / song frames with the default overlapping windows
 VAE_OVERLAP_FACTOR = 1.3
 #: reading + casting checkpoint weights (memory-mapped)

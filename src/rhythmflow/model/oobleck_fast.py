@@ -1,0 +1,198 @@
+"""An eager Oobleck decoder for CPU inference, built from a VAE file's own weights.
+
+Same maths as the TorchScript decoder (:mod:`rhythmflow.model.oobleck`, Stable Audio's Oobleck),
+laid out for oneDNN: activations are ``[b, ch, 1, t]`` in channels-last memory and every
+convolution a ``1 × k`` 2-d one (the layout oneDNN runs fastest on CPU); Snake's ``α = exp(log α)``
+and ``1 / (exp(log β) + 1e-9)`` are precomputed once and ``x + 1/(β+ε) · sin²(α·x)`` runs in place
+on one temporary; the residual sum is written into the stream. In float32 the audio equals
+TorchScript's up to float rounding (tested). Weights come only from
+:func:`rhythmflow.model.oobleck_load.find_decoder`.
+
+Optional reduced precision (``residual_dtype``, opt-in): the residual units' convolutions take
+bfloat16 inputs and weights (float32 accumulation in oneDNN); everything else stays float32.
+Its audio error is measured in ``benchmarks/vae_decode.py`` (docs/PERFORMANCE.md).
+
+Shapes: b - batch, d - latent channels, n - latent frames, ch - channels, t - time steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rhythmflow.model.oobleck import OobleckConfig
+from rhythmflow.model.oobleck_load import DecoderWeights, find_decoder
+
+log = logging.getLogger(__name__)
+
+SNAKE_EPS = 1e-9
+
+
+CL = torch.channels_last  # activations are [b, ch, 1, t] in channels-last memory: oneDNN's
+# fastest convolution layout on CPU (fp32 1.2-3x, bf16 on AMX 4x over [b, ch, t] here)
+
+
+class Snake(nn.Module):
+    """Snake-beta with precomputed ``α`` and ``1/(β+ε)`` (``[1, ch, 1, 1]``) from log-scale
+    params, computed in float32 on one temporary and returned in ``out_dtype`` (the next
+    convolution's input dtype). Whole-tensor ops: time-tiled versions (to stay in cache) were
+    5-10x slower on the busy 2-core machine measured, each small op paying a thread wake-up."""
+
+    def __init__(self, log_alpha: Tensor, log_beta: Tensor,
+                 out_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.register_buffer("alpha", log_alpha.exp().reshape(1, -1, 1, 1))
+        self.register_buffer("inv_beta", 1.0 / (log_beta.exp().reshape(1, -1, 1, 1) + SNAKE_EPS))
+        self.out_dtype = out_dtype
+
+    def forward(self, x: Tensor) -> Tensor:  # [b, ch, 1, t] -> new tensor in out_dtype
+        x = x.float()  # mixed-dtype element-wise ops take torch's slow paths: cast first
+        t = torch.mul(x, self.alpha)
+        t.sin_()
+        t.mul_(t)
+        torch.addcmul(x, t, self.inv_beta, out=t)  # x + sin² · 1/(β+ε): one pass, not two
+        return t if self.out_dtype == t.dtype else t.to(self.out_dtype)
+
+
+def _cl(w: Tensor, dtype: torch.dtype) -> Tensor:
+    """A conv weight ``[o, i, k]`` as ``[o, i, 1, k]`` channels-last in ``dtype``."""
+    return w.unsqueeze(2).to(dtype).contiguous(memory_format=CL)
+
+
+class Conv(nn.Module):
+    """A 1-d convolution as a ``1 × k`` 2-d one on channels-last activations, on plain (folded)
+    weights in ``dtype`` (its input must be in ``dtype``; the output is too)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, dilation: int = 1,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.register_buffer("weight", _cl(weight, dtype))
+        self.register_buffer("bias", None if bias is None else bias.to(dtype))
+        self.dilation, self.pad = dilation, dilation * (weight.shape[-1] - 1) // 2
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, padding=(0, self.pad),
+                        dilation=(1, self.dilation))
+
+
+class Upsample(nn.Module):
+    """``ConvTranspose1d(cin, cout, 2s, stride=s, padding=ceil(s/2))`` as a 2-d transposed
+    convolution on channels-last activations, weights in ``dtype``."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, stride: int,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.register_buffer("weight", _cl(weight, dtype))
+        self.register_buffer("bias", bias.to(dtype))
+        self.stride, self.pad, self.dtype = stride, math.ceil(stride / 2), dtype
+
+    def forward(self, x: Tensor) -> Tensor:  # [b, cin, 1, t] -> [b, cout, 1, t * s]
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=(1, self.stride),
+                                  padding=(0, self.pad))
+
+
+class ResidualUnit(nn.Module):
+    """``x + conv1x1(snake(conv7_dilated(snake(x))))``; the sum is written into ``x``."""
+
+    def __init__(self, w: dict[str, Tensor], name: str, dilation: int,
+                 dtype: torch.dtype) -> None:
+        super().__init__()
+        self.snake1 = Snake(w[f"{name}.0.alpha"], w[f"{name}.0.beta"], dtype)
+        self.conv1 = Conv(w[f"{name}.1.weight"], w[f"{name}.1.bias"], dilation, dtype)
+        self.snake2 = Snake(w[f"{name}.2.alpha"], w[f"{name}.2.beta"], dtype)
+        self.conv2 = Conv(w[f"{name}.3.weight"], w[f"{name}.3.bias"], 1, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:  # float32 x, owned by the decoder: updated in place
+        return x.add_(self.conv2(self.snake2(self.conv1(self.snake1(x)))).float())
+
+
+class FastOobleckDecoder(nn.Module):
+    """``forward(z [b, d, n]) -> float32 [b, c, n * hop]`` from :class:`DecoderWeights`.
+
+    ``residual_dtype`` (default float32): the dtype of the residual units' convolutions (inputs
+    and weights; oneDNN accumulates in float32), 90 % of the FLOPs. The input, upsampling and
+    output convolutions, Snake and the residual stream always stay float32: measured on the
+    full-size architecture, each upsampling convolution in bfloat16 adds 0.4-0.65 % audio error
+    and the input one 0.7 %, the residual units together far less (docs/PERFORMANCE.md)."""
+
+    def __init__(self, weights: DecoderWeights, *,
+                 residual_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        cfg, w = weights.config, weights.tensors
+        f32 = torch.float32
+        self.config: OobleckConfig = cfg
+        self.hop = cfg.hop
+        self.residual_dtype = residual_dtype
+        self.conv_in = Conv(w["layers.0.weight"], w["layers.0.bias"], 1, f32)
+        blocks = []
+        for k in range(len(cfg.strides)):
+            blk = f"layers.{k + 1}.layers"
+            blocks.append(nn.Sequential(
+                Snake(w[f"{blk}.0.alpha"], w[f"{blk}.0.beta"]),
+                Upsample(w[f"{blk}.1.weight"], w[f"{blk}.1.bias"], cfg.strides[-1 - k]),
+                *(ResidualUnit(w, f"{blk}.{r}.layers", d, residual_dtype)
+                  for r, d in zip((2, 3, 4), (1, 3, 9), strict=True)),
+            ))
+        self.blocks = nn.Sequential(*blocks)
+        last = len(cfg.strides) + 1
+        self.snake_out = Snake(w[f"layers.{last}.alpha"], w[f"layers.{last}.beta"])
+        self.conv_out = Conv(w[f"layers.{last + 1}.weight"], None, 1, f32)
+
+    def describe(self) -> str:
+        """``"float32"`` or e.g. ``"bfloat16 residual convolutions"``, for logs and reports."""
+        if self.residual_dtype == torch.float32:
+            return "float32"
+        return f"{str(self.residual_dtype).removeprefix('torch.')} residual convolutions"
+
+    @torch.no_grad()
+    def forward(self, z: Tensor) -> Tensor:
+        x = z.float().unsqueeze(2).contiguous(memory_format=CL)  # [b, d, 1, n]
+        x = self.blocks(self.conv_in(x))
+        return self.conv_out(self.snake_out(x)).squeeze(2).contiguous()  # [b, c, n * hop]
+
+
+#: The eager decoder must match the file's TorchScript this closely on the probe window
+#: (max abs difference / max abs audio): float32 rounding is ~3e-6 at full size.
+EAGER_TOLERANCE = 1e-4
+EAGER_PROBE_FRAMES = 3
+
+
+def eager_decoder(module: torch.jit.ScriptModule, *,
+                  residual_dtype: torch.dtype = torch.float32) -> FastOobleckDecoder | None:
+    """An eager :class:`~rhythmflow.model.oobleck_fast.FastOobleckDecoder` built strictly from
+    ``module``'s parameters when they are an Oobleck decoder's and its float32 decode of a
+    random :data:`EAGER_PROBE_FRAMES`-frame window matches ``decode_export`` within
+    :data:`EAGER_TOLERANCE`; else None, with the reason logged (the caller keeps TorchScript)."""
+    params = dict(module.named_parameters())
+    if any(t.device.type != "cpu" for t in params.values()):
+        log.info("VAE decode stays TorchScript: the eager decoder is for CPU weights")
+        return None
+    found = find_decoder(params)
+    if isinstance(found, str):
+        log.info("VAE decode stays TorchScript: the file's decoder is not Oobleck (%s)", found)
+        return None
+    fast = FastOobleckDecoder(found).eval()
+    z = torch.randn(1, found.config.latent_dim, EAGER_PROBE_FRAMES,
+                    generator=torch.Generator().manual_seed(0)).to(next(iter(params.values())).dtype)
+    with torch.no_grad():
+        try:
+            ref = module.decode_export(z).float()
+        except Exception:  # already probed by probe_vae; be safe
+            return None
+        got = fast(z)
+    diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
+    scale = float(ref.abs().max()) or 1.0
+    if not diff <= EAGER_TOLERANCE * scale:
+        log.warning("VAE decode stays TorchScript: the eager Oobleck decoder differs from the "
+                    "file's decode_export by %.3g (max |audio| %.3g) on a probe window", diff,
+                    scale)
+        return None
+    log.debug("eager Oobleck decoder matches TorchScript to %.3g (max |audio| %.3g)", diff, scale)
+    if residual_dtype != torch.float32:
+        fast = FastOobleckDecoder(found, residual_dtype=residual_dtype).eval()
+    return fast
