@@ -255,7 +255,8 @@ def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     return rows
 
 
-def generate_row(deadline, skipped, device: str = "cuda", full: bool = False) -> dict | None:
+def generate_row(deadline, skipped, device: str = "cuda", full: bool = False,
+                 steps: int | None = None) -> dict | None:
     """``rhythmflow generate --device DEVICE`` of a 95 s song in a subprocess: for 2 steps with
     tiny assets, or (``full``) with a full-size random checkpoint (official ``.pt`` container,
     float16) and a full-size TorchScript Oobleck VAE at the device's default step count."""
@@ -284,7 +285,7 @@ def generate_row(deadline, skipped, device: str = "cuda", full: bool = False) ->
         cmd = [sys.executable, "-m", "rhythmflow", "generate", "--style-embedding", str(style),
                "--negative-style", str(negative), "--offline",
                "--checkpoint", str(ckpt), "--vae", str(vae), "--seed", "0",
-               *([] if full else ["--steps", "2"]),
+               *(["--steps", str(steps or 2)] if steps or not full else []),
                "--device", device, "--duration", "95", "-o", str(out)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))

@@ -61,3 +61,21 @@ def test_gpu_script_code_paths_run_as_a_cpu_dry_run(tmp_path):
     assert [(r["variant"].split(",")[0], r["frames"], r["dtype"]) for r in res["speedups"]] == [
         ("eager", 48, "bfloat16"), ("eager", 48, "bfloat16")]
     assert res["speedups"][0]["vs_default"] == 1.0 and res["speedups"][1]["seconds"] > 0
+
+
+def test_song_script_runs_a_song_end_to_end_with_tiny_assets(tmp_path):
+    """benchmarks/song.py (the full-size end-to-end run) on tiny assets: the CLI subprocess,
+    the sidecar's stage times and the table."""
+    import json
+
+    out = tmp_path / "song.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "song.py"), "--tiny", "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())
+    song = res["song"]
+    assert song["rc"] == 0 and song["wav"] and song["steps"] == 2
+    assert set(song["timings"]) >= {"load", "sample", "decode", "total"}
+    assert "| decode |" in proc.stdout and "% of sampling + decode" in proc.stdout
