@@ -36,28 +36,37 @@ def test_amx_bfloat16_measurement_keeps_the_doubled_batch(frames):
 
 
 def test_split_wins_at_long_lengths_and_says_by_how_much_on_this_cpu():
-    layout, why = choose_guidance_layout(2048, ISSUE13_FP32)
+    layout, why = choose_guidance_layout(2048, LAYER_BF16)
     assert layout == "split"
-    assert why == ("split guidance (two forwards): 1.05x faster than one doubled batch at "
+    assert why == ("split guidance (two forwards): 1.32x faster than one doubled batch at "
                    "2048 frames on this CPU")
-    assert choose_guidance_layout(6136, ISSUE13_FP32)[0] == "split"  # 3x the longest: in reach
-    assert choose_guidance_layout(256, ISSUE13_FP32)[0] == "batched"
+    assert choose_guidance_layout(6144, LAYER_BF16)[0] == "split"  # 3x the longest: in reach
+    assert choose_guidance_layout(256, LAYER_BF16)[0] == "batched"
+
+
+def test_a_small_win_of_two_forwards_stays_batched():
+    """Issue 13's float32 figure (two forwards 1.055x faster) is inside the noise guard."""
+    layout, why = choose_guidance_layout(2048, ISSUE13_FP32)
+    assert layout == "batched"
+    assert why == ("batched guidance (one doubled forward): two forwards only 1.05x faster at "
+                   "2048 frames on this CPU, within the 15% tie margin")
 
 
 def test_between_measured_lengths_the_ratio_is_interpolated():
     assert choose_guidance_layout(1024, LAYER_BF16)[0] == "batched"
     layout, why = choose_guidance_layout(1500, LAYER_BF16)  # log ratio +0.46 → −0.28: 1.06
     assert layout == "batched" and "interpolated between 1024 and 2048" in why
-    layout, why = choose_guidance_layout(1800, LAYER_BF16)
-    assert layout == "split" and "1.15x faster" in why and "at 1800 frames" in why
+    layout, why = choose_guidance_layout(1900, LAYER_BF16)
+    assert layout == "split" and "1.22x faster" in why and "at 1900 frames" in why
     assert choose_guidance_layout(2048, LAYER_BF16)[1].startswith(
         "split guidance (two forwards): 1.32x faster than one doubled batch at 2048 frames")
 
 
 @pytest.mark.parametrize(("split", "expected", "text"), [
     (1.00, "batched", "1.00x faster than two forwards"),
-    (0.99, "batched", "within the 3% tie margin"),
-    (0.95, "split", "1.05x faster than one doubled batch"),
+    (0.99, "batched", "within the 15% tie margin"),
+    (0.90, "batched", "within the 15% tie margin"),
+    (0.85, "split", "1.18x faster than one doubled batch"),
 ])
 def test_a_tie_is_batched(split, expected, text):
     layout, why = choose_guidance_layout(2048, [LayoutTiming(2048, 1.0, split)])
@@ -91,7 +100,7 @@ class VirtualLayer:
 
 
 def test_layout_measurement_alternates_keeps_the_fastest_and_stays_in_budget():
-    f = {256: 1.2, 1024: 1.1, 2048: 0.9}
+    f = {256: 1.2, 1024: 1.1, 2048: 0.8}
     cost = {n: pf.layer_flops(n, 2) * 1e-12 for n in f}  # one batched call
     layer = VirtualLayer(f, spikes={1: 5.0})  # a busy spell on the very first call
     # room for both 256 pairs and the first 2048 and 1024 pairs, not for a second 2048 pair
@@ -102,7 +111,7 @@ def test_layout_measurement_alternates_keeps_the_fastest_and_stays_in_budget():
     by = {m.frames: m for m in t}
     assert sorted(by) == [256, 1024, 2048]
     assert by[256].batched == pytest.approx(cost[256])  # the spell was dropped
-    assert by[2048].split == pytest.approx(cost[2048] * 0.9)
+    assert by[2048].split == pytest.approx(cost[2048] * 0.8)
     assert choose_guidance_layout(2048, t)[0] == "split"
     tight = VirtualLayer(f)  # no room after the 256 pairs for 2048, but for 1024
     t = pf.measure_layouts(tight, budget=cost[256] * 4.4 + cost[1024] * 2.2, clock=tight.clock)
