@@ -12,7 +12,8 @@ On the GPU, for the full-size DiT with random weights (``v1.2-base`` at 2048 fra
 median of 3), a whole ``--steps``-step guided Euler run through rhythmflow's sampler, peak GPU
 memory, and the SDPA backend the attention ran on (from the profiler's kernel names). Then the
 full-size Oobleck VAE decode of 2048 frames at rhythmflow's fixed geometry in float32 and
-bfloat16, and a 2-step ``rhythmflow generate --device cuda`` end to end with a tiny checkpoint,
+bfloat16, the eager decoder against TorchScript (cold and warm), and a 2-step
+``rhythmflow generate --device cuda`` end to end with a tiny checkpoint,
 a tiny TorchScript VAE and a style embedding file (an instrumental: no lyrics front-end needed);
 with ``--full-song`` also a 95 s song end to end at full size (random checkpoint and VAE files in
 the official containers, the device's default steps) with the sidecar's stage timings. Last, the speed-ups at the shortest length in bfloat16, side by side: the doubled guidance batch
@@ -255,6 +256,52 @@ def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     return rows
 
 
+def vae_eager_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
+    """The decode of a fresh process's first song on ``device``: rhythmflow's eager Oobleck
+    decoder (built on the CPU from the TorchScript module's weights, checked there, then moved)
+    against the TorchScript module, each timed on its first decode (cold: TorchScript optimises
+    itself on its first calls) and its second (warm), after one untimed convolution that
+    initialises the device's libraries. Output difference between the two, float32."""
+    import torch
+
+    from rhythmflow.model.oobleck import FULL, SMALL, random_decoder
+    from rhythmflow.model.oobleck_fast import eager_decoder
+    from rhythmflow.vae import TorchScriptVAE
+
+    if time.monotonic() > deadline:
+        skipped.append("VAE eager vs TorchScript (budget)")
+        return []
+    cfg, frames = (SMALL, 40) if tiny else (FULL, 2048)
+    scripted = torch.jit.script(random_decoder(cfg))
+    fast = eager_decoder(scripted)
+    if fast is None:
+        skipped.append("VAE eager vs TorchScript (the eager decoder did not match)")
+        return []
+    torch.nn.functional.conv1d(torch.randn(1, 8, 64, device=device),
+                               torch.randn(8, 8, 3, device=device))  # library start-up
+    z = torch.randn(1, cfg.latent_dim, frames, generator=torch.Generator().manual_seed(0))
+    rows, audio = [], {}
+    for kind in ("eager", "torchscript"):
+        module = scripted.to(device)
+        vae = (TorchScriptVAE(module, device=device, decoder=fast.to(device),
+                              decoder_kind="eager") if kind == "eager"
+               else TorchScriptVAE(module, device=device))
+        times = []
+        for _ in range(2):
+            _sync(device)
+            t0 = time.perf_counter()
+            audio[kind] = vae.decode(z)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        rows.append({"decoder": kind, "frames": frames, "cold_seconds": times[0],
+                     "warm_seconds": times[1]})
+    diff = float((audio["eager"] - audio["torchscript"]).abs().max())
+    for r in rows:
+        r["max_abs_diff_eager_vs_torchscript"] = diff
+        r["max_abs_audio"] = float(audio["torchscript"].abs().max())
+    return rows
+
+
 def generate_row(deadline, skipped, device: str = "cuda", full: bool = False,
                  steps: int | None = None) -> dict | None:
     """``rhythmflow generate --device DEVICE`` of a 95 s song in a subprocess: for 2 steps with
@@ -351,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     save()
     res["vae"] = vae_rows(deadline - 120, skipped, a.device, a.tiny)
     save()
+    res["vae_eager"] = vae_eager_rows(deadline - 110, skipped, a.device, a.tiny)
+    save()
     res["generate"] = None if a.no_generate else generate_row(deadline - 90, skipped, a.device)
     save()
     res["generate_full"] = (generate_row(deadline - 60, skipped, a.device, full=True)
@@ -371,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in res["vae"]:
         print(f"| VAE decode | {r['frames']} | {r['dtype']} | {r['seconds']:.2f} s | | | "
               f"{r['peak_gib']:.1f} | err {r['rel_error_vs_float32']:.1e} |")
+    for r in res["vae_eager"]:
+        print(f"VAE decode {r['decoder']}, {r['frames']} frames, first song of the process: "
+              f"cold {r['cold_seconds']:.2f} s, warm {r['warm_seconds']:.2f} s "
+              f"(eager vs TorchScript max |diff| {r['max_abs_diff_eager_vs_torchscript']:.1e} of "
+              f"{r['max_abs_audio']:.1f})")
     for g in (res["generate"], res["generate_full"]):
         if g is not None:
             print(f"{g['what']} --device {a.device}, {g.get('steps')} steps: rc {g['rc']}, "

@@ -56,6 +56,10 @@ def test_gpu_script_code_paths_run_as_a_cpu_dry_run(tmp_path):
     assert all(r["finite"] and r["eval_seconds"] > 0 for r in res["dit"])
     assert [r["dtype"] for r in res["vae"]] == ["float32", "bfloat16"]
     assert res["vae"][0]["geometry"] == {"chunk": 256, "overlap": 32, "per_item": True}
+    eager = {r["decoder"]: r for r in res["vae_eager"]}
+    assert sorted(eager) == ["eager", "torchscript"]
+    assert eager["eager"]["max_abs_diff_eager_vs_torchscript"] <= 1e-4 * eager["eager"][
+        "max_abs_audio"]
     assert res["skipped"] == ["CUDA graph (no CUDA)", "torch.compile (--no-compile)"]
     assert "| VAE decode | 40 | bfloat16 |" in proc.stdout
     assert [(r["variant"].split(",")[0], r["frames"], r["dtype"]) for r in res["speedups"]] == [
