@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -19,31 +18,25 @@ REF_SHAPE = (2048, 2048, 8192)
 
 
 def machine() -> dict:
-    """CPU model, core count, relevant ISA flags, torch version and threads."""
-    flags: set[str] = set()
-    model = platform.processor() or "unknown"
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-        for line in text.splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    isa = [
-        f
-        for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
-        if f in flags
-    ]
+    """CPU model, core count, the ISA flags that decide which arithmetic is fast (read as the
+    machine probe reads them: :func:`rhythmflow.probe.cpu_facts`), torch version and threads."""
+    from rhythmflow.probe import cpu_facts
+
+    model, isa = cpu_facts()
     return {
         "cpu": model,
         "cores": os.cpu_count(),
-        "isa": isa,
+        "isa": list(isa),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "quantized_engine": torch.backends.quantized.engine,
     }
+
+
+def rel_rms(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative RMS error of ``a`` against ``ref``, computed in float32."""
+    a, ref = a.float(), ref.float()
+    return float((a - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
 
 
 def ref_gemm(repeats: int = 2, clock_kind: str = "wall") -> float:

@@ -32,37 +32,17 @@ import copy
 import dataclasses
 import json
 import statistics
-import subprocess
 import time
 import warnings
 
 import torch
-from common import table
+from common import machine, rel_rms, table
 from torch import nn
 
 from rhythmflow.config import PRESETS
 from rhythmflow.model.quantize import Int8DynamicLinear, quantize_int8
 from rhythmflow.model.testing import random_dit
 from rhythmflow.perf import keep_freed_memory, model_inputs
-from rhythmflow.probe import cpu_facts
-
-
-def rel_rms(a: torch.Tensor, ref: torch.Tensor) -> float:
-    a, ref = a.float(), ref.float()
-    return float((a - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
-
-
-def cpu() -> dict:
-    """``lscpu`` model name and the ISA flags that matter here."""
-    name, flags = cpu_facts()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                     if ln.startswith("Model name")), name)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"cpu": name, "flags": list(flags), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
 
 
 class WeightOnlyInt8(nn.Module):
@@ -224,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*quantiz.*")
     keep_freed_memory()
-    out: dict = {"machine": cpu(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    print(f"CPU: {out['machine']['cpu']}; flags: {' '.join(out['machine']['flags'])}; "
+    out: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"CPU: {out['machine']['cpu']}; flags: {' '.join(out['machine']['isa'])}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "gemm" in a.parts:
         out["gemm"] = bench_gemm(a.frames, a.repeats)

@@ -30,16 +30,12 @@ import statistics
 import time
 
 import torch
-from common import machine, table
+from common import machine, rel_rms, table
 
 from rhythmflow.config import PRESETS
 from rhythmflow.model import blocks
 from rhythmflow.model.testing import random_dit
 from rhythmflow.perf import keep_freed_memory, model_inputs
-
-
-def rel_rms(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((a.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, table
+from common import machine, rel_rms, table
 
 from rhythmflow.config import PRESETS
 from rhythmflow.model.testing import random_dit
@@ -34,10 +34,6 @@ from rhythmflow.perf import keep_freed_memory, model_inputs
 from rhythmflow.probe import choose_cpu_dtype, measure_cpu
 
 SONG_FRAMES = 2048  # 95 s
-
-
-def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((a.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
 
 
 @torch.inference_mode()
@@ -73,7 +69,7 @@ def candidates_section(frames: int, rounds: int, depth: int, threads: int) -> di
         pc = probe.candidate(d)
         rows.append({"dtype": d, "seconds": med, "all_seconds": secs[d],
                      "speedup_vs_float32": base / med,
-                     "velocity_rel_error": _rel(outs[d], outs["float32"]),
+                     "velocity_rel_error": rel_rms(outs[d], outs["float32"]),
                      "probe_speedup": None if pc is None else pc.speedup_vs_float32,
                      "probe_error_class": None if pc is None else pc.error_class})
     print(table(f"candidates: one full-size evaluation, {frames} frames, depth {depth}, batch 1 "
@@ -110,7 +106,7 @@ def vae_section(dtypes=("float32", "bfloat16"), rounds: int = 1) -> dict:
     wins = len(chunk_windows(SONG_FRAMES, g.chunk, g.overlap))
     rows = [{"dtype": d, "seconds_per_window": statistics.median(secs[d]), "windows": wins,
              "seconds_95s": wins * statistics.median(secs[d]),
-             "rel_error_vs_float32": _rel(outs[d], outs["float32"]),
+             "rel_error_vs_float32": rel_rms(outs[d], outs["float32"]),
              "extrapolated_from_one_window": True} for d in dtypes]
     print(table(f"VAE decode of 95 s ({SONG_FRAMES} frames, {wins} windows of {g.chunk}, "
                 f"overlap {g.overlap}; one window timed)", ["dtype", "s/window", "decode s",

@@ -18,14 +18,11 @@ import sys
 import time
 
 import torch
+from common import rel_rms
 
 from rhythmflow.config import PRESETS
 from rhythmflow.model.testing import random_dit
 from rhythmflow.sampling import prepare_inputs, sample
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
 
 
 def main() -> None:
