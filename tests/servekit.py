@@ -85,13 +85,19 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60.
     return proc.returncode
 
 
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of ``pid`` (R, S, T stopped, Z zombie …) from
+    ``/proc/<pid>/stat``; raises OSError when there is no such process."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     try:  # a zombie (exited, not yet reaped) is gone for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+        return process_state(pid) != "Z"
     except OSError:
         return False

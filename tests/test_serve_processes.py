@@ -21,6 +21,7 @@ from tests.servekit import (
     free_port,
     job_body,
     pid_alive,
+    process_state,
     start,
     stop,
     wait_for,
@@ -188,11 +189,6 @@ def _store_writable(db: Path, wait: float) -> bool:
         con.close()
 
 
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
 def freeze_outside_a_store_write(proc: subprocess.Popen, db: Path, tries: int = 20) -> None:
     """SIGSTOP ``proc`` (a hang: no heartbeat, no step) at a moment it holds no write lock on
     the SQLite store. A process frozen inside one of its millisecond write transactions keeps
@@ -200,7 +196,8 @@ def freeze_outside_a_store_write(proc: subprocess.Popen, db: Path, tries: int = 
     locking (README, *Many machines*), not the hang this test is about. Bounded retries."""
     for _ in range(tries):
         proc.send_signal(signal.SIGSTOP)
-        wait_for("the worker to stop", lambda: _stopped(proc.pid), timeout=10, every=0.01)
+        wait_for("the worker to stop", lambda: process_state(proc.pid) == "T", timeout=10,
+                 every=0.01)
         if _store_writable(db, wait=2.0):
             return
         proc.send_signal(signal.SIGCONT)
