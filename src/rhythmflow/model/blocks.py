@@ -182,15 +182,22 @@ class SelfAttention(nn.Module):
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # cos, sin [n, k]
-        b, n, d = x.shape
-        h = self.heads
-        # SDPA's CPU kernel is ~8 % faster on contiguous [b, h, n, k] inputs than on transposed
-        # views; RoPE writes q and k in that layout at no extra cost, v is copied once.
-        q = apply_rope(self.q_proj(x).view(b, n, h, d // h).transpose(1, 2), cos, sin)
-        k = apply_rope(self.k_proj(x).view(b, n, h, d // h).transpose(1, 2), cos, sin)
-        v = self.v_proj(x).view(b, n, h, d // h).transpose(1, 2).contiguous()
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # [b, h, n, k]
-        return self.o_proj(o.transpose(1, 2).reshape(b, n, d))
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [b, n, d]
+        return self.o_proj(attend(q, k, v, cos, sin, self.heads))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
+    """The attention core on projections q, k, v [b, n, d]: split into ``heads``, RoPE on q and
+    k, full (non-causal) SDPA, heads merged back: [b, n, d]. Shared by :class:`SelfAttention`
+    and the int8 attention (:class:`rhythmflow.model.quantize.Int8Attention`)."""
+    b, n, d = q.shape
+    # SDPA's CPU kernel is ~8 % faster on contiguous [b, h, n, k] inputs than on transposed
+    # views; RoPE writes q and k in that layout at no extra cost, v is copied once.
+    q = apply_rope(q.view(b, n, heads, d // heads).transpose(1, 2), cos, sin)
+    k = apply_rope(k.view(b, n, heads, d // heads).transpose(1, 2), cos, sin)
+    v = v.view(b, n, heads, d // heads).transpose(1, 2).contiguous()
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # [b, h, n, k]
+    return o.transpose(1, 2).reshape(b, n, d)
 
 
 class MLP(nn.Module):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rhythmflow.errors import UsageError
-from rhythmflow.model.blocks import MLP, SelfAttention, apply_rope
+from rhythmflow.model.blocks import MLP, SelfAttention, attend
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,8 @@ class Int8Attention(nn.Module):
         self.o_proj = Int8DynamicLinear.from_linear(attn.o_proj, kernel=kernel)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # cos, sin [n, k]
-        b, n, d = x.shape
-        h = self.heads
-        q, k, v = self.qkv(x).split(d, dim=-1)  # [b, n, d] views of one [b, n, 3d] product
-        q = apply_rope(q.view(b, n, h, d // h).transpose(1, 2), cos, sin)  # [b, h, n, k]
-        k = apply_rope(k.view(b, n, h, d // h).transpose(1, 2), cos, sin)
-        v = v.view(b, n, h, d // h).transpose(1, 2).contiguous()
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # [b, h, n, k]
-        return self.o_proj(o.transpose(1, 2).reshape(b, n, d))
+        q, k, v = self.qkv(x).split(x.shape[-1], dim=-1)  # [b, n, d] views of one product
+        return self.o_proj(attend(q, k, v, cos, sin, self.heads))
 
 
 class Int8MLP(nn.Module):
