@@ -149,6 +149,7 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
     doubled batch replayed from a CUDA graph, and ``torch.compile`` (its compile time too).
     Each variant that fails is recorded with its error, never fatal."""
     import torch
+    from common import rel_rms  # beside this script; torch-importing, so not at module level
 
     from rhythmflow.config import PRESETS
     from rhythmflow.model.testing import TINY, random_dit
@@ -188,7 +189,7 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
                     out = model(x2, t2, c2)
                 graph.replay()
                 secs = _median_seconds(graph.replay, device, 7)
-                err = float((out.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+                err = rel_rms(out, ref)
             rows.append({"variant": "CUDA graph replay, doubled batch", "seconds": secs,
                          "rel_error_vs_eager": err})
             del graph, out
@@ -211,7 +212,7 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
                 compile_s = time.perf_counter() - t0
                 compiled(x2, t2, c2)
                 secs = _median_seconds(lambda: compiled(x2, t2, c2), device, 7)
-                err = float((out.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+                err = rel_rms(out, ref)
             rows.append({"variant": "torch.compile (default mode), doubled batch",
                          "seconds": secs, "compile_seconds": compile_s,
                          "rel_error_vs_eager": err})
@@ -227,6 +228,7 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
 
 def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     import torch
+    from common import rel_rms
 
     from rhythmflow.model.oobleck import FULL, SMALL, random_decoder
     from rhythmflow.vae import TorchScriptVAE
@@ -249,7 +251,7 @@ def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
         _sync(device)
         secs = time.perf_counter() - t0
         ref = audio if ref is None else ref
-        err = float((audio - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+        err = rel_rms(audio, ref)
         rows.append({"dtype": dtype, "frames": frames, "seconds": secs,
                      "geometry": vae.geometry().to_dict(), "rel_error_vs_float32": err,
                      "peak_gib": _peak_gib(device)})

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, table
+from common import machine, rel_rms, table
 
 from rhythmflow.model.oobleck import FULL, SMALL, decode_flops, random_decoder, save_scripted
 from rhythmflow.model.oobleck_fast import FastOobleckDecoder
@@ -119,8 +119,7 @@ def run(windows: list[int], variants: list[str], rounds: int, frames: int, overl
                          "speedup_vs": ref_v, "speedup": base / med,
                          "max_abs_diff": float(diff.abs().max()),
                          "audio_max_abs": float(ref.abs().max()),
-                         "rel_rms_error": float(diff.pow(2).mean().sqrt()
-                                                / ref.pow(2).mean().sqrt())})
+                         "rel_rms_error": rel_rms(audio[c, v], ref)})
     out["rows"] = rows
     m = machine()
     print(f"CPU: {m['cpu']}, {m['cores']} cores, {torch.get_num_threads()} threads, "
