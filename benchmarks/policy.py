@@ -8,8 +8,10 @@
 2. One full-size evaluation (random weights, batch 1, ``--frames``) per candidate — float32,
    bfloat16, float16, int8 dynamic — interleaved over ``rounds``, with its speed-up over float32
    and its relative RMS velocity error against float32: does the probe's ranking hold?
-3. The VAE decode of a 95 s song (2048 latent frames) at the fixed geometry in float32 and
-   bfloat16: one window timed per dtype, times the window count (extrapolated, said so).
+3. The VAE decode of a 95 s song (2048 latent frames) at the fixed geometry, as ``load_vae``
+   runs it on the CPU (the eager decoder of a full-size random Oobleck file) with float32 and
+   bfloat16 residual convolutions: one window timed per dtype, times the window count
+   (extrapolated, said so), against the estimate from the probe, and what ``auto`` picks.
 
 JSON: ``{"policy": {"chosen", "reason", "probe": {...}, "candidates": [{"dtype", "seconds",
 "speedup_vs_float32", "velocity_rel_error", "probe_speedup"}, ...]}, "vae": {...}}``.
@@ -22,6 +24,7 @@ import copy
 import dataclasses
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from common import machine, rel_rms, table
 from rhythmflow.config import PRESETS
 from rhythmflow.model.testing import random_dit
 from rhythmflow.perf import keep_freed_memory, model_inputs
-from rhythmflow.probe import choose_cpu_dtype, measure_cpu
+from rhythmflow.probe import Probe, choose_cpu_dtype, measure_cpu
 
 SONG_FRAMES = 2048  # 95 s
 
@@ -84,36 +87,48 @@ def candidates_section(frames: int, rounds: int, depth: int, threads: int) -> di
 
 
 @torch.inference_mode()
-def vae_section(dtypes=("float32", "bfloat16"), rounds: int = 1) -> dict:
-    from rhythmflow.model.oobleck import FULL, random_decoder
-    from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows
+def vae_section(probe, dit_dtype: str, rounds: int = 1) -> dict:
+    """The decode of a 95 s song as ``load_vae`` runs it on this CPU — the eager decoder of a
+    full-size random Oobleck file, float32 and bfloat16 residual convolutions — against the
+    estimate from the probe's convolution rates, and which one ``--vae-dtype auto`` picks."""
+    from rhythmflow.estimate import VAE_FLOP_PER_FRAME
+    from rhythmflow.model.oobleck import FULL, random_decoder, save_scripted
+    from rhythmflow.probe_vae import VAE_DTYPES, choose_vae_dtype, decode_seconds
+    from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows, decoded_frames, load_vae
 
     g = DECODE_GEOMETRY
-    dec = torch.jit.script(random_decoder(FULL))
-    mods = {d: copy.deepcopy(dec).to(getattr(torch, d)) if d != "float32" else dec
-            for d in dtypes}
+    chosen, why = choose_vae_dtype("cpu", dit_dtype, probe.vae_gflops)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_scripted(random_decoder(FULL), Path(tmp) / "vae.pt")
+        vaes = {d: load_vae(path, residual_dtype=getattr(torch, d)) for d in VAE_DTYPES}
     z = torch.randn(1, FULL.latent_dim, g.chunk, generator=torch.Generator().manual_seed(0))
-    for m in mods.values():
-        for _ in range(2):
-            m.decode_export(z.to(next(m.parameters()).dtype))
-    secs: dict[str, list[float]] = {d: [] for d in dtypes}
+    for v in vaes.values():
+        v.decoder(z[..., :16])  # kernel set-up
+    secs: dict[str, list[float]] = {d: [] for d in vaes}
     outs = {}
     for _ in range(rounds):
-        for d, m in mods.items():
+        for d, v in vaes.items():
             s = time.perf_counter()
-            outs[d] = m.decode_export(z.to(getattr(torch, d))).float()
+            outs[d] = v.decoder(z).float()
             secs[d].append(time.perf_counter() - s)
     wins = len(chunk_windows(SONG_FRAMES, g.chunk, g.overlap))
-    rows = [{"dtype": d, "seconds_per_window": statistics.median(secs[d]), "windows": wins,
+    flop = decoded_frames(SONG_FRAMES) * VAE_FLOP_PER_FRAME
+    rows = [{"dtype": d, "decoder": v.decoder_kind,
+             "seconds_per_window": statistics.median(secs[d]), "windows": wins,
              "seconds_95s": wins * statistics.median(secs[d]),
+             "estimate_95s": decode_seconds(flop, d, probe.vae_gflops),
              "rel_error_vs_float32": rel_rms(outs[d], outs["float32"]),
-             "extrapolated_from_one_window": True} for d in dtypes]
-    print(table(f"VAE decode of 95 s ({SONG_FRAMES} frames, {wins} windows of {g.chunk}, "
-                f"overlap {g.overlap}; one window timed)", ["dtype", "s/window", "decode s",
-                                                            "rel. err"],
-                [[r["dtype"], r["seconds_per_window"], r["seconds_95s"],
-                  f"{r['rel_error_vs_float32']:.1e}"] for r in rows]))
-    return {"geometry": g.to_dict(), "rows": rows}
+             "extrapolated_from_one_window": True} for d, v in vaes.items()]
+    base = rows[0]["seconds_95s"]
+    print(table(f"VAE decode of 95 s ({SONG_FRAMES} frames, {wins} windows of {g.chunk}, overlap "
+                f"{g.overlap}; one window timed; auto picks {chosen})",
+                ["residual convs", "s/window", "decode s", "x float32", "estimate s",
+                 "audio rel. err"],
+                [[r["dtype"], r["seconds_per_window"], r["seconds_95s"], base / r["seconds_95s"],
+                  r["estimate_95s"], f"{r['rel_error_vs_float32']:.1e}"] for r in rows]))
+    print(f"VAE: {why}; probe convolution GFLOP/s {probe.vae_gflops}")
+    return {"geometry": g.to_dict(), "chosen": chosen, "reason": why,
+            "probe_gflops": probe.vae_gflops, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,7 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     res["policy"] = candidates_section(a.frames[0], a.rounds, a.depth, a.threads)
     if not a.no_vae:
-        res["vae"] = vae_section()
+        probe = Probe.from_dict(res["policy"]["probe"])
+        auto, _ = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        res["vae"] = vae_section(probe, auto)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
     return res

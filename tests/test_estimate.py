@@ -13,7 +13,6 @@ from rhythmflow.estimate import (
     STYLE_ENCODER_SECONDS,
     VAE_EFFICIENCY,
     VAE_FLOP_PER_FRAME,
-    VAE_OVERLAP_FACTOR,
     JobEstimate,
     calibrate,
     estimate_job,
@@ -57,8 +56,8 @@ def test_job_estimate_follows_the_flop_count():
     assert (e.steps, e.evaluations) == (16, 16)
     assert e.sampling == pytest.approx(16 * two / rate)
     assert e.load == pytest.approx(4.0) and e.lyrics == LYRICS_SECONDS and e.style == 0.0
-    assert e.decode == pytest.approx(n * VAE_OVERLAP_FACTOR * VAE_FLOP_PER_FRAME /
-                                     (g * VAE_EFFICIENCY * 1e9))
+    # the fixed 256-frame windows overlapping by 32: 9 windows decode 2304 frames for 2048
+    assert e.decode == pytest.approx(2304 * VAE_FLOP_PER_FRAME / (g * VAE_EFFICIENCY * 1e9))
     assert e.total == pytest.approx(e.load + e.lyrics + e.sampling + e.decode)
     heun = estimate_job(cfg, n, steps=16, evals_per_step=2, gflops=g)
     assert heun.evaluations == 32 and heun.sampling == pytest.approx(2 * e.sampling)

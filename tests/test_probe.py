@@ -156,6 +156,7 @@ def test_measure_and_cache(monkeypatch, tmp_path):
     assert p.layouts and p.layouts[0].frames == 256
     assert all(t.batched > 0 and t.split > 0 for t in p.layouts)
     assert p.forward_overhead >= 0 and p.layer_overhead >= 0 and p.seconds_taken > 0
+    assert set(p.vae_gflops) == {"float32", "bfloat16"} and min(p.vae_gflops.values()) > 0
     path = pr.cache_path(1)
     assert path.parent == tmp_path / "probe" and path.is_file()
     assert Probe.from_dict(json.loads(path.read_text())) == p

@@ -25,7 +25,7 @@ CHANGED = {
     "keep_last_line": True, "ref_song": "ref.wav", "edit_segments": ((0.0, 10.0), (40.5, -1.0)),
     "format": "flac", "sample_format": "int24", "loudness": -14.0, "time_budget": 600.0,
     "timeout": 1800.0, "anytime": True, "estimate": False, "quantize": "int8", "device": "cpu",
-    "dtype": "bfloat16", "threads": 4, "chunked": False,
+    "dtype": "bfloat16", "threads": 4, "chunked": False, "vae_dtype": "bfloat16",
 }
 ALTERNATIVES = {"lyrics": {"lrc": "", "lyrics": "[verse]\nhello"}, "style_prompt": {
     "style_embedding": None, "style_prompt": "jazz"}, "style_embedding_file": {

@@ -13,7 +13,11 @@ from torch import nn
 
 from rhythmflow.errors import UsageError
 from rhythmflow.model.oobleck import SMALL, OobleckDecoder, random_decoder, save_scripted
-from rhythmflow.model.oobleck_fast import FastOobleckDecoder, eager_decoder
+from rhythmflow.model.oobleck_fast import (
+    VAE_LOW_PRECISION_LIMIT,
+    FastOobleckDecoder,
+    eager_decoder,
+)
 from rhythmflow.model.oobleck_load import find_decoder, fold_weight_norm
 from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows, load_vae
 from tests.tinyvae import build_tiny_vae
@@ -179,13 +183,28 @@ def test_a_non_oobleck_vae_keeps_torchscript(tmp_path, caplog):
 def test_bfloat16_residual_convolutions_are_opt_in_and_close(small_file):
     f32 = load_vae(small_file)
     b16 = load_vae(small_file, residual_dtype=torch.bfloat16)
-    assert b16.decoder_kind == "eager-oobleck (bfloat16 residual convolutions)"
+    err = b16.decoder.probe_error  # measured on these weights at load
+    assert b16.decoder.residual_dtype == torch.bfloat16 and 0 < err <= VAE_LOW_PRECISION_LIMIT
+    assert b16.decoder_kind == (f"eager-oobleck (bfloat16 residual convolutions, "
+                                f"{100 * err:.2g} % audio error on a probe window)")
     module = torch.jit.load(str(small_file)).eval()
     assert eager_decoder(module).residual_dtype == torch.float32  # the default is exact
     z = _z(30, seed=5)
     a, b = f32.decode(z), b16.decode(z)
     rel = float((b - a).pow(2).mean().sqrt() / a.pow(2).mean().sqrt())
     assert b.dtype == torch.float32 and 0 < rel < 2e-2
+
+
+def test_bfloat16_is_dropped_when_inaccurate_on_the_loaded_weights(small_file, caplog):
+    """The guard measures the error on the weights it loads: with a limit under these weights'
+    error the float32 decoder is kept, and the warning names the measured error."""
+    module = torch.jit.load(str(small_file)).eval()
+    err = eager_decoder(module, residual_dtype=torch.bfloat16).probe_error
+    with caplog.at_level(logging.WARNING):
+        kept = eager_decoder(module, residual_dtype=torch.bfloat16, limit=err / 2)
+    assert kept.residual_dtype == torch.float32 and kept.probe_error == err
+    assert kept.describe() == "float32"
+    assert f"changes the audio of a probe window by {100 * err:.2g} %" in caplog.text
 
 
 def test_unknown_decoder_choice_is_a_usage_error(small_file):

@@ -134,7 +134,8 @@ class SongGenerator:
         ident.update(config=dit.config.to_dict(), quantize=quantize, dtype=runtime.dtype,
                      rhythmflow=__version__)
         vae_model = load_vae(vae, device=runtime.vae_device, assets_dir=assets_dir,
-                             offline=offline, chunked=chunked)
+                             offline=offline, chunked=chunked,
+                             residual_dtype=getattr(torch, runtime.vae_dtype))
         seconds = time.perf_counter() - t0
         emit(on_event, events.StageFinished("load", "model and VAE ready", round(seconds, 3)))
         return cls(dit, vae_model, runtime, identity=ident, assets_dir=assets_dir,
@@ -320,7 +321,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         emit(on_event, events.Warning(f"timeout: finished with one jump from step "
                                       f"{result.steps_done}/{result.total_steps} (lower quality)"))
     t0 = time.perf_counter()
-    stage("decode", f"decoding {p.frames} frames with the VAE")
+    stage("decode", f"decoding {p.frames} frames with the VAE ({gen.vae.decoder_kind})")
     kept = result.final_state if result.completed else result.state
     try:  # a Ctrl-C or any failure from here on keeps the finished sampling (resume decodes)
         audio = gen.decode(result.latent, on_event, cancel=cancel)
@@ -334,20 +335,32 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
                           resumed=resume_state is not None), state=kept)
 
 
-def _calibrated_estimate(p: Plan, gen: SongGenerator, stage) -> None:
-    """Time the loaded model once and report the sampling time on that basis (the rest of the
-    job keeps the plan's figures)."""
-    from rhythmflow.estimate import calibrate, evaluations
+def _calibrated_estimate(p: Plan, gen: SongGenerator, stage, calibrate=None) -> float:
+    """Time the loaded model and report the sampling time on that basis (the rest of the job
+    keeps the plan's figures); returns the predicted sampling seconds.
+
+    It times the forwards the run will make: items one at a time, a guided evaluation as one
+    forward of 2 rows (batched layout) or two of 1 row (split layout), an unguided one (outside
+    the guidance interval) as one forward of 1 row. ``calibrate(model, frames, rows=…)``
+    defaults to :func:`rhythmflow.estimate.calibrate`."""
+    from rhythmflow.estimate import evaluations
     from rhythmflow.request import SOLVER_EVALS
     from rhythmflow.sampling.progress import format_seconds
 
+    if calibrate is None:
+        from rhythmflow.estimate import calibrate
     t0, r = time.perf_counter(), p.request
-    per_eval = calibrate(gen.model, p.frames, rows=r.batch * (2 if p.guided else 1))
-    evals, _ = evaluations(p.steps, SOLVER_EVALS[r.solver], p.guided, r.guidance_interval)
+    evals, share = evaluations(p.steps, SOLVER_EVALS[r.solver], p.guided, r.guidance_interval)
+    split = p.guidance_layout == "split"
+    single = calibrate(gen.model, p.frames, rows=1) if share < 1 or split else 0.0
+    guided = (0.0 if share == 0 else 2 * single if split
+              else calibrate(gen.model, p.frames, rows=2))
+    per_eval = r.batch * (share * guided + (1 - share) * single)
     decode = f", decode ~{format_seconds(p.estimate.decode)}" if p.estimate.decode else ""
     stage("estimate", f"memory {p.memory.describe()}; sampling ~"
           f"{format_seconds(evals * per_eval)} for {p.steps} steps ({evals} evaluations of "
           f"{per_eval:.3g} s){decode}", t0)
+    return evals * per_eval
 
 
 def _metadata(p: Plan, gen: SongGenerator, result, track, timings, seeds: list[int], *,
@@ -363,7 +376,7 @@ def _metadata(p: Plan, gen: SongGenerator, result, track, timings, seeds: list[i
                          edit_segments=r.edit_segments, resumed=resumed),
         "seed": p.seed, "seeds": seeds, "status": result.status,
         "evaluations": result.evaluations, "timings": timings, "autotime": p.autotime,
-        "vae_decode": gen.vae.geometry().to_dict(),
+        "vae_decode": {**gen.vae.geometry().to_dict(), "decoder": gen.vae.decoder_kind},
         "lyrics": {"placed": len(track.placed), "dropped": [
             {"line": d.line.line, "text": d.line.text, "reason": d.reason}
             for d in track.dropped], "truncated": [t.line for t in track.truncated]},

@@ -67,6 +67,8 @@ def _serve_parsers(sub) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
         p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
         p.add_argument("--quantize", choices=["none", "int8"], default="none")
+        p.add_argument("--vae-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                       help="the CPU VAE decoder's residual convolutions (see generate)")
         p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
         p.add_argument("--lease", type=float, default=15.0, help="seconds a job stays owned "
                        "without a heartbeat before another worker resumes it")
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bf16/fp16 on GPU), "
                    "float32, bfloat16, float16")
     g.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    g.add_argument("--vae-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="the CPU VAE decoder's residual convolutions (auto: bfloat16 where "
+                   "measured faster and the DiT runs low precision, if accurate on the weights)")
     g.add_argument("--skip-estimate", action="store_true", help="do not time one evaluation "
                    "before sampling")
     g.add_argument("-o", "--output", type=Path, default=Path("output.wav"),

@@ -73,7 +73,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         sample_format=args.sample_format, loudness=args.loudness, time_budget=args.time_budget,
         timeout=args.timeout, anytime=args.anytime, estimate=not args.skip_estimate,
         quantize=args.quantize, device=args.device, dtype=args.dtype, threads=args.threads,
-        chunked=args.chunked)
+        chunked=args.chunked, vae_dtype=args.vae_dtype)
 
 
 def _print_plan(p, as_json: bool) -> None:

@@ -217,15 +217,20 @@ def smoke(workdir: Path, assets_dir: str | Path | None = None) -> dict[str, Any]
 
 def probe_report(threads: int, refresh: bool) -> dict[str, Any]:
     """The cached (or, with ``refresh``, re-measured) machine probe, the CPU dtype it picks and
-    the guidance layout it picks for a 95 s song (2048 frames)."""
+    the guidance layout it picks for a 95 s song (2048 frames), and the VAE decode dtype
+    ``generate`` would pick with that dtype."""
     from rhythmflow.probe import cache_path, choose_cpu_dtype, load_or_measure
     from rhythmflow.probe_forward import choose_guidance_layout
+    from rhythmflow.probe_vae import choose_vae_dtype
 
     p = load_or_measure(threads, refresh=refresh)
     dtype, why = choose_cpu_dtype(p)
     _, layout = choose_guidance_layout(specs.BASE_FRAMES, p.layouts)
+    auto, _ = choose_cpu_dtype(p, dtypes=("float32", "bfloat16", "float16"))
+    _, vae_why = choose_vae_dtype("cpu", auto, p.vae_gflops)
     return {**p.to_dict(), "chosen": dtype, "reason": why, "cache": str(cache_path(threads)),
-            "layout_reason": f"{p.layout_dtype or 'not measured'}: {layout}"}
+            "layout_reason": f"{p.layout_dtype or 'not measured'}: {layout}",
+            "vae_reason": vae_why}
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
@@ -280,6 +285,8 @@ def _print_text(report: dict[str, Any]) -> None:
                  f"forward overhead {p['forward_overhead'] * 1e3:.2g} ms + "
                  f"{p['layer_overhead'] * 1e3:.2g} ms per layer; probe took "
                  f"{p['seconds_taken']:.1f} s")
+    lines.append(f"{p['vae_reason']} (convolution GFLOP/s: " + (", ".join(
+        f"{d} {g:.0f}" for d, g in p["vae_gflops"].items()) or "not measured") + ")")
     lines += [f"- {r}" for r in report["recommendations"]]
     if "smoke" in report:
         lines.append(f"smoke test: OK in {report['smoke']['seconds']} s")

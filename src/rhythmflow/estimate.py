@@ -10,8 +10,10 @@ Time counts what the user waits for — loading, lyrics, style, sampling, VAE de
   ratio measured in ``docs/PERFORMANCE.md``) plus a measured fixed cost per forward
   (:func:`forward_overhead`: dispatch and small kernels, which dominate tiny models and are
   negligible at full size), counted once per forward (a split guided evaluation runs two).
-* decode = the VAE's FLOPs (:data:`VAE_FLOP_PER_FRAME` per decoded latent frame, overlap
-  included) at :data:`VAE_EFFICIENCY` × the same rate.
+* decode = the VAE's FLOPs (:data:`VAE_FLOP_PER_FRAME` per decoded latent frame, the fixed
+  windows' overlap included) at the rate the probe measured for the decoder's convolutions in
+  the job's VAE dtype (:func:`rhythmflow.probe_vae.decode_seconds`); without that measurement,
+  at :data:`VAE_EFFICIENCY` × the matrix-multiply rate.
 * loading = weight bytes at :data:`LOAD_BYTES_PER_SECOND`; lyrics and style are small constants.
 
 Memory is analytic (weights, conditioning, the largest activations, VAE) against the memory the
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 from rhythmflow.config import DiTConfig
 from rhythmflow.errors import ResourceError
 from rhythmflow.specs import BASE_FRAMES
+from rhythmflow.vae_geometry import decoded_frames
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,10 @@ _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 DIT_EFFICIENCY = 0.9
 #: Oobleck decoder FLOPs per latent frame (64 ch, strides 2·4·4·8·8, 128×(1,2,4,8,16) channels)
 VAE_FLOP_PER_FRAME = 5.04e9
-#: decode FLOP rate / float32 GEMM rate: the TorchScript decode measured 0.22-0.25 on CPUs;
-#: the eager decoder load_vae uses on the CPU is 1.31-1.45x faster (docs/PERFORMANCE.md)
+#: decode FLOP rate / GEMM rate when the decoder's convolutions were not measured: the
+#: TorchScript decode measured 0.22-0.25 of float32 GEMMs on CPUs, the eager decoder 1.31-1.45x
+#: faster (docs/PERFORMANCE.md)
 VAE_EFFICIENCY = 0.33
-#: decoded frames / song frames with the default overlapping windows
-VAE_OVERLAP_FACTOR = 1.3
 #: reading + casting checkpoint weights (memory-mapped)
 LOAD_BYTES_PER_SECOND = 1.0e9
 LYRICS_SECONDS = 2.0
@@ -169,6 +171,16 @@ def seconds_per_eval_from_rate(config: DiTConfig, frames: int, rows: int,
     return forward_flops(config, frames, rows)["total"] / (gflops * DIT_EFFICIENCY * 1e9)
 
 
+def _decode_seconds(flop: float, gflops: float | None, vae_gflops: dict[str, float] | None,
+                    vae_dtype: str) -> float:
+    from rhythmflow.probe_vae import decode_seconds
+
+    measured = decode_seconds(flop, vae_dtype, vae_gflops or {})
+    if measured is not None:
+        return measured
+    return flop / (gflops * VAE_EFFICIENCY * 1e9) if gflops else 0.0
+
+
 def forward_overhead(config: DiTConfig, overhead: tuple[float, float]) -> float:
     """Seconds of one forward of ``config`` beyond its FLOPs, from the machine's measured
     ``(fixed, per decoder layer)`` overhead (:attr:`rhythmflow.machine.Machine.eval_overhead`)."""
@@ -182,13 +194,16 @@ def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: 
                  gflops: float | None = None, seconds_per_eval: float | None = None,
                  weight_bytes: int = 0, style_encoder: bool = False,
                  official_vae: bool = True, basis: str | None = None,
-                 overhead_per_forward: float = 0.0, split_guidance: bool = False) -> JobEstimate:
+                 overhead_per_forward: float = 0.0, split_guidance: bool = False,
+                 vae_gflops: dict[str, float] | None = None,
+                 vae_dtype: str = "float32") -> JobEstimate:
     """Seconds of every stage of a job. ``seconds_per_eval`` (one evaluation of all rows, e.g.
     from :func:`calibrate`) wins over the rate-based figure from ``gflops`` (the machine's
     float32 GEMM rate in the job's dtype) plus ``overhead_per_forward`` seconds for each of
     the evaluation's forwards (one per batch item, two with ``split_guidance`` where guided);
     with neither, times are 0 and ``known`` is False. The decode time is that of the official
-    VAE; with ``official_vae=False`` it is not counted."""
+    VAE (``vae_gflops``: the probe's decoder convolution rates, the decode running its residual
+    convolutions in ``vae_dtype``); with ``official_vae=False`` it is not counted."""
     evals, share = evaluations(steps, evals_per_step, guided, guidance_interval)
     if seconds_per_eval is None:
         fixed = overhead_per_forward * batch if gflops else 0.0  # items run one at a time
@@ -202,8 +217,8 @@ def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: 
     else:
         per = seconds_per_eval
         basis = basis or "calibrated on the loaded model"
-    rate = (gflops or 0.0) * VAE_EFFICIENCY * 1e9 if official_vae else 0.0  # other VAE: unknown
-    decode = (batch * frames * VAE_OVERLAP_FACTOR * VAE_FLOP_PER_FRAME / rate) if rate else 0.0
+    decode = _decode_seconds(batch * decoded_frames(frames) * VAE_FLOP_PER_FRAME, gflops,
+                             vae_gflops, vae_dtype) if official_vae else 0.0  # other: unknown
     return JobEstimate(
         load=weight_bytes / LOAD_BYTES_PER_SECOND, lyrics=LYRICS_SECONDS,
         style=STYLE_ENCODER_SECONDS if style_encoder else 0.0, sampling=evals * per,

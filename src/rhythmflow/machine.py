@@ -28,7 +28,8 @@ class Machine:
     matrix-multiply GFLOP/s; ``cpu_dtype`` is the automatic CPU dtype chosen by measurement,
     with ``cpu_dtype_reason`` saying why. ``layout_timings`` are the guided-evaluation timings
     per length measured on the CPU in ``layout_dtype``; ``eval_overhead`` the (fixed, per
-    decoder layer) seconds of one CPU forward beyond its FLOPs.
+    decoder layer) seconds of one CPU forward beyond its FLOPs; ``vae_gflops`` the VAE
+    decoder's convolution GFLOP/s per dtype on the CPU (:mod:`rhythmflow.probe_vae`).
     """
 
     cpu: str = "unknown CPU"
@@ -43,6 +44,7 @@ class Machine:
     eval_overhead: tuple[float, float] = (0.0, 0.0)
     cpu_dtype: str = "float32"
     cpu_dtype_reason: str = "float32 on CPU (no measurement of this CPU's low-precision speed)"
+    vae_gflops: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
@@ -105,7 +107,8 @@ def _detect(measure: bool, threads: int | None) -> Machine:
                     "layout_timings": tuple((t.frames, t.batched, t.split)
                                             for t in probe.layouts),
                     "layout_dtype": probe.layout_dtype or dtype,
-                    "eval_overhead": (probe.forward_overhead, probe.layer_overhead)}
+                    "eval_overhead": (probe.forward_overhead, probe.layer_overhead),
+                    "vae_gflops": dict(probe.vae_gflops)}
     return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps,
                    memory_available=int(psutil.virtual_memory().available), gflops=gflops,
                    **measured)

@@ -87,6 +87,7 @@ class Plan:
             "config": self.config.to_dict(), "duration": self.duration, "frames": self.frames,
             "device": self.runtime.device, "dtype": self.runtime.dtype,
             "threads": self.runtime.threads, "vae_device": self.runtime.vae_device,
+            "vae_dtype": self.runtime.vae_dtype,
             "runtime_class": self.runtime_class, "steps": self.steps, "seed": self.seed,
             "guided": self.guided, "memory": self.memory.to_dict(),
             "estimate": self.estimate.to_dict(), "reasons": list(self.reasons),
@@ -121,7 +122,8 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
             raise UsageError(f"quantize: int8 quantizes a float32 model; drop dtype {dtype} or "
                              "quantize", field="quantize")
         dtype = "float32"
-    runtime = runtime or runtime_for(machine, request.device, dtype, request.threads)
+    runtime = runtime or runtime_for(machine, request.device, dtype, request.threads,
+                                     request.vae_dtype)
     reasons.extend(runtime.reasons)
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
@@ -171,8 +173,9 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
 
 
 def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
-                threads: int | None = None) -> Runtime:
-    """Device (cuda > mps > cpu), dtype, threads, VAE device and default steps on ``machine``."""
+                threads: int | None = None, vae_dtype: str = "auto") -> Runtime:
+    """Device (cuda > mps > cpu), dtype, threads, VAE device and dtype, and default steps on
+    ``machine``."""
     reasons: list[str] = []
     if device == "auto":
         device = "cuda" if machine.gpus else "mps" if machine.mps else "cpu"
@@ -211,8 +214,23 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
     vae_device = "cpu" if kind == "mps" else device
     if vae_device != device:
         reasons.append("VAE on cpu: the TorchScript VAE does not run on MPS")
+    vae_dtype, why = _vae_dtype(machine, vae_device, dtype, vae_dtype)
+    reasons.append(why)
     steps = specs.DEFAULT_STEPS[kind]
-    return Runtime(device, dtype, threads, vae_device, steps, tuple(reasons))
+    return Runtime(device, dtype, threads, vae_device, steps, tuple(reasons), vae_dtype)
+
+
+def _vae_dtype(machine: Machine, vae_device: str, dtype: str, requested: str) -> tuple[str, str]:
+    from rhythmflow.probe_vae import VAE_DTYPES, choose_vae_dtype
+
+    requested = DTYPES.get(requested, requested)
+    if requested not in ("auto", *VAE_DTYPES):
+        raise UsageError(f"vae_dtype: unknown value {requested!r}; choose auto, float32 or "
+                         "bfloat16", field="vae_dtype")
+    try:
+        return choose_vae_dtype(vae_device, dtype, machine.vae_gflops, requested)
+    except ValueError as exc:
+        raise UsageError(f"vae_dtype: {exc}", field="vae_dtype") from None
 
 
 def _auto_dtype(machine: Machine, kind: str, index: int) -> tuple[str, str]:
@@ -322,7 +340,8 @@ def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
         official_vae=request.vae is None,
         overhead_per_forward=(forward_overhead(config, machine.eval_overhead)
                               if runtime.kind == "cpu" else 0.0),
-        split_guidance=layout == "split")
+        split_guidance=layout == "split", vae_gflops=machine.vae_gflops,
+        vae_dtype=runtime.vae_dtype)
 
 
 def describe(p: Plan) -> str:
@@ -333,7 +352,7 @@ def describe(p: Plan) -> str:
     rows = [
         ("model", p.model), ("duration", f"{p.duration:g} s ({p.frames} latent frames)"),
         ("device", f"{p.runtime.device} ({p.runtime.dtype}, {p.runtime.threads} threads, "
-                   f"VAE on {p.runtime.vae_device})"),
+                   f"VAE on {p.runtime.vae_device} in {p.runtime.vae_dtype})"),
         ("sampler", f"{p.steps} {p.request.solver} steps, {p.request.schedule} grid, "
                     f"cfg {p.request.cfg_strength:g}" +
                     (f" in {list(p.request.guidance_interval)}"

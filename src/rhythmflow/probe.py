@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 #: Bump when the measurement changes meaning (older cached probes are then re-measured).
 #: 3: the guidance layout and the per-forward overhead are measured too.
 #: 4: the int8 candidate runs the kernel ``--quantize int8`` uses (oneDNN 8-bit on AMX CPUs).
-PROBE_VERSION = 4
+#: 5: the VAE decoder's convolution is timed per dtype (:mod:`rhythmflow.probe_vae`).
+PROBE_VERSION = 5
 #: ISA flags that decide which arithmetic is fast (part of the cache key and the reason text).
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
              "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "bf16")
@@ -119,6 +120,8 @@ class Probe:
     #: seconds of one forward beyond its FLOPs: fixed, and per decoder layer
     forward_overhead: float = 0.0
     layer_overhead: float = 0.0
+    #: GFLOP/s of the VAE decoder's convolution per dtype (:mod:`rhythmflow.probe_vae`)
+    vae_gflops: dict = field(default_factory=dict)
 
     def candidate(self, dtype: str) -> Candidate | None:
         return next((c for c in self.candidates if c.dtype == dtype), None)
@@ -193,7 +196,8 @@ def _product(dtype: str, x, w, lin):
 def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int = 9,
                 clock: Callable[[], float] = time.perf_counter,
                 total_budget: float = TOTAL_BUDGET,
-                layout_frames: Sequence[int] | None = None, overhead: bool = True) -> Probe:
+                layout_frames: Sequence[int] | None = None, overhead: bool = True,
+                vae: bool = True) -> Probe:
     """Time and check every candidate on this CPU at ``threads`` threads, then the guidance
     layout and the per-forward overhead (about ``total_budget`` seconds on a quiet machine).
 
@@ -208,12 +212,14 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
     Then, in the dtype ``--dtype auto`` would run (:func:`choose_cpu_dtype`), the guidance
     layout at ``layout_frames`` (default :data:`~rhythmflow.probe_forward.LAYOUT_FRAMES`; empty:
     not measured) within what is left of ``total_budget`` (at least :data:`MIN_LAYOUT_BUDGET`),
-    and with ``overhead`` the fixed cost of a forward (:mod:`rhythmflow.probe_forward`).
+    and with ``overhead`` the fixed cost of a forward (:mod:`rhythmflow.probe_forward`); with
+    ``vae`` the VAE decoder's convolution per dtype first (:mod:`rhythmflow.probe_vae`, ~0.1 s).
     """
     import torch
 
     from rhythmflow import probe_forward as pf
     from rhythmflow.model.quantize import available as int8_available
+    from rhythmflow.probe_vae import measure_vae_convs
 
     start = clock()
     before = torch.get_num_threads()
@@ -237,6 +243,8 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
         probe = Probe("cpu", name, flags, torch.__version__, threads, "avx512_bf16" in flags
                       or "amx_bf16" in flags, cands)
         dtype, _ = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        with torch.inference_mode():
+            vae_gflops = measure_vae_convs(clock=clock) if vae else {}
         layouts: tuple[LayoutTiming, ...] = ()
         frames = pf.LAYOUT_FRAMES if layout_frames is None else tuple(layout_frames)
         if frames:
@@ -252,12 +260,13 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
     probe = dataclasses.replace(
         probe, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds_taken=taken,
         layout_dtype=dtype if layouts else "", layouts=layouts, forward_overhead=fixed,
-        layer_overhead=per_layer)
-    log.info("machine probe (%d threads, %.1f s): %s; layout (%s) %s; overhead %.2g s + %.2g "
-             "s/layer", threads, taken, ", ".join(
+        layer_overhead=per_layer, vae_gflops=vae_gflops)
+    log.info("machine probe (%d threads, %.1f s): %s; VAE convolution GFLOP/s %s; layout (%s) "
+             "%s; overhead %.2g s + %.2g s/layer", threads, taken, ", ".join(
                  f"{c.dtype} {c.speedup_vs_float32:.2f}x err {c.rel_error:.1e}" for c in cands),
-             dtype, ", ".join(f"{t.frames}: split/batched {t.split / max(t.batched, 1e-12):.2f}"
-                              for t in layouts) or "not measured", fixed, per_layer)
+             vae_gflops or "not measured", dtype,
+             ", ".join(f"{t.frames}: split/batched {t.split / max(t.batched, 1e-12):.2f}"
+                       for t in layouts) or "not measured", fixed, per_layer)
     return probe
 
 

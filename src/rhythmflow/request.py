@@ -32,6 +32,7 @@ FORMATS = tuple(FORMAT_SAMPLES)
 SAMPLE_FORMATS = FORMAT_SAMPLES["wav"]
 QUANTIZE = ("none", "int8")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "half")
+VAE_DTYPE_NAMES = ("auto", "float32", "bfloat16", "fp32", "bf16")
 STYLE_FIELDS = ("style_prompt", "style_embedding", "style_embedding_file", "style_audio")
 EMBEDDING_DIM = 512
 MAX_SEED = 2**64 - 1  # torch.Generator seeds are 64-bit; seed + i must fit
@@ -100,6 +101,7 @@ class GenerationRequest:
     dtype: str = "auto"
     threads: int | None = None
     chunked: bool = True
+    vae_dtype: str = "auto"  # the VAE decoder's residual convolutions (auto, float32, bfloat16)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -307,5 +309,6 @@ _CHECKS = {
     "dtype": _choice(DTYPE_NAMES),
     "threads": _optional(_whole(1, 4096)),
     "chunked": _flag,
+    "vae_dtype": _choice(VAE_DTYPE_NAMES),
 }
 assert set(_CHECKS) == {f.name for f in dataclasses.fields(GenerationRequest)}

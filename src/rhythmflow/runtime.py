@@ -30,6 +30,9 @@ class Runtime:
     vae_device: str
     default_steps: int
     reasons: tuple[str, ...] = field(default=())
+    #: the VAE decoder's residual convolutions: "float32" or "bfloat16" (the eager CPU decoder;
+    #: kept only where accurate on the loaded weights, see ``rhythmflow.vae.load_vae``)
+    vae_dtype: str = "float32"
 
     @property
     def kind(self) -> str:
@@ -43,7 +46,8 @@ class Runtime:
 
     def describe(self) -> str:
         return (f"device={self.device} dtype={self.dtype} threads={self.threads} "
-                f"vae_device={self.vae_device} default_steps={self.default_steps}")
+                f"vae_device={self.vae_device} vae_dtype={self.vae_dtype} "
+                f"default_steps={self.default_steps}")
 
 
 def physical_cores() -> int:

@@ -28,7 +28,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,38 +37,25 @@ from rhythmflow.assets import resolve
 from rhythmflow.errors import CheckpointError, NumericalError, ResourceError, UsageError
 from rhythmflow.runtime import available_memory
 from rhythmflow.specs import HOP, LATENT_CHANNELS, SAMPLE_RATE
+from rhythmflow.vae_geometry import (  # noqa: F401 (part of this module's API)
+    DECODE_GEOMETRY,
+    DEFAULT_CHUNK,
+    DEFAULT_OVERLAP,
+    RECEPTIVE_MARGIN,
+    UPSTREAM_CHUNK_SIZE,
+    DecodeGeometry,
+    Window,
+    chunk_windows,
+    decoded_frames,
+)
 
 log = logging.getLogger(__name__)
 
 LATENT_DIM = LATENT_CHANNELS
 AUDIO_CHANNELS = 2
-#: Latent frames each side over which the official (Oobleck) decoder's output still depends on
-#: its input: measured on the full-size architecture, a decode changes by < 1e-6 beyond 9 frames
-#: from a window edge (docs/PERFORMANCE.md). Each inner window edge drops ``overlap // 2`` = 16.
-RECEPTIVE_MARGIN = 16
-DEFAULT_OVERLAP = 2 * RECEPTIVE_MARGIN
-#: The fixed decode window (frames). Measured on the full-size decoder (2-core AMX Xeon, float32):
-#: windows of 128–256 frames decode faster per frame than bigger ones (cache-resident
-#: activations) and 256 wastes 12.5 % on overlap at 2048 frames (128: 37 %).
-DEFAULT_CHUNK = 256
-UPSTREAM_CHUNK_SIZE = 128
 # Rough peak activation memory of the official decoder per latent frame of one window (float32).
 BYTES_PER_FRAME = 8 << 20
 
-
-class DecodeGeometry(NamedTuple):
-    """The window layout of a chunked VAE pass: ``chunk`` frames per window (0 = whole input in
-    one window), ``overlap`` frames shared by neighbouring windows. Items run one at a time."""
-
-    chunk: int
-    overlap: int
-
-    def to_dict(self) -> dict:
-        return {"chunk": self.chunk, "overlap": self.overlap, "per_item": True}
-
-
-#: What every decode uses unless a caller asks for another geometry explicitly.
-DECODE_GEOMETRY = DecodeGeometry(DEFAULT_CHUNK, DEFAULT_OVERLAP)
 
 ChunkCallback = Callable[[int, int], None]  # (chunks done, chunks total)
 
@@ -90,35 +77,6 @@ class VAE(Protocol):
     ) -> torch.Tensor: ...
 
     def geometry(self) -> DecodeGeometry: ...
-
-
-class Window(NamedTuple):
-    """Frames ``[start, stop)`` go in; frames ``[keep_start, keep_stop)`` of the result are kept."""
-
-    start: int
-    stop: int
-    keep_start: int
-    keep_stop: int
-
-
-def chunk_windows(n: int, chunk_size: int, overlap: int) -> list[Window]:
-    """Upstream's window layout for ``n`` frames (see the module docstring)."""
-    if not 0 <= overlap < chunk_size:
-        raise UsageError(
-            f"VAE chunk overlap must be in [0, chunk_size={chunk_size}); got {overlap}"
-        )
-    if n <= chunk_size:
-        return [Window(0, n, 0, n)]
-    starts = list(range(0, n - chunk_size + 1, chunk_size - overlap))
-    if starts[-1] + chunk_size != n:
-        starts.append(n - chunk_size)
-    cut, last = overlap // 2, len(starts) - 1
-    return [
-        Window(
-            s, s + chunk_size, s + (cut if k > 0 else 0), s + chunk_size - (cut if k < last else 0)
-        )
-        for k, s in enumerate(starts)
-    ]
 
 
 class TorchScriptVAE:
@@ -291,8 +249,10 @@ def load_vae(
     window (:func:`rhythmflow.model.oobleck_fast.eager_decoder`; 1.3-1.45x faster on a busy AMX
     Xeon, same audio up to float rounding), else with the file's TorchScript (logged);
     ``"torchscript"`` always uses the file's TorchScript. ``residual_dtype=torch.bfloat16``
-    (opt-in, eager decoder only) runs the residual units' convolutions in bfloat16 (1.7-2.0x,
-    0.35 % audio error measured on random full-size weights; docs/PERFORMANCE.md)."""
+    (eager decoder only; what ``plan`` chooses as ``vae_dtype`` where measured faster) runs the
+    residual units' convolutions in bfloat16 (1.7-2.0x on an AMX CPU, 0.35 % audio error on
+    random full-size weights; docs/PERFORMANCE.md) — if its audio error on a probe window of
+    *these* weights is within the limit, else float32 (logged)."""
     if decoder not in ("auto", "torchscript"):
         raise UsageError(f"VAE decoder must be 'auto' or 'torchscript'; got {decoder!r}")
     p = resolve("vae", path=path, assets_dir=assets_dir, offline=offline)

@@ -8,9 +8,11 @@ on one temporary; the residual sum is written into the stream. In float32 the au
 TorchScript's up to float rounding (tested). Weights come only from
 :func:`rhythmflow.model.oobleck_load.find_decoder`.
 
-Optional reduced precision (``residual_dtype``, opt-in): the residual units' convolutions take
-bfloat16 inputs and weights (float32 accumulation in oneDNN); everything else stays float32.
-Its audio error is measured in ``benchmarks/vae_decode.py`` (docs/PERFORMANCE.md).
+Optional reduced precision (``residual_dtype``): the residual units' convolutions take bfloat16
+inputs and weights (float32 accumulation in oneDNN); everything else stays float32. ``plan``
+chooses it by measurement (:mod:`rhythmflow.probe_vae`) and :func:`eager_decoder` keeps it only
+when its audio error on the loaded weights is within :data:`VAE_LOW_PRECISION_LIMIT`; the
+full-size figures are in ``benchmarks/vae_decode.py`` (docs/PERFORMANCE.md).
 
 Shapes: b - batch, d - latent channels, n - latent frames, ch - channels, t - time steps.
 """
@@ -128,6 +130,9 @@ class FastOobleckDecoder(nn.Module):
         self.config: OobleckConfig = cfg
         self.hop = cfg.hop
         self.residual_dtype = residual_dtype
+        #: relative RMS audio error against float32 on the load-time probe window (None: not
+        #: measured; set by :func:`eager_decoder`)
+        self.probe_error: float | None = None
         self.conv_in = Conv(w["layers.0.weight"], w["layers.0.bias"], 1, f32)
         blocks = []
         for k in range(len(cfg.strides)):
@@ -147,7 +152,10 @@ class FastOobleckDecoder(nn.Module):
         """``"float32"`` or e.g. ``"bfloat16 residual convolutions"``, for logs and reports."""
         if self.residual_dtype == torch.float32:
             return "float32"
-        return f"{str(self.residual_dtype).removeprefix('torch.')} residual convolutions"
+        what = f"{str(self.residual_dtype).removeprefix('torch.')} residual convolutions"
+        if self.probe_error is not None:
+            what += f", {100 * self.probe_error:.2g} % audio error on a probe window"
+        return what
 
     @torch.no_grad()
     def forward(self, z: Tensor) -> Tensor:
@@ -160,14 +168,29 @@ class FastOobleckDecoder(nn.Module):
 #: (max abs difference / max abs audio): float32 rounding is ~3e-6 at full size.
 EAGER_TOLERANCE = 1e-4
 EAGER_PROBE_FRAMES = 3
+#: A reduced-precision decoder is kept only when its audio on the probe window differs from the
+#: float32 decoder's by at most this relative RMS error, measured on the loaded weights (random
+#: full-size weights: 0.35 % with bfloat16 residual convolutions; the DiT's bfloat16 velocity
+#: error, the class ``--dtype auto`` accepts, is 1.3 %).
+VAE_LOW_PRECISION_LIMIT = 1e-2
+#: Latent frames of the window that error is measured on (wider than the receptive field of 10
+#: frames, so most of it is away from the zero padding; ~0.3 s at full size on a 2-core CPU).
+ACCURACY_PROBE_FRAMES = 12
 
 
 def eager_decoder(module: torch.jit.ScriptModule, *,
-                  residual_dtype: torch.dtype = torch.float32) -> FastOobleckDecoder | None:
+                  residual_dtype: torch.dtype = torch.float32,
+                  limit: float = VAE_LOW_PRECISION_LIMIT) -> FastOobleckDecoder | None:
     """An eager :class:`~rhythmflow.model.oobleck_fast.FastOobleckDecoder` built strictly from
     ``module``'s parameters when they are an Oobleck decoder's and its float32 decode of a
     random :data:`EAGER_PROBE_FRAMES`-frame window matches ``decode_export`` within
-    :data:`EAGER_TOLERANCE`; else None, with the reason logged (the caller keeps TorchScript)."""
+    :data:`EAGER_TOLERANCE`; else None, with the reason logged (the caller keeps TorchScript).
+
+    With a ``residual_dtype`` other than float32 a random :data:`ACCURACY_PROBE_FRAMES`-frame
+    window is decoded both ways and the reduced-precision decoder is returned only when its
+    audio's relative RMS error against float32 is at most ``limit``; else the float32 decoder,
+    with a warning naming the error.
+    The measured error is the decoder's ``probe_error``."""
     params = dict(module.named_parameters())
     if any(t.device.type != "cpu" for t in params.values()):
         log.info("VAE decode stays TorchScript: the eager decoder is for CPU weights")
@@ -193,6 +216,20 @@ def eager_decoder(module: torch.jit.ScriptModule, *,
                     scale)
         return None
     log.debug("eager Oobleck decoder matches TorchScript to %.3g (max |audio| %.3g)", diff, scale)
-    if residual_dtype != torch.float32:
-        fast = FastOobleckDecoder(found, residual_dtype=residual_dtype).eval()
-    return fast
+    if residual_dtype == torch.float32:
+        return fast
+    low = FastOobleckDecoder(found, residual_dtype=residual_dtype).eval()
+    z = torch.randn(1, found.config.latent_dim, ACCURACY_PROBE_FRAMES,
+                    generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = fast(z)
+        err = float((low(z) - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30))
+    low.probe_error = fast.probe_error = err
+    if not err <= limit:
+        log.warning("VAE decode stays float32: %s changes the audio of a probe window by %.2g %% "
+                    "(relative RMS) on these weights, over the %.2g %% limit", low.describe(),
+                    100 * err, 100 * limit)
+        return fast
+    log.info("VAE decode: %s, %.2g %% audio error on a probe window of these weights",
+             low.describe(), 100 * err)
+    return low

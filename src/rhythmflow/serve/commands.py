@@ -22,7 +22,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         worker=not getattr(args, "no_worker", True), model=args.model,
         checkpoint=args.checkpoint, model_config=args.model_config, vae=args.vae,
         assets_dir=args.assets_dir, offline=args.offline, device=args.device, dtype=args.dtype,
-        quantize=args.quantize, threads=args.threads, lease=args.lease,
+        quantize=args.quantize, vae_dtype=args.vae_dtype, threads=args.threads, lease=args.lease,
         heartbeat=args.heartbeat, poll=args.poll)
 
 

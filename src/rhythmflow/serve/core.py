@@ -24,8 +24,8 @@ from rhythmflow.serve.settings import Limits, Settings
 
 FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 # chosen by the service (they name files or the machine's resources), never by a request
-SERVER_SIDE = ("model", "checkpoint", "model_config", "vae", "device", "dtype", "threads",
-               "quantize", "chunked", "estimate", "negative_style", "style_embedding_file",
+SERVER_SIDE = ("model", "checkpoint", "model_config", "vae", "device", "dtype", "vae_dtype",
+               "threads", "quantize", "chunked", "estimate", "negative_style", "style_embedding_file",
                "ref_song", "edit_segments", "style_audio")
 
 
@@ -44,7 +44,7 @@ def weights(settings: Settings) -> dict[str, Any]:
     return {"model": model, "model_config": _str(settings.model_config),
             "checkpoint": _str(settings.checkpoint), "vae": _str(settings.vae),
             "quantize": settings.quantize, "device": settings.device, "dtype": settings.dtype,
-            "threads": settings.threads, "estimate": False}
+            "vae_dtype": settings.vae_dtype, "threads": settings.threads, "estimate": False}
 
 
 def _str(p: Path | None) -> str | None:

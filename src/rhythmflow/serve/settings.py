@@ -37,8 +37,8 @@ class Settings:
     """Everything ``serve`` and ``worker`` are started with.
 
     queue: None → a Huey SQLite queue in ``data_dir``; ``redis://host:port/db`` → Redis.
-    model / checkpoint / vae / assets_dir / offline / device / dtype / quantize: the weights every
-    worker of this service loads (requests cannot choose them).
+    model / checkpoint / vae / assets_dir / offline / device / dtype / quantize / vae_dtype: the
+    weights and arithmetic every worker of this service loads (requests cannot choose them).
     lease: seconds a running job stays owned without a heartbeat; heartbeat: seconds between them.
     """
 
@@ -57,6 +57,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "none"
+    vae_dtype: str = "auto"
     threads: int | None = None
     lease: float = 15.0
     heartbeat: float = 2.0
@@ -93,7 +94,7 @@ class Settings:
     def worker_args(self) -> list[str]:
         """The ``rhythmflow worker`` arguments that load the same weights from the same queue."""
         args = ["--data-dir", str(self.data_dir), "--device", self.device, "--dtype", self.dtype,
-                "--quantize", self.quantize, "--lease", str(self.lease),
+                "--quantize", self.quantize, "--vae-dtype", self.vae_dtype, "--lease", str(self.lease),
                 "--heartbeat", str(self.heartbeat), "--poll", str(self.poll)]
         for flag, value in (("--queue", self.queue), ("--model", self.model),
                             ("--checkpoint", self.checkpoint), ("--vae", self.vae),

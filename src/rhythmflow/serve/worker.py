@@ -88,7 +88,7 @@ class Worker:
         # the machine probe (cached per machine) decides --dtype auto, as for generate
         machine = Machine.detect(threads=s.threads)
         dtype = "float32" if s.quantize == "int8" and s.dtype == "auto" else s.dtype
-        rt = runtime_for(machine, s.device, dtype, s.threads)
+        rt = runtime_for(machine, s.device, dtype, s.threads, s.vae_dtype)
         for reason in rt.reasons:
             log.info("%s", reason)
         configure_process(rt.threads)  # the worker is an entry point: threads + malloc tuning
