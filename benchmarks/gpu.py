@@ -351,8 +351,11 @@ def generate_row(deadline, skipped, device: str = "cuda", full: bool = False,
                "stderr_tail": proc.stderr[-1500:]}
         if meta.is_file():
             m = json.loads(meta.read_text(encoding="utf-8"))
+            plan = m.get("plan") or {}
             row.update(runtime=m.get("runtime"), timings=m.get("timings"),
-                       steps=(m.get("plan") or {}).get("steps"))
+                       steps=plan.get("steps"), reasons=plan.get("reasons"),
+                       estimate=plan.get("estimate"),
+                       vae_decoder=(m.get("vae_decode") or {}).get("decoder"))
         return row
 
 

@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| stage | seconds |\n|---|---:|")
     for k in ("load", "lyrics", "style", "estimate", "sample", "decode", "total"):
         print(f"| {k} | {t.get(k, 0):.1f} |")
+    print(f"VAE decoder: {row.get('vae_decoder')}")
+    e = row.get("estimate") or {}
+    print(f"plan estimate at start: sampling {e.get('sampling', 0):.1f} s, decode "
+          f"{e.get('decode', 0):.1f} s")
+    for reason in row.get("reasons") or []:
+        print(f"- {reason}")
     print(f"process wall {row['seconds']:.1f} s; decode {100 * t['decode'] / t['total']:.0f} % "
           f"of the in-process total, {100 * t['decode'] / (t['decode'] + t['sample']):.0f} % of "
           "sampling + decode")

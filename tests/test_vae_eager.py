@@ -134,6 +134,23 @@ def test_load_vae_decodes_with_the_eager_decoder_through_the_fixed_geometry(smal
     assert torch.equal(a[0], a[1])  # items one at a time: same latent, same bytes
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoding_only_the_kept_frames_is_slicing_the_whole_decode(small_file, dtype):
+    """``keep=(a, b)``: the last blocks run on the kept frames plus a halo only; the audio is
+    the whole window's, sliced, up to rounding (inner, first and last window cases): float32
+    rounding, or a bfloat16 rounding flip where the kernels' blocking changes with the length
+    (one bfloat16 step is 0.4 % of a value; the bfloat16 decode's own error is ~0.4 % RMS)."""
+    found = find_decoder(dict(torch.jit.load(str(small_file)).named_parameters()))
+    dec = FastOobleckDecoder(found, residual_dtype=dtype).eval()
+    z = _z(64, seed=7)
+    whole = dec(z)
+    for a, b in ((16, 48), (0, 48), (16, 64), (0, 64), (30, 31)):
+        part = dec(z, keep=(a, b))
+        assert part.shape == (1, 2, (b - a) * 2048)
+        assert _close(part, whole[..., a * 2048:b * 2048]) < (
+            1e-5 if dtype == torch.float32 else 2e-3)
+
+
 def test_fold_weight_norm_is_torchs_weight_norm():
     gen = torch.Generator().manual_seed(0)
     for shape in [(6, 4, 7), (8, 3, 16), (2, 5, 1)]:

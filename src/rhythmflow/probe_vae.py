@@ -95,8 +95,8 @@ def choose_vae_dtype(vae_device: str, dit_dtype: str, vae_gflops: dict[str, floa
                            "float32 on this CPU")
     return "bfloat16", (f"VAE decode: bfloat16 residual convolutions, measured {ratio:.1f}x "
                         f"faster than float32 on this CPU, as the DiT runs {dit_dtype} (kept "
-                        "only if accurate on the loaded weights; upsampling, Snake and the "
-                        "residual stream stay float32)")
+                        "only if accurate on the loaded weights; the upsampling convolutions "
+                        "and the residual stream stay float32)")
 
 
 def decode_seconds(flop: float, vae_dtype: str, vae_gflops: dict[str, float]) -> float | None:

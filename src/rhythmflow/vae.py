@@ -111,6 +111,8 @@ class TorchScriptVAE:
         self.dtype = next(iter(module.parameters()), torch.zeros(())).dtype
         #: What decodes a window: the file's ``decode_export`` or an eager decoder built from
         #: its weights (``oobleck_fast.eager_decoder``); ``decoder_kind`` names it for logs.
+        #: An eager decoder is given each window's kept frames (``keep=``) and returns only
+        #: their audio; ``decode_export`` decodes the whole window.
         self.decoder = decoder if decoder is not None else module.decode_export
         self.decoder_kind = decoder_kind
         self.chunked, self.chunk_size, self.overlap = chunked, chunk_size, overlap
@@ -155,19 +157,25 @@ class TorchScriptVAE:
         out = torch.zeros(out_shape, dtype=torch.float32, device=self.device)
         wins = self._windows(n)
         total = len(wins) * x.shape[0]
+        crops = getattr(method, "crops_to_keep", False)  # the eager decoder (see __init__)
         with torch.no_grad():
             for i in range(x.shape[0]):
                 for k, w in enumerate(wins):
-                    y = method(x[i : i + 1, :, w.start * in_ratio : w.stop * in_ratio])
-                    expect = (1, out_shape[1], (w.stop - w.start) * out_ratio)
+                    window = x[i : i + 1, :, w.start * in_ratio : w.stop * in_ratio]
+                    if crops:  # only the kept frames come back
+                        a, b = w.keep_start - w.start, w.keep_stop - w.start
+                        y, first, frames = method(window, keep=(a, b)), a, b - a
+                    else:
+                        y, first, frames = method(window), 0, w.stop - w.start
+                    expect = (1, out_shape[1], frames * out_ratio)
                     if tuple(y.shape) != expect:
                         raise CheckpointError(
                             f"the VAE returned shape {list(y.shape)} for input [1, "
                             f"{x.shape[1]}, {(w.stop - w.start) * in_ratio}]; expected "
                             f"{list(expect)} ({self.hop} samples per latent frame)"
                         )
-                    lo = (w.keep_start - w.start) * out_ratio
-                    hi = (w.keep_stop - w.start) * out_ratio
+                    lo = (w.keep_start - w.start - first) * out_ratio
+                    hi = (w.keep_stop - w.start - first) * out_ratio
                     out[i, :, w.keep_start * out_ratio : w.keep_stop * out_ratio] = (
                         y[0, :, lo:hi].float()
                     )
