@@ -154,6 +154,7 @@ BAD = [
     ({"checkpoint": "/etc/passwd"}, 422, "checkpoint", None),
     ({"style_audio": "/etc/passwd"}, 422, "style_audio", None),
     ({"vae": "../../x.pt"}, 422, "vae", None),
+    ({"vae_dtype": "bfloat16"}, 422, "vae_dtype", None),  # the worker's arithmetic
     ({"style_prompt": "jazz"}, 422, "style_embedding", None),  # two styles
     ({"style_embedding": [0.0] * 511}, 422, "style_embedding", None),
     ({"style_embedding": None}, 422, "style_prompt", None),  # no style

@@ -83,17 +83,22 @@ class SongGenerator:
         device: str = "auto", dtype: str = "auto", threads: int | None = None,
         assets_dir: str | os.PathLike | None = None, offline: bool | None = None,
         quantize: str = "none", chunked: bool = True, on_event: EventSink | None = None,
+        vae_dtype: str = "auto",
     ) -> SongGenerator:
         """Load an official model by name (``v1.2-base``, ``base``, ``full`` …) or a checkpoint
         path (architecture read from the file), and the VAE, onto the resolved device/dtype.
         ``dtype="auto"`` decides as the CLI does, by measurement: the machine probe (cached per
-        machine, a few seconds the first time) picks the CPU dtype. Process-wide settings
+        machine, a few seconds the first time) picks the CPU dtype, and with ``vae_dtype="auto"``
+        the VAE decoder's (``--vae-dtype``). Process-wide settings
         (threads) are left alone: call :func:`rhythmflow.runtime.configure_process` once from
         your entry point if you want them."""
         from rhythmflow.plan import Machine, runtime_for
+        from rhythmflow.runtime import DTYPES
 
-        runtime = runtime_for(Machine.detect(measure=dtype == "auto", threads=threads), device,
-                              dtype, threads)
+        # the probe decides auto dtypes (the VAE's only follows a low-precision DiT)
+        measure = dtype == "auto" or (vae_dtype == "auto" and DTYPES.get(dtype) != "float32")
+        runtime = runtime_for(Machine.detect(measure=measure, threads=threads), device, dtype,
+                              threads, vae_dtype)
         for reason in runtime.reasons:
             log.info("%s", reason)
         return cls.load(model, runtime, config=model_config, vae=vae, assets_dir=assets_dir,
