@@ -352,7 +352,9 @@ def describe(p: Plan) -> str:
     rows = [
         ("model", p.model), ("duration", f"{p.duration:g} s ({p.frames} latent frames)"),
         ("device", f"{p.runtime.device} ({p.runtime.dtype}, {p.runtime.threads} threads, "
-                   f"VAE on {p.runtime.vae_device} in {p.runtime.vae_dtype})"),
+                   f"VAE on {p.runtime.vae_device}" + (
+                       " in float32)" if p.runtime.vae_dtype == "float32" else
+                       f" with {p.runtime.vae_dtype} residual convolutions)")),
         ("sampler", f"{p.steps} {p.request.solver} steps, {p.request.schedule} grid, "
                     f"cfg {p.request.cfg_strength:g}" +
                     (f" in {list(p.request.guidance_interval)}"
