@@ -108,6 +108,8 @@ def test_decode_estimate_uses_the_measured_convolution_rates():
     p16 = plan(GenerationRequest(lrc=TINY_LRC, duration=95), AMX, check_files=False)
     assert (p32.runtime.vae_dtype, p16.runtime.vae_dtype) == ("float32", "bfloat16")
     assert p16.to_dict()["vae_dtype"] == "bfloat16"
+    # a low-precision decode changes the bytes: only such workers resume such jobs
+    assert (p32.runtime_class, p16.runtime_class) == ("cpu-bfloat16", "cpu-bfloat16-vae-bfloat16")
     assert p32.estimate.decode == pytest.approx(f32) and p16.estimate.decode == pytest.approx(b16)
 
 

@@ -202,6 +202,7 @@ def test_bfloat16_residual_convolutions_are_opt_in_and_close(small_file):
     b16 = load_vae(small_file, residual_dtype=torch.bfloat16)
     err = b16.decoder.probe_error  # measured on these weights at load
     assert b16.decoder.residual_dtype == torch.bfloat16 and 0 < err <= VAE_LOW_PRECISION_LIMIT
+    assert (b16.residual_dtype, f32.residual_dtype) == ("bfloat16", "float32")
     assert b16.decoder_kind == (f"eager-oobleck (bfloat16 residual convolutions, "
                                 f"{100 * err:.2g} % audio error on a probe window)")
     module = torch.jit.load(str(small_file)).eval()

@@ -67,8 +67,9 @@ class Plan:
 
     @property
     def runtime_class(self) -> str:
-        """Which workers can run (and resume) this job: device kind and dtype."""
-        return f"{self.runtime.kind}-{self.runtime.dtype}"
+        """Which workers can run (and resume) this job: device kind and dtype, and a VAE
+        decoding in low precision (it changes the audio's bytes)."""
+        return runtime_class(self.runtime.kind, self.runtime.dtype, self.runtime.vae_dtype)
 
     @property
     def sway_coef(self) -> float | None:
@@ -95,6 +96,14 @@ class Plan:
             "keep_last_line": self.keep_last_line, "autotime": self.autotime,
             "guidance_layout": self.guidance_layout,
         }
+
+
+def runtime_class(kind: str, dtype: str, vae_dtype: str = "float32",
+                  quantize: str = "none") -> str:
+    """``cpu-bfloat16``, ``cpu-float32-int8``, ``cpu-bfloat16-vae-bfloat16`` …: the work a
+    worker can resume bit for bit (a sampler state needs the same arithmetic)."""
+    return (f"{kind}-{dtype}" + ("-int8" if quantize == "int8" else "")
+            + ("" if vae_dtype == "float32" else f"-vae-{vae_dtype}"))
 
 
 def plan(request: GenerationRequest, machine: Machine | None = None, *,

@@ -119,6 +119,13 @@ class TorchScriptVAE:
         if chunk_size is not None:
             chunk_windows(chunk_size + 1, chunk_size, overlap)  # validates the pair early
 
+    @property
+    def residual_dtype(self) -> str:
+        """``"bfloat16"`` when an eager decoder runs its residual convolutions so, else
+        ``"float32"`` (the float32 eager decoder, or TorchScript)."""
+        dtype = getattr(self.decoder, "residual_dtype", torch.float32)
+        return str(dtype).removeprefix("torch.")
+
     def geometry(self) -> DecodeGeometry:
         """The fixed window geometry of every pass (recorded in the song's metadata)."""
         if not self.chunked:

@@ -78,7 +78,7 @@ class Worker:
         import dataclasses
 
         from rhythmflow.api import SongGenerator
-        from rhythmflow.plan import Machine, runtime_for
+        from rhythmflow.plan import Machine, runtime_class, runtime_for
         from rhythmflow.runtime import configure_process
 
         s = self.settings
@@ -95,7 +95,10 @@ class Worker:
         self.generator = gen = SongGenerator.load(
             s.model_name, rt, config=s.model_config, vae=s.vae, assets_dir=s.assets_dir,
             offline=True if s.offline else None, quantize=s.quantize)
-        self.runtime_class = f"{rt.kind}-{rt.dtype}" + ("-int8" if s.quantize == "int8" else "")
+        # the VAE's dtype as loaded: a low-precision decoder its accuracy check refused is float32
+        self.runtime_class = runtime_class(rt.kind, rt.dtype,
+                                           getattr(gen.vae, "residual_dtype", "float32"),
+                                           s.quantize)
         runtime = {k: v for k, v in dataclasses.asdict(rt).items() if k != "reasons"}
         self.facts = {"config": gen.config.to_dict(), "runtime_class": self.runtime_class,
                       "runtime": runtime, "machine": machine.to_dict()}
