@@ -201,8 +201,8 @@ EAGER_TOLERANCE = 1e-4
 EAGER_PROBE_FRAMES = 3
 #: A reduced-precision decoder is kept only when its audio on the probe window differs from the
 #: float32 decoder's by at most this relative RMS error, measured on the loaded weights (random
-#: full-size weights: 0.35 % with bfloat16 residual convolutions; the DiT's bfloat16 velocity
-#: error, the class ``--dtype auto`` accepts, is 1.3 %).
+#: full-size weights: 0.39 % with the bfloat16 residual units; the DiT's bfloat16 velocity
+#: error, the class ``--dtype auto`` accepts, is 0.9-1.3 %).
 VAE_LOW_PRECISION_LIMIT = 1e-2
 #: Latent frames of the window that error is measured on (wider than the receptive field of 10
 #: frames, so most of it is away from the zero padding; ~0.3 s at full size on a 2-core CPU).
