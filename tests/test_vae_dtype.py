@@ -120,6 +120,32 @@ def test_the_probe_convolution_is_timed_in_both_dtypes():
     assert torch.get_num_threads() == before
 
 
+def test_an_emulated_bfloat16_is_scaled_from_its_scout_not_run_at_full_size(monkeypatch):
+    """On a CPU without bf16 units the bfloat16 convolution is many times slower: the probe
+    times it on the short scout only (so it stays short there) and reports the scout's rate.
+    A fake clock advances by a per-dtype cost per time step of each call."""
+    import rhythmflow.model.oobleck_fast as of
+    from rhythmflow import probe_vae as pv
+
+    now, calls = [0.0], []
+    cost = {torch.float32: 1e-5, torch.bfloat16: 3e-4}  # seconds per step: bf16 30x slower
+    real = of.Conv.forward
+
+    def timed_forward(self, x):
+        calls.append((self.dtype, x.shape[-1]))
+        now[0] += cost[self.dtype] * x.shape[-1]
+        return real(self, x)
+
+    monkeypatch.setattr(of.Conv, "forward", timed_forward)
+    rates = pv.measure_vae_convs(rounds=2, clock=lambda: now[0])
+    flop_per_step = pv.CONV_FLOP / pv.CONV_STEPS
+    assert rates == {"float32": pytest.approx(flop_per_step / 1e-5 / 1e9, abs=0.06),
+                     "bfloat16": pytest.approx(flop_per_step / 3e-4 / 1e9, abs=0.06)}
+    assert (torch.bfloat16, pv.CONV_STEPS) not in calls  # never at full size
+    assert calls.count((torch.float32, pv.CONV_STEPS)) == 3  # kernel set-up + 2 rounds
+    assert choose_vae_dtype("cpu", "bfloat16", rates)[0] == "float32"
+
+
 @pytest.mark.parametrize(("layout", "share_rows"), [("batched", [2]), ("split", [1])])
 def test_the_calibrated_estimate_times_the_forwards_the_run_makes(layout, share_rows):
     calls = []

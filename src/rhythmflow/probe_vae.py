@@ -24,6 +24,10 @@ from rhythmflow.probe_policy import MIN_SPEEDUP
 CONV_CHANNELS, CONV_KERNEL, CONV_DILATION, CONV_STEPS = 256, 7, 3, 4096
 CONV_FLOP = 2 * CONV_CHANNELS * CONV_CHANNELS * CONV_KERNEL * CONV_STEPS
 VAE_DTYPES = ("float32", "bfloat16")
+#: The scout convolution's length, and how much slower than float32 a dtype may be there before
+#: it is not run at full size (as the DiT probe's scout: emulated arithmetic can be 10-50x).
+SCOUT_STEPS = 256
+SCOUT_SLOWER = 8.0
 #: Share of the eager float32 decode's time that the bfloat16 option speeds up (the residual
 #: units' convolutions and the Snake between them; the upsampling convolutions, the other Snakes
 #: and the casts stay float32). Fitted on the full-size decoder at the fixed 256/32 windows,
@@ -40,8 +44,11 @@ DECODER_EFFICIENCY = 0.75
 def measure_vae_convs(*, rounds: int = 3, budget: float = 0.3,
                       clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """GFLOP/s of the probe convolution per dtype of :data:`VAE_DTYPES` at torch's current
-    thread count: one warm-up call each (builds the kernel), then ``rounds`` interleaved rounds
-    (fewer once ``budget`` seconds have passed, at least one), the fastest kept."""
+    thread count. A scout on :data:`SCOUT_STEPS` steps first (after a warm-up call that builds
+    the kernel): a dtype :data:`SCOUT_SLOWER` times slower than float32 there (bfloat16
+    emulated on CPUs without bf16 units) keeps its scout rate and is not run at full size, so
+    the probe stays short everywhere. Then ``rounds`` interleaved rounds (fewer once ``budget``
+    seconds have passed, at least one), the fastest kept."""
     import torch
 
     from rhythmflow.model.oobleck_fast import CL, Conv
@@ -52,19 +59,32 @@ def measure_vae_convs(*, rounds: int = 3, budget: float = 0.3,
     x = torch.randn(1, c, 1, CONV_STEPS, generator=gen).contiguous(memory_format=CL)
     convs = {d: Conv(w, torch.zeros(c), CONV_DILATION, getattr(torch, d)) for d in VAE_DTYPES}
     inputs = {d: x.to(getattr(torch, d)) for d in VAE_DTYPES}
-    best = dict.fromkeys(VAE_DTYPES, float("inf"))
+    rates: dict[str, float] = {}
+    scout: dict[str, float] = {}
     with torch.inference_mode():
         for d in VAE_DTYPES:
-            convs[d](inputs[d])
+            small = inputs[d][..., :SCOUT_STEPS]
+            convs[d](small)
+            t0 = clock()
+            convs[d](small)
+            scout[d] = max(clock() - t0, 1e-9)
+            if d != "float32" and scout[d] > SCOUT_SLOWER * scout["float32"]:
+                rates[d] = round(CONV_FLOP * SCOUT_STEPS / CONV_STEPS / scout[d] / 1e9, 1)
+        timed = [d for d in VAE_DTYPES if d not in rates]
+        best = dict.fromkeys(timed, float("inf"))
+        for d in timed:
+            convs[d](inputs[d])  # the full-size kernel
         start = clock()
         for r in range(rounds):
             if r >= 1 and clock() - start > budget:
                 break
-            for d in VAE_DTYPES:
+            for d in timed:
                 t0 = clock()
                 convs[d](inputs[d])
                 best[d] = min(best[d], clock() - t0)
-    return {d: round(CONV_FLOP / s / 1e9, 1) for d, s in best.items() if 0 < s < float("inf")}
+    rates.update({d: round(CONV_FLOP / s / 1e9, 1) for d, s in best.items()
+                  if 0 < s < float("inf")})
+    return {d: rates[d] for d in VAE_DTYPES if d in rates}
 
 
 def choose_vae_dtype(vae_device: str, dit_dtype: str, vae_gflops: dict[str, float],
