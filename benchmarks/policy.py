@@ -34,7 +34,7 @@ from common import machine, rel_rms, table
 from rhythmflow.config import PRESETS
 from rhythmflow.model.testing import random_dit
 from rhythmflow.perf import keep_freed_memory, model_inputs
-from rhythmflow.probe import Probe, choose_cpu_dtype, measure_cpu
+from rhythmflow.probe import AUTO_DTYPES, Probe, choose_cpu_dtype, measure_cpu
 
 SONG_FRAMES = 2048  # 95 s
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["policy"] = candidates_section(a.frames[0], a.rounds, a.depth, a.threads)
     if not a.no_vae:
         probe = Probe.from_dict(res["policy"]["probe"])
-        auto, _ = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        auto, _ = choose_cpu_dtype(probe, dtypes=AUTO_DTYPES)
         res["vae"] = vae_section(probe, auto)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1), encoding="utf-8")

@@ -219,14 +219,14 @@ def probe_report(threads: int, refresh: bool) -> dict[str, Any]:
     """The cached (or, with ``refresh``, re-measured) machine probe, the CPU dtype it picks and
     the guidance layout it picks for a 95 s song (2048 frames), and the VAE decode dtype
     ``generate`` would pick with that dtype."""
-    from rhythmflow.probe import cache_path, choose_cpu_dtype, load_or_measure
+    from rhythmflow.probe import AUTO_DTYPES, cache_path, choose_cpu_dtype, load_or_measure
     from rhythmflow.probe_forward import choose_guidance_layout
     from rhythmflow.probe_vae import choose_vae_dtype
 
     p = load_or_measure(threads, refresh=refresh)
     dtype, why = choose_cpu_dtype(p)
     _, layout = choose_guidance_layout(specs.BASE_FRAMES, p.layouts)
-    auto, _ = choose_cpu_dtype(p, dtypes=("float32", "bfloat16", "float16"))
+    auto, _ = choose_cpu_dtype(p, dtypes=AUTO_DTYPES)
     _, vae_why = choose_vae_dtype("cpu", auto, p.vae_gflops)
     return {**p.to_dict(), "chosen": dtype, "reason": why, "cache": str(cache_path(threads)),
             "layout_reason": f"{p.layout_dtype or 'not measured'}: {layout}",

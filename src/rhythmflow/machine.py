@@ -98,11 +98,11 @@ def _detect(measure: bool, threads: int | None) -> Machine:
     cores = physical_cores()
     measured: dict[str, Any] = {}
     if measure:  # the machine probe: measured once per machine and thread count, cached on disk
-        from rhythmflow.probe import choose_cpu_dtype, load_or_measure, probe_gflops
+        from rhythmflow.probe import AUTO_DTYPES, choose_cpu_dtype, load_or_measure, probe_gflops
 
         probe = load_or_measure(threads or cores)
         gflops.update({f"cpu-{d}": g for d, g in probe_gflops(probe).items()})
-        dtype, why = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        dtype, why = choose_cpu_dtype(probe, dtypes=AUTO_DTYPES)
         measured = {"cpu_dtype": dtype, "cpu_dtype_reason": why,
                     "layout_timings": tuple((t.frames, t.batched, t.split)
                                             for t in probe.layouts),

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from rhythmflow.probe_forward import LayoutTiming, choose_guidance_layout  # noqa: F401 (API)
 from rhythmflow.probe_policy import (  # noqa: F401 (the policies are part of this module's API)
+    AUTO_DTYPES,
     CANDIDATES,
     EXACT_LIMIT,
     FP16_MARGIN,
@@ -242,7 +243,7 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
         name, flags = cpu_facts()
         probe = Probe("cpu", name, flags, torch.__version__, threads, "avx512_bf16" in flags
                       or "amx_bf16" in flags, cands)
-        dtype, _ = choose_cpu_dtype(probe, dtypes=("float32", "bfloat16", "float16"))
+        dtype, _ = choose_cpu_dtype(probe, dtypes=AUTO_DTYPES)
         with torch.inference_mode():
             vae_gflops = measure_vae_convs(clock=clock) if vae else {}
         layouts: tuple[LayoutTiming, ...] = ()

@@ -22,6 +22,7 @@ Policies are pure functions of recorded data: :func:`choose_guidance_layout`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -178,6 +179,24 @@ def layer_call(dtype: str, w_dd, w_fd) -> Callable[[str, int], None]:
     return call
 
 
+def fastest_rounds(calls: Sequence[Callable[[], object]], *, budget: float, max_rounds: int,
+                   min_rounds: int, clock: Callable[[], float]) -> list[float]:
+    """The fastest seconds of each of ``calls``, run interleaved round by round (one call of
+    each per round) until ``budget`` seconds have passed after at least ``min_rounds`` rounds,
+    or ``max_rounds``: on a shared machine other work only ever adds time, and interleaving
+    spreads a busy spell over every call instead of one."""
+    best = [math.inf] * len(calls)
+    start = clock()
+    for r in range(max_rounds):
+        if r >= min_rounds and clock() - start > budget:
+            break
+        for i, call in enumerate(calls):
+            t0 = clock()
+            call()
+            best[i] = min(best[i], clock() - t0)
+    return best
+
+
 def fit_overhead(times: Sequence[float], depths: Sequence[int] = OVERHEAD_DEPTHS
                  ) -> tuple[float, float]:
     """(fixed seconds per forward, seconds per layer) from forward times of models that differ
@@ -217,14 +236,7 @@ def measure_overhead(*, budget: float = 0.25, max_rounds: int = 9,
         x, t = a.pop("x"), a.pop("t")
         with torch.inference_mode():
             runs.append((model, x, t, model.prepare(**a)))
-    best = [math.inf] * len(runs)
-    start = clock()
     with torch.inference_mode():
-        for r in range(max_rounds):
-            if r >= 2 and clock() - start > budget:
-                break
-            for i, (model, x, t, c) in enumerate(runs):
-                t0 = clock()
-                model(x, t, c)
-                best[i] = min(best[i], clock() - t0)
+        best = fastest_rounds([functools.partial(*run) for run in runs], budget=budget,
+                              max_rounds=max_rounds, min_rounds=2, clock=clock)
     return fit_overhead(best)

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 #: The arithmetic the probe measures, in its timing order.
 CANDIDATES = ("float32", "bfloat16", "float16", "int8")
+#: What ``--dtype auto`` may pick on a CPU (int8 is opt-in: ``--quantize int8``).
+AUTO_DTYPES = ("float32", "bfloat16", "float16")
 #: Relative RMS error of one probe product against float32, per error class. The velocity error
 #: of the full-size model (random weights, 2048 frames, AMX Xeon) in each class: "exact" 0,
 #: "low-precision" 1.3 % (bfloat16; float16 0.16 %) — the class every GPU user runs — and

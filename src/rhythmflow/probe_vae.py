@@ -52,6 +52,7 @@ def measure_vae_convs(*, rounds: int = 3, budget: float = 0.3,
     import torch
 
     from rhythmflow.model.oobleck_fast import CL, Conv
+    from rhythmflow.probe_forward import fastest_rounds
 
     gen = torch.Generator().manual_seed(0)
     c = CONV_CHANNELS
@@ -71,18 +72,11 @@ def measure_vae_convs(*, rounds: int = 3, budget: float = 0.3,
             if d != "float32" and scout[d] > SCOUT_SLOWER * scout["float32"]:
                 rates[d] = round(CONV_FLOP * SCOUT_STEPS / CONV_STEPS / scout[d] / 1e9, 1)
         timed = [d for d in VAE_DTYPES if d not in rates]
-        best = dict.fromkeys(timed, float("inf"))
         for d in timed:
             convs[d](inputs[d])  # the full-size kernel
-        start = clock()
-        for r in range(rounds):
-            if r >= 1 and clock() - start > budget:
-                break
-            for d in timed:
-                t0 = clock()
-                convs[d](inputs[d])
-                best[d] = min(best[d], clock() - t0)
-    rates.update({d: round(CONV_FLOP / s / 1e9, 1) for d, s in best.items()
+        best = fastest_rounds([lambda d=d: convs[d](inputs[d]) for d in timed], budget=budget,
+                              max_rounds=rounds, min_rounds=1, clock=clock)
+    rates.update({d: round(CONV_FLOP / s / 1e9, 1) for d, s in zip(timed, best, strict=True)
                   if 0 < s < float("inf")})
     return {d: rates[d] for d in VAE_DTYPES if d in rates}
 
