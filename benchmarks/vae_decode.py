@@ -15,7 +15,8 @@ loads it back as rhythmflow does, with freed memory kept for reuse as ``generate
 * ``ts-bfloat16`` — the same module cast with ``module.to(torch.bfloat16)``;
 * ``eager-float32`` — :class:`rhythmflow.model.oobleck_fast.FastOobleckDecoder` built from the
   file's weights (``load_vae``'s default on the CPU);
-* ``eager-bf16-residual`` — the same with the residual units' convolutions in bfloat16 (opt-in).
+* ``eager-bf16-residual`` — the same with the residual units in bfloat16 (what ``--vae-dtype
+  auto`` picks where measured faster and accurate on the loaded weights).
 
 Then prints, per window size, seconds per window and per latent frame, the decode of
 ``--frames`` frames (the window count of :func:`rhythmflow.vae.chunk_windows` × one window —

@@ -110,6 +110,10 @@ def test_decode_estimate_uses_the_measured_convolution_rates():
     assert p16.to_dict()["vae_dtype"] == "bfloat16"
     # a low-precision decode changes the bytes: only such workers resume such jobs
     assert (p32.runtime_class, p16.runtime_class) == ("cpu-bfloat16", "cpu-bfloat16-vae-bfloat16")
+    # the plan names the class as the worker that runs it does (int8 layers included)
+    q8 = plan(GenerationRequest(lrc=TINY_LRC, duration=95, quantize="int8"), AMX,
+              check_files=False)
+    assert q8.runtime_class == "cpu-float32-int8"
     assert p32.estimate.decode == pytest.approx(f32) and p16.estimate.decode == pytest.approx(b16)
 
 

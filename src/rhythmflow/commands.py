@@ -62,7 +62,8 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
     opt = lambda v: None if v is None else str(v)  # noqa: E731
     return GenerationRequest(
         lrc=lrc, lyrics=lyrics, style_prompt=args.style_prompt,
-        style_embedding_file=opt(args.style_embedding), style_audio=opt(args.style_audio), negative_style=opt(args.negative_style),
+        style_embedding_file=opt(args.style_embedding), style_audio=opt(args.style_audio),
+        negative_style=opt(args.negative_style),
         model=args.model, checkpoint=opt(args.checkpoint), model_config=opt(args.model_config),
         vae=opt(args.vae), duration=args.duration, steps=args.steps, solver=args.solver,
         schedule=args.schedule, cfg_strength=args.cfg_strength,

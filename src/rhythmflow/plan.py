@@ -67,9 +67,11 @@ class Plan:
 
     @property
     def runtime_class(self) -> str:
-        """Which workers can run (and resume) this job: device kind and dtype, and a VAE
-        decoding in low precision (it changes the audio's bytes)."""
-        return runtime_class(self.runtime.kind, self.runtime.dtype, self.runtime.vae_dtype)
+        """Which workers can run (and resume) this job: device kind and dtype, int8 layers, and
+        a VAE decoding in low precision (it changes the audio's bytes) — as a worker names its
+        own (:func:`runtime_class`)."""
+        return runtime_class(self.runtime.kind, self.runtime.dtype, self.runtime.vae_dtype,
+                             self.request.quantize)
 
     @property
     def sway_coef(self) -> float | None:

@@ -214,7 +214,8 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
     layout at ``layout_frames`` (default :data:`~rhythmflow.probe_forward.LAYOUT_FRAMES`; empty:
     not measured) within what is left of ``total_budget`` (at least :data:`MIN_LAYOUT_BUDGET`),
     and with ``overhead`` the fixed cost of a forward (:mod:`rhythmflow.probe_forward`); with
-    ``vae`` the VAE decoder's convolution per dtype first (:mod:`rhythmflow.probe_vae`, ~0.1 s).
+    ``vae`` the VAE decoder's convolution per dtype, before the layout (:mod:`rhythmflow.probe_vae`,
+    ~0.2 s).
     """
     import torch
 

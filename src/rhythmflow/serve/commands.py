@@ -22,8 +22,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         worker=not getattr(args, "no_worker", True), model=args.model,
         checkpoint=args.checkpoint, model_config=args.model_config, vae=args.vae,
         assets_dir=args.assets_dir, offline=args.offline, device=args.device, dtype=args.dtype,
-        quantize=args.quantize, vae_dtype=args.vae_dtype, threads=args.threads, lease=args.lease,
-        heartbeat=args.heartbeat, poll=args.poll)
+        quantize=args.quantize, vae_dtype=args.vae_dtype, threads=args.threads,
+        lease=args.lease, heartbeat=args.heartbeat, poll=args.poll)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -25,8 +25,8 @@ from rhythmflow.serve.settings import Limits, Settings
 FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 # chosen by the service (they name files or the machine's resources), never by a request
 SERVER_SIDE = ("model", "checkpoint", "model_config", "vae", "device", "dtype", "vae_dtype",
-               "threads", "quantize", "chunked", "estimate", "negative_style", "style_embedding_file",
-               "ref_song", "edit_segments", "style_audio")
+               "threads", "quantize", "chunked", "estimate", "negative_style",
+               "style_embedding_file", "ref_song", "edit_segments", "style_audio")
 
 
 class RequestError(UsageError):

@@ -94,8 +94,9 @@ class Settings:
     def worker_args(self) -> list[str]:
         """The ``rhythmflow worker`` arguments that load the same weights from the same queue."""
         args = ["--data-dir", str(self.data_dir), "--device", self.device, "--dtype", self.dtype,
-                "--quantize", self.quantize, "--vae-dtype", self.vae_dtype, "--lease", str(self.lease),
-                "--heartbeat", str(self.heartbeat), "--poll", str(self.poll)]
+                "--quantize", self.quantize, "--vae-dtype", self.vae_dtype,
+                "--lease", str(self.lease), "--heartbeat", str(self.heartbeat),
+                "--poll", str(self.poll)]
         for flag, value in (("--queue", self.queue), ("--model", self.model),
                             ("--checkpoint", self.checkpoint), ("--vae", self.vae),
                             ("--model-config", self.model_config),
