@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from rhythmflow.config import PRESETS
-from rhythmflow.model.testing import TINY, random_dit
 from rhythmflow.sampling import prepare_inputs, sample
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import TINY, random_dit
 
 
 def timed(fn) -> float:

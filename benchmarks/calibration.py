@@ -2,7 +2,7 @@
 
     python benchmarks/calibration.py [--dim 128 --depth 2 --frames 512 --rows 2 --rounds 3]
 
-``rhythmflow.estimate.calibrate`` times two short forwards, fits fixed cost + seconds per FLOP
+``rhythmflow.planner.cost.calibrate`` times two short forwards, fits fixed cost + seconds per FLOP
 and extrapolates. This script compares that prediction (and the direct timing it falls back to
 when cheap) with the median of real forwards at the target length, alternating the three in each
 round so a busy machine slows them together. It prints one table and the JSON object of the run.
@@ -19,9 +19,9 @@ import statistics
 
 from common import machine, table
 
-from rhythmflow.estimate import calibrate
-from rhythmflow.model.testing import TINY, random_dit
-from rhythmflow.perf import time_forward
+from rhythmflow.machine.perf import time_forward
+from rhythmflow.planner.cost import calibrate
+from rhythmflow.testing import TINY, random_dit
 
 
 def main(argv: list[str] | None = None) -> dict:

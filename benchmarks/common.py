@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from rhythmflow.perf import measure_gemm_gflops
+from rhythmflow.machine.perf import measure_gemm_gflops
 
 HERE = Path(__file__).resolve().parent
 #: The model's dominant GEMM: [tokens × dim] · [dim × ff] (gate / up projections at 2048 frames).
@@ -19,8 +19,8 @@ REF_SHAPE = (2048, 2048, 8192)
 
 def machine() -> dict:
     """CPU model, core count, the ISA flags that decide which arithmetic is fast (read as the
-    machine probe reads them: :func:`rhythmflow.probe.cpu_facts`), torch version and threads."""
-    from rhythmflow.probe import cpu_facts
+    machine probe reads them: :func:`rhythmflow.machine.probe.cpu_facts`), torch version and threads."""
+    from rhythmflow.machine.probe import cpu_facts
 
     model, isa = cpu_facts()
     return {

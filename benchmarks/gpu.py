@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _sync(device: str) -> None:
-    from rhythmflow.perf import device_sync
+    from rhythmflow.machine.perf import device_sync
 
     device_sync(device)
 
@@ -62,7 +62,7 @@ def _sdpa_backend(model, frames: int) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from rhythmflow.perf import model_device, model_inputs
+    from rhythmflow.machine.perf import model_device, model_inputs
 
     if model_device(model).type != "cuda":
         return "cpu"
@@ -84,10 +84,10 @@ def _sdpa_backend(model, frames: int) -> str:
 def dit_rows(frames_list, dtypes, steps, deadline, skipped, device="cuda", tiny=False):
     import torch
 
-    from rhythmflow.config import PRESETS
-    from rhythmflow.model.testing import TINY, random_dit
-    from rhythmflow.perf import forward_flops, model_inputs, time_forward
+    from rhythmflow.machine.perf import forward_flops, model_inputs, time_forward
     from rhythmflow.sampling import prepare_inputs, sample
+    from rhythmflow.specs import PRESETS
+    from rhythmflow.testing import TINY, random_dit
 
     rows = []
     for frames in frames_list:
@@ -151,9 +151,9 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
     import torch
     from common import rel_rms  # beside this script; torch-importing, so not at module level
 
-    from rhythmflow.config import PRESETS
-    from rhythmflow.model.testing import TINY, random_dit
-    from rhythmflow.perf import model_inputs
+    from rhythmflow.machine.perf import model_inputs
+    from rhythmflow.specs import PRESETS
+    from rhythmflow.testing import TINY, random_dit
 
     if time.monotonic() > deadline:
         skipped.append("speed-ups (budget)")
@@ -315,10 +315,9 @@ def generate_row(deadline, skipped, device: str = "cuda", full: bool = False,
         return None
     import numpy as np
 
-    from rhythmflow.config import PRESETS
     from rhythmflow.model.oobleck import random_decoder, save_scripted
-    from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-    from rhythmflow.tiny import build_tiny_vae
+    from rhythmflow.specs import PRESETS
+    from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

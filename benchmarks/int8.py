@@ -39,10 +39,10 @@ import torch
 from common import machine, rel_rms, table
 from torch import nn
 
-from rhythmflow.config import PRESETS
+from rhythmflow.machine.perf import keep_freed_memory, model_inputs
 from rhythmflow.model.quantize import Int8DynamicLinear, quantize_int8
-from rhythmflow.model.testing import random_dit
-from rhythmflow.perf import keep_freed_memory, model_inputs
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import random_dit
 
 
 class WeightOnlyInt8(nn.Module):

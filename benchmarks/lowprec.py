@@ -32,10 +32,10 @@ import time
 import torch
 from common import machine, rel_rms, table
 
-from rhythmflow.config import PRESETS
+from rhythmflow.machine.perf import keep_freed_memory, model_inputs
 from rhythmflow.model import blocks
-from rhythmflow.model.testing import random_dit
-from rhythmflow.perf import keep_freed_memory, model_inputs
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import random_dit
 
 
 @contextlib.contextmanager

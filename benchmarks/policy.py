@@ -3,8 +3,8 @@
     python benchmarks/run.py --policy --frames 512 --json out.json     (the usual entry)
     python benchmarks/policy.py --frames 512 [--rounds 2] [--depth 16] [--json out.json]
 
-1. The machine probe (:func:`rhythmflow.probe.measure_cpu`, not the cached one) and the dtype
-   :func:`rhythmflow.probe.choose_cpu_dtype` picks from it.
+1. The machine probe (:func:`rhythmflow.machine.probe.measure_cpu`, not the cached one) and the dtype
+   :func:`rhythmflow.machine.probe.choose_cpu_dtype` picks from it.
 2. One full-size evaluation (random weights, batch 1, ``--frames``) per candidate — float32,
    bfloat16, float16, int8 dynamic — interleaved over ``rounds``, with its speed-up over float32
    and its relative RMS velocity error against float32: does the probe's ranking hold?
@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from common import machine, rel_rms, table
 
-from rhythmflow.config import PRESETS
-from rhythmflow.model.testing import random_dit
-from rhythmflow.perf import keep_freed_memory, model_inputs
-from rhythmflow.probe import AUTO_DTYPES, Probe, choose_cpu_dtype, measure_cpu
+from rhythmflow.machine.perf import keep_freed_memory, model_inputs
+from rhythmflow.machine.probe import AUTO_DTYPES, Probe, choose_cpu_dtype, measure_cpu
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import random_dit
 
 SONG_FRAMES = 2048  # 95 s
 
@@ -91,9 +91,9 @@ def vae_section(probe, dit_dtype: str, rounds: int = 1) -> dict:
     """The decode of a 95 s song as ``load_vae`` runs it on this CPU — the eager decoder of a
     full-size random Oobleck file, float32 and bfloat16 residual convolutions — against the
     estimate from the probe's convolution rates, and which one ``--vae-dtype auto`` picks."""
-    from rhythmflow.estimate import VAE_FLOP_PER_FRAME
+    from rhythmflow.machine.vae_probe import VAE_DTYPES, choose_vae_dtype, decode_seconds
     from rhythmflow.model.oobleck import FULL, random_decoder, save_scripted
-    from rhythmflow.probe_vae import VAE_DTYPES, choose_vae_dtype, decode_seconds
+    from rhythmflow.planner.cost import VAE_FLOP_PER_FRAME
     from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows, decoded_frames, load_vae
 
     g = DECODE_GEOMETRY

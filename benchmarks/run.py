@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from common import REF_SHAPE, machine, run_worker, table
 
-from rhythmflow.config import PRESETS
-from rhythmflow.estimate import DIT_EFFICIENCY, estimate_job
-from rhythmflow.perf import forward_flops, keep_freed_memory, measure_gemm_gflops
+from rhythmflow.machine.perf import forward_flops, keep_freed_memory, measure_gemm_gflops
+from rhythmflow.planner.cost import DIT_EFFICIENCY, estimate_job
+from rhythmflow.specs import PRESETS
 
 GEMM_SHAPES = {
     "gate/up [2048x2048]x[2048x8192]": REF_SHAPE,
@@ -62,8 +62,8 @@ def gemm_section(shapes: dict, rounds: int) -> dict:
 
 def guidance_section(steps_list=(8, 16, 32), intervals=((0.1, 0.9), (0.25, 0.75))) -> list[dict]:
     """Model row-evaluations per song counted on the real sampler (tiny model, counting wrapper)."""
-    from rhythmflow.model.testing import random_dit
     from rhythmflow.sampling import prepare_inputs, sample
+    from rhythmflow.testing import random_dit
 
     model = random_dit()
     n = 16

@@ -40,12 +40,11 @@ import psutil
 import soundfile as sf
 from common import machine, table
 
-from rhythmflow.api import SongGenerator, run
 from rhythmflow.audio import write_audio
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-from rhythmflow.plan import Machine, plan
+from rhythmflow.pipeline import SongGenerator, run
+from rhythmflow.planner.core import Machine, plan
 from rhythmflow.request import GenerationRequest
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n[00:06.00]The end\n"

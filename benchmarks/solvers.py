@@ -20,9 +20,9 @@ import time
 import torch
 from common import rel_rms
 
-from rhythmflow.config import PRESETS
-from rhythmflow.model.testing import random_dit
 from rhythmflow.sampling import prepare_inputs, sample
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import random_dit
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Builds the full-size Oobleck decoder of the official VAE with random weights
 (:mod:`rhythmflow.model.oobleck`: 78.1 M parameters, 5.04 GFLOP per latent frame; ``--small``:
 the same architecture at width 4, to check the script quickly), saves it as TorchScript and
 loads it back as rhythmflow does, with freed memory kept for reuse as ``generate`` runs
-(:func:`rhythmflow.perf.keep_freed_memory`). Variants, all in one process, timed round-robin over
+(:func:`rhythmflow.machine.perf.keep_freed_memory`). Variants, all in one process, timed round-robin over
 ``rounds`` (the median kept), on the same latents:
 
 * ``ts-float32`` — the file's ``decode_export`` (what rhythmflow ran before the eager decoder);
@@ -37,10 +37,10 @@ from pathlib import Path
 import torch
 from common import machine, rel_rms, table
 
+from rhythmflow.machine.perf import keep_freed_memory
 from rhythmflow.model.oobleck import FULL, SMALL, decode_flops, random_decoder, save_scripted
 from rhythmflow.model.oobleck_fast import FastOobleckDecoder
 from rhythmflow.model.oobleck_load import find_decoder
-from rhythmflow.perf import keep_freed_memory
 from rhythmflow.vae import DEFAULT_OVERLAP, chunk_windows
 
 VARIANTS = ("ts-float32", "ts-bfloat16", "eager-float32", "eager-bf16-residual")

@@ -23,10 +23,7 @@ from collections import defaultdict
 import torch
 from common import ref_gemm, rel_rms
 
-from rhythmflow.config import PRESETS
-from rhythmflow.model import load_checkpoint
-from rhythmflow.model.testing import random_dit, save_checkpoint
-from rhythmflow.perf import (
+from rhythmflow.machine.perf import (
     PeakMemory,
     clock,
     forward_flops,
@@ -35,6 +32,9 @@ from rhythmflow.perf import (
     param_bytes,
     release_freed_memory,
 )
+from rhythmflow.model import load_checkpoint
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import random_dit, save_checkpoint
 
 GiB = 1024**3
 

@@ -68,7 +68,7 @@ def to_rhythmflow_args(argv: list[str] | None = None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run ``rhythmflow generate``; the output folder is created for the run and removed again
     (with the parents created for it) when the run fails and leaves it empty."""
-    from rhythmflow.cli import main as rhythmflow_main
+    from rhythmflow.cli.main import main as rhythmflow_main
 
     args = to_rhythmflow_args(argv)
     folder = Path(args[args.index("-o") + 1]).parent

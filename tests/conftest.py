@@ -56,8 +56,7 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
     embedding and an LRC file, built once for the whole test session."""
     import numpy as np
 
-    from rhythmflow.model.testing import random_dit, save_checkpoint
-    from rhythmflow.tiny import build_tiny_vae
+    from rhythmflow.testing import build_tiny_vae, random_dit, save_checkpoint
 
     d = tmp_path_factory.mktemp("tiny")
     cfg = tiny_config()
@@ -73,7 +72,7 @@ def tiny_config():
     """The architecture of the session's tiny checkpoint (one layer, width 64)."""
     import dataclasses
 
-    from rhythmflow.model.testing import TINY
+    from rhythmflow.testing import TINY
 
     return dataclasses.replace(TINY, depth=1, dim=32 * 2)
 

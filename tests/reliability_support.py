@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rhythmflow.model.testing import random_dit, save_checkpoint
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.testing import build_tiny_vae, random_dit, save_checkpoint
 from tests.test_cli import CFG, LRC
 
 

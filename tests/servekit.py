@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = dataclasses.replace(TINY, depth=1, dim=64)

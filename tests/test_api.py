@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rhythmflow import events
-from rhythmflow.api import SongGenerator, run
 from rhythmflow.errors import AssetError, SamplingCancelled
-from rhythmflow.plan import Machine, plan
+from rhythmflow.pipeline import SongGenerator, run
+from rhythmflow.planner.core import Machine, plan
 from rhythmflow.request import GenerationRequest
 from tests.conftest import TINY_LRC
 

@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 
 from rhythmflow import errors
-from rhythmflow.cli import main
-from rhythmflow.model.testing import random_dit, save_checkpoint
+from rhythmflow.cli.main import main
+from rhythmflow.testing import random_dit, save_checkpoint
 from tests.conftest import TINY_LRC as LRC
 from tests.conftest import tiny_config
 
@@ -220,8 +220,8 @@ def ref_song(files):
 def test_edit_mode_keeps_reference_frames(files, ref_song, tmp_path):
     import torch
 
-    from rhythmflow.api import SongGenerator
-    from rhythmflow.edit import reference_latents
+    from rhythmflow.pipeline import SongGenerator
+    from rhythmflow.planner.edit import reference_latents
 
     gen = SongGenerator.from_pretrained(files["ckpt"], vae=files["vae"], device="cpu")
     song = gen.generate(LRC, style=str(files["style"]), steps=2, seed=5, estimate=False,

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from rhythmflow import errors
 from rhythmflow.lyrics import parse_lrc, time_lyrics
-from rhythmflow.model.testing import TINY
+from rhythmflow.testing import TINY
 
 CFG = dataclasses.replace(TINY, depth=1, dim=32 * 2)
 LYRICS = ("[Verse]\nHello little song\nAnother line of words\n\n[Chorus]\n我爱你中国\n"
@@ -139,8 +139,8 @@ def test_generate_lyrics_errors_before_loading(files, tmp_path, change, message)
                          [("base", 95.0, 2048), ("v1.2-full", 285.0, 6144), ("full", 150.0, 6144)])
 def test_plan_times_plain_lyrics_for_the_model_and_duration(files, tmp_path, model, duration,
                                                            max_frames) -> None:
-    from rhythmflow.lrc_command import write_autotimed
-    from rhythmflow.plan import Machine, plan
+    from rhythmflow.cli.lrc import write_autotimed
+    from rhythmflow.planner.core import Machine, plan
     from rhythmflow.request import GenerationRequest
 
     given = None if duration in (95.0, 285.0) else duration
@@ -156,7 +156,7 @@ def test_plan_times_plain_lyrics_for_the_model_and_duration(files, tmp_path, mod
 
 def test_plain_lyrics_that_cannot_be_timed_fail_in_the_plan_naming_the_field() -> None:
     from rhythmflow.errors import UsageError
-    from rhythmflow.plan import Machine, plan
+    from rhythmflow.planner.core import Machine, plan
     from rhythmflow.request import GenerationRequest
 
     with pytest.raises(UsageError) as info:

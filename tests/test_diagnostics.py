@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_diagnose_ode_stall_script_runs_from_repo_root():
 
 def test_diagnose_reports_the_cached_probe_and_refresh_measures_again(capsys, monkeypatch,
                                                                       tmp_path):
-    from rhythmflow import probe as pr
+    from rhythmflow.machine import probe as pr
     from tests.test_probe import AMX
 
     monkeypatch.setenv("RHYTHMFLOW_CACHE_DIR", str(tmp_path))

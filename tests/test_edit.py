@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from rhythmflow.edit import (
+from rhythmflow.errors import UsageError
+from rhythmflow.planner.edit import (
     EditPlan,
     load_reference_song,
     parse_segments,
@@ -19,10 +20,9 @@ from rhythmflow.edit import (
     reference_latents,
     segments_to_frames,
 )
-from rhythmflow.errors import UsageError
 from rhythmflow.sampling import segments_to_mask as frame_mask
+from rhythmflow.testing import build_tiny_vae
 from rhythmflow.vae import load_vae
-from tests.tinyvae import build_tiny_vae
 
 FPS = 44100 / 2048
 

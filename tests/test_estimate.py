@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rhythmflow.config import PRESETS
 from rhythmflow.errors import ResourceError
-from rhythmflow.estimate import (
+from rhythmflow.machine.perf import forward_flops
+from rhythmflow.planner.cost import (
     DIT_EFFICIENCY,
     GB,
     LYRICS_SECONDS,
@@ -21,7 +21,7 @@ from rhythmflow.estimate import (
     refuse_if_too_big,
     steps_for_budget,
 )
-from rhythmflow.perf import forward_flops
+from rhythmflow.specs import PRESETS
 
 BASE = PRESETS["v1.2-base"]
 
@@ -114,7 +114,7 @@ def test_steps_for_budget_is_largest_that_fits():
 def test_calibration_fits_fixed_plus_per_flop_cost_and_extrapolates():
     """The fit is exact for a timer linear in the FLOP count, and the real length is timed
     directly only when the prediction is cheap."""
-    from rhythmflow.model.testing import TINY
+    from rhythmflow.testing import TINY
 
     model = type("M", (), {"config": TINY})()
     f0, f1, n = 64, 128, 1024

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from rhythmflow import events
-from rhythmflow.console import ProgressView
+from rhythmflow.cli.console import ProgressView
 
 EXAMPLES = [
     events.StageStarted("load", "loading cfm_model.pt"),

@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from rhythmflow.config import DiTConfig, load_config_file
 from rhythmflow.model import expected_shapes, load_checkpoint
+from rhythmflow.specs import DiTConfig, load_config_file
 from tests.conftest import golden_subdir
 
 STRICT = 2e-5  # README: max|impl - golden| <= 2e-5 * max|golden|
@@ -152,7 +152,7 @@ def test_doubled_batch_equals_separate_forwards(io):
 
 @pytest.mark.parametrize("manifest", sorted(GOLDEN.glob("full_keys_*.json")), ids=lambda p: p.stem)
 def test_full_size_presets_match_key_manifests(manifest: Path):
-    from rhythmflow.config import PRESETS
+    from rhythmflow.specs import PRESETS
 
     data = json.loads(manifest.read_text())
     want = {k.removeprefix("transformer."): tuple(v) for k, v in data["state_dict"].items()}

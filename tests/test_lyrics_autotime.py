@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rhythmflow.config import FRAME_RATE
 from rhythmflow.errors import LrcError, LyricsError, RhythmflowError, UsageError
 from rhythmflow.lyrics import autotime, lrc_to_track, parse_lrc, time_lyrics
 from rhythmflow.lyrics.autotime import (
@@ -25,6 +24,7 @@ from rhythmflow.lyrics.g2p import g2p_phonemes
 from rhythmflow.lyrics.sections import Blank, Marker, PlainLine, parse_plain
 from rhythmflow.lyrics.tokens import LAST_LINE_RULE, frame_of
 from rhythmflow.lyrics.units import english_syllables, sung_units
+from rhythmflow.specs import FRAME_RATE
 
 VERSE = [
     "Moonlight spills through broken blinds",
@@ -213,7 +213,7 @@ def test_markers_only_is_an_instrumental_lrc() -> None:
     assert parse_lrc(result.lrc) == [] and result.lines == ()
     assert "[Instrumental]" in result.lrc
     assert any("instrumental" in w for w in result.warnings)
-    from rhythmflow.plan import Machine, plan
+    from rhythmflow.planner.core import Machine, plan
     from rhythmflow.request import GenerationRequest
 
     p = plan(GenerationRequest(lyrics="[Intro]\n[Instrumental]\n\n[Outro]\n", style_prompt="x"),

@@ -9,11 +9,11 @@ import pickle
 import pytest
 import torch
 
-from rhythmflow.config import PRESETS, DiTConfig, load_config_file, preset
 from rhythmflow.errors import CheckpointError, UsageError
 from rhythmflow.model import Conditioning, DiT, infer_config, load_checkpoint
 from rhythmflow.model.blocks import GRN, RMSNorm, TimestepEmbedding, apply_rope, text_position_table
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
+from rhythmflow.specs import PRESETS, DiTConfig, load_config_file, preset
+from rhythmflow.testing import TINY, random_dit, save_checkpoint
 
 N = 24
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from rhythmflow import perf
-from rhythmflow.config import PRESETS
-from rhythmflow.model.testing import TINY, random_dit
+from rhythmflow.machine import perf as perf
+from rhythmflow.specs import PRESETS
+from rhythmflow.testing import TINY, random_dit
 
 CONFIGS = [TINY, dataclasses.replace(TINY, depth=3, conv_layers=2, max_frames=6144, ff_mult=3)]
 

@@ -8,8 +8,8 @@ import pytest
 
 from rhythmflow import specs
 from rhythmflow.errors import LrcError, ResourceError, UsageError
-from rhythmflow.estimate import GB
-from rhythmflow.plan import Gpu, Machine, plan
+from rhythmflow.planner.core import Gpu, Machine, plan
+from rhythmflow.planner.cost import GB
 from rhythmflow.request import GenerationRequest
 
 CPU = Machine(cpu="test CPU", cores=2, memory_available=24 * GB, gflops={"cpu-float32": 200.0})
@@ -149,7 +149,7 @@ def test_machine_round_trips_and_detects_this_one():
 
 
 def test_checkpoint_architecture_is_read_without_loading(tmp_path):
-    from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
+    from rhythmflow.testing import TINY, random_dit, save_checkpoint
 
     ckpt = save_checkpoint(random_dit(TINY), tmp_path / "cfm_model.pt")
     p = plan(req(checkpoint=str(ckpt), seed=0), CPU)
@@ -161,7 +161,7 @@ def test_planning_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom rhythmflow.plan import Machine, plan\n"
+    code = ("import sys\nfrom rhythmflow.planner.core import Machine, plan\n"
             "from rhythmflow.request import GenerationRequest\n"
             "m = Machine(cores=2, memory_available=10**11, gflops={'cpu-float32': 100.0})\n"
             "p = plan(GenerationRequest(style_prompt='x', lrc='[00:01.00]hi\\n', seed=1), m)\n"
@@ -228,7 +228,7 @@ def test_layout_is_batched_where_it_was_not_measured(kw, text):
 
 
 def test_estimate_counts_the_measured_per_forward_overhead():
-    from rhythmflow.model.testing import TINY
+    from rhythmflow.testing import TINY
 
     overhead = (2e-2, 5e-3)  # seconds: fixed + per layer, as the probe measured them under load
     slow = dataclasses.replace(CPU, eval_overhead=overhead)

@@ -13,9 +13,9 @@ import json
 import pytest
 import torch
 
-from rhythmflow import probe as pr
-from rhythmflow.plan import Machine, runtime_for
-from rhythmflow.probe import Candidate, LayoutTiming, Probe
+from rhythmflow.machine import probe as pr
+from rhythmflow.machine.probe import Candidate, LayoutTiming, Probe
+from rhythmflow.planner.core import Machine, runtime_for
 
 ERR = {"float32": 0.0, "bfloat16": 2.88e-3, "float16": 3.59e-4, "int8": 2.25e-2}
 AMX_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
@@ -189,7 +189,7 @@ def test_importing_the_probe_measures_nothing():
     import subprocess
     import sys
 
-    code = ("import rhythmflow.probe, sys; "
+    code = ("import rhythmflow.machine.probe, sys; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -16,10 +16,10 @@ import time
 import pytest
 import torch
 
-from rhythmflow import probe as pr
-from rhythmflow import probe_forward as pf
-from rhythmflow.plan import Machine
-from rhythmflow.probe_forward import LayoutTiming, choose_guidance_layout
+from rhythmflow.machine import forward as pf
+from rhythmflow.machine import probe as pr
+from rhythmflow.machine.forward import LayoutTiming, choose_guidance_layout
+from rhythmflow.planner.core import Machine
 from tests.test_probe import AMX
 
 AMX_BF16 = (LayoutTiming(256, 6.5, 10.9), LayoutTiming(1024, 17.0, 22.7),

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from rhythmflow.errors import UsageError
+from rhythmflow.machine.perf import model_inputs
 from rhythmflow.model import expected_shapes, load_checkpoint
 from rhythmflow.model.quantize import Int8DynamicLinear, available, default_kernel, quantize_int8
 from rhythmflow.model.smoothquant import calibrate, smooth_dit, smooth_scales
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-from rhythmflow.perf import model_inputs
+from rhythmflow.testing import TINY, random_dit, save_checkpoint
 
 pytestmark = pytest.mark.skipif(not available(), reason="no x86/fbgemm int8 engine in this build")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rhythmflow import errors
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from rhythmflow.errors import UsageError
 from rhythmflow.files import TEMP_SUFFIX, clean_stale_temps, resolve_outputs
 from tests.reliability_support import make_files

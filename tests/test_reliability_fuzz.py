@@ -1,6 +1,6 @@
 """Fuzz of ``rhythmflow generate``'s argument space (issue 14): whatever the flag values, a run
 ends with a documented exit code (0, 2, 3, 4, 5, 6 or 130) — never 1 (an unexpected internal
-error) — and never prints a traceback. In-process ``rhythmflow.cli.main(argv)`` on the tiny model;
+error) — and never prints a traceback. In-process ``rhythmflow.cli.main.main(argv)`` on the tiny model;
 valid combinations run one or two real solver steps."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from tests.reliability_support import make_files
 
 DOCUMENTED = {0, 2, 3, 4, 5, 6, 130}

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from rhythmflow import errors
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from rhythmflow.files import TEMP_SUFFIX
 from tests.reliability_support import make_files
 from tests.test_cli import base_args

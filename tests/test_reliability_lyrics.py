@@ -10,7 +10,7 @@ import math
 import pytest
 
 from rhythmflow import errors
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from rhythmflow.errors import LrcError, LyricsError, UsageError
 from rhythmflow.lyrics import check_lrc, decode_lrc, lrc_to_track, parse_lrc
 from rhythmflow.lyrics.g2p import unsingable_letters

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rhythmflow import errors
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from tests.reliability_support import make_files
 from tests.test_cli import base_args
 
@@ -62,7 +62,7 @@ def test_hub_retry_lines_are_printed_once(tmp_path):
     code = textwrap.dedent("""
         import huggingface_hub
         from huggingface_hub.utils import logging as hub_logging
-        from rhythmflow.console import setup_logging
+        from rhythmflow.cli.console import setup_logging
         from rhythmflow import assets
         from rhythmflow.errors import AssetError
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from rhythmflow import errors
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
+from rhythmflow.testing import TinyVAE, _script
 from tests.reliability_support import make_files
 from tests.test_cli import base_args
-from tests.tinyvae import TinyVAE, _script
 
 
 @pytest.fixture(scope="module")

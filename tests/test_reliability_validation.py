@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rhythmflow import errors
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from tests.reliability_support import make_files
 from tests.test_cli import base_args
 

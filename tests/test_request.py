@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rhythmflow.errors import ResourceError, UsageError
-from rhythmflow.estimate import GB
-from rhythmflow.plan import Machine, plan
+from rhythmflow.planner.core import Machine, plan
+from rhythmflow.planner.cost import GB
 from rhythmflow.request import GenerationRequest
 
 EMB = tuple(float(i) / 512 for i in range(512))

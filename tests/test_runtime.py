@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rhythmflow.errors import UsageError
-from rhythmflow.plan import Gpu, Machine, runtime_for
-from rhythmflow.runtime import apply_threads, physical_cores, resolve_runtime
+from rhythmflow.planner.core import Gpu, Machine, runtime_for
+from rhythmflow.planner.runtime import apply_threads, physical_cores, resolve_runtime
 
 
 def test_cpu_defaults_float32_physical_cores_8_steps(monkeypatch):
@@ -77,7 +77,7 @@ def test_apply_threads():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_real_cuda_runtime_and_model():
-    from rhythmflow.model.testing import random_dit
+    from rhythmflow.testing import random_dit
 
     rt = resolve_runtime()
     model = random_dit(dtype=rt.torch_dtype, device=rt.device)

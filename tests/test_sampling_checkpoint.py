@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from rhythmflow.model.testing import random_dit
 from rhythmflow.sampling import SamplerState, prepare_inputs, sample, segments_to_mask
+from rhythmflow.testing import random_dit
 
 N = 16
 

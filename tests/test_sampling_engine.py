@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from rhythmflow.errors import NumericalError, UsageError
-from rhythmflow.model.testing import random_dit
 from rhythmflow.sampling import (
     SOLVERS,
     CancelToken,
@@ -24,6 +23,7 @@ from rhythmflow.sampling import (
     segments_to_mask,
 )
 from rhythmflow.sampling.progress import ProgressTracker, format_seconds
+from rhythmflow.testing import random_dit
 
 N = 16
 

@@ -9,8 +9,8 @@ import torch
 
 from rhythmflow.errors import UsageError
 from rhythmflow.model import Conditioning
-from rhythmflow.model.testing import TINY, random_dit
 from rhythmflow.sampling import GuidedVelocity, prepare_inputs, sample, segments_to_mask
+from rhythmflow.testing import TINY, random_dit
 
 N = 24
 

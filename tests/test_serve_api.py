@@ -422,10 +422,10 @@ def test_the_worker_plans_with_the_measured_layout_of_its_machine(files, tmp_pat
     own plan, the one that runs, reads the same cached probe: same guidance layout."""
     import types
 
-    from rhythmflow import probe as pr
     from rhythmflow.lyrics.resources import LyricsAssets
-    from rhythmflow.plan import Machine, runtime_for
-    from rhythmflow.probe_forward import LayoutTiming
+    from rhythmflow.machine import probe as pr
+    from rhythmflow.machine.forward import LayoutTiming
+    from rhythmflow.planner.core import Machine, runtime_for
     from rhythmflow.serve.core import worker_plan
     from tests.servekit import CFG
 

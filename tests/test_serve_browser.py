@@ -25,8 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
 try:
     from playwright import sync_api

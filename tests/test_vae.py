@@ -1,4 +1,4 @@
-"""VAE wrapper on real TorchScript files built by tests/tinyvae.py."""
+"""VAE wrapper on real TorchScript files built by rhythmflow.testing."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rhythmflow.errors import (
     ResourceError,
     UsageError,
 )
+from rhythmflow.testing import DECODER_REACH, ENCODER_REACH, build_decode_only, build_tiny_vae
 from rhythmflow.vae import (
     DECODE_GEOMETRY,
     HOP,
@@ -25,7 +26,6 @@ from rhythmflow.vae import (
     chunk_windows,
     load_vae,
 )
-from tests.tinyvae import DECODER_REACH, ENCODER_REACH, build_decode_only, build_tiny_vae
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,19 @@ import json
 import pytest
 import torch
 
-from rhythmflow.api import _calibrated_estimate
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 from rhythmflow.errors import UsageError
-from rhythmflow.estimate import VAE_FLOP_PER_FRAME, estimate_job
-from rhythmflow.model.oobleck import SMALL, random_decoder, save_scripted
-from rhythmflow.plan import Gpu, Machine, plan, runtime_for
-from rhythmflow.probe_vae import (
+from rhythmflow.machine.vae_probe import (
     DECODER_EFFICIENCY,
     RESIDUAL_TIME_SHARE,
     choose_vae_dtype,
     decode_seconds,
     measure_vae_convs,
 )
+from rhythmflow.model.oobleck import SMALL, random_decoder, save_scripted
+from rhythmflow.pipeline import _calibrated_estimate
+from rhythmflow.planner.core import Gpu, Machine, plan, runtime_for
+from rhythmflow.planner.cost import VAE_FLOP_PER_FRAME, estimate_job
 from rhythmflow.request import GenerationRequest
 from tests.conftest import TINY_LRC, tiny_config
 
@@ -129,8 +129,7 @@ def test_an_emulated_bfloat16_is_scaled_from_its_scout_not_run_at_full_size(monk
     times it on the short scout only (so it stays short there) and reports the scout's rate.
     A fake clock advances by a per-dtype cost per time step of each call."""
     import rhythmflow.model.oobleck_fast as of
-    from rhythmflow import probe_vae as pv
-
+    from rhythmflow.machine import vae_probe as pv
     now, calls = [0.0], []
     cost = {torch.float32: 1e-5, torch.bfloat16: 3e-4}  # seconds per step: bf16 30x slower
     real = of.Conv.forward

@@ -19,8 +19,8 @@ from rhythmflow.model.oobleck_fast import (
     eager_decoder,
 )
 from rhythmflow.model.oobleck_load import find_decoder, fold_weight_norm
+from rhythmflow.testing import build_tiny_vae
 from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows, load_vae
-from tests.tinyvae import build_tiny_vae
 
 
 class WNConv(nn.Module):

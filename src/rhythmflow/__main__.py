@@ -1,5 +1,5 @@
 import sys
 
-from rhythmflow.cli import main
+from rhythmflow.cli.main import main
 
 sys.exit(main())

@@ -86,7 +86,7 @@ ASSETS: dict[str, Asset] = {
 }
 # fmt: on
 
-#: ``--model`` choice (names and aliases of :mod:`rhythmflow.config`) → DiT asset name.
+#: ``--model`` choice (names and aliases of :mod:`rhythmflow.specs`) → DiT asset name.
 MODELS: dict[str, str] = {m: "dit-" + specs.get_spec(m).name for m in specs.MODEL_NAMES}
 COMMON_ASSETS = ("vae", "g2p-vocab", "negative-style")
 MULAN_ASSETS = tuple(n for n in ASSETS if n.split("-")[0] in {"mulan", "muq", "xlmr"})

@@ -1,7 +1,7 @@
 """The closed vocabulary of events a generation reports, one typed value each.
 
 The library emits these (through one ``on_event`` callable); every front end renders them: the
-CLI's bar and log lines (:mod:`rhythmflow.console`), ``--progress json`` (one
+CLI's bar and log lines (:mod:`rhythmflow.cli.console`), ``--progress json`` (one
 :func:`to_dict` per line), and the service's Server-Sent Events. Nothing else is ever emitted,
 so a front end that handles these six types handles everything.
 

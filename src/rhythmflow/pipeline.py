@@ -1,6 +1,6 @@
 """SongGenerator (the loaded weights and the stages) and ``run(plan, generator)``: the wiring.
 
-request → :func:`~rhythmflow.plan.plan` → :func:`run`: LRC → LyricsTrack → style embedding →
+request → :func:`~rhythmflow.planner.core.plan` → :func:`run`: LRC → LyricsTrack → style embedding →
 SamplingInputs → ``sample`` → latents → VAE → audio. Every decision was made by the plan;
 ``run`` only executes it and reports :mod:`rhythmflow.events` to one ``on_event`` callable.
 """
@@ -19,13 +19,13 @@ from typing import Any
 import torch
 
 from rhythmflow import __version__, events
-from rhythmflow.config import DiTConfig
 from rhythmflow.errors import RhythmflowError, SamplingCancelled, SamplingTimeout, UsageError
 from rhythmflow.events import EventSink, emit
 from rhythmflow.lyrics.resources import LyricsAssets
-from rhythmflow.plan import Plan, plan
+from rhythmflow.planner.core import Plan, plan
+from rhythmflow.planner.runtime import Runtime
 from rhythmflow.request import GenerationRequest
-from rhythmflow.runtime import Runtime
+from rhythmflow.specs import DiTConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ class SongGenerator:
         ``dtype="auto"`` decides as the CLI does, by measurement: the machine probe (cached per
         machine, a few seconds the first time) picks the CPU dtype, and with ``vae_dtype="auto"``
         the VAE decoder's (``--vae-dtype``). Process-wide settings
-        (threads) are left alone: call :func:`rhythmflow.runtime.configure_process` once from
+        (threads) are left alone: call :func:`rhythmflow.planner.runtime.configure_process` once from
         your entry point if you want them."""
-        from rhythmflow.plan import Machine, runtime_for
-        from rhythmflow.runtime import DTYPES
+        from rhythmflow.planner.core import Machine, runtime_for
+        from rhythmflow.planner.runtime import DTYPES
 
         # the probe decides auto dtypes (the VAE's only follows a low-precision DiT)
         measure = dtype == "auto" or (vae_dtype == "auto" and DTYPES.get(dtype) != "float32")
@@ -110,7 +110,7 @@ class SongGenerator:
              quantize: str = "none", chunked: bool = True,
              on_event: EventSink | None = None) -> SongGenerator:
         """Load ``model`` (an official name or a checkpoint path) and the VAE onto ``runtime``
-        (e.g. :func:`rhythmflow.plan.runtime_for` on a measured :class:`Machine`)."""
+        (e.g. :func:`rhythmflow.planner.core.runtime_for` on a measured :class:`Machine`)."""
         from rhythmflow.assets import resolve
         from rhythmflow.model import load_checkpoint
         from rhythmflow.specs import get_spec
@@ -128,8 +128,8 @@ class SongGenerator:
         dit = load_checkpoint(path, dtype=runtime.torch_dtype, device=runtime.device,
                               config=config)
         if quantize == "int8":
+            from rhythmflow.machine.perf import release_freed_memory
             from rhythmflow.model.quantize import quantize_int8
-            from rhythmflow.perf import release_freed_memory
 
             dit = quantize_int8(dit)
             release_freed_memory()  # give the replaced float32 weights back to the OS
@@ -185,7 +185,7 @@ class SongGenerator:
     def reference(self, ref_song: str | os.PathLike, segments, frames: int, seed: int):
         """Edit mode: the reference latent [1, n, 64] (VAE posterior sample drawn with ``seed``)
         and the generate-mask [n] (True = regenerate)."""
-        from rhythmflow.edit import plan_edit, reference_latents
+        from rhythmflow.planner.edit import plan_edit, reference_latents
 
         gen = torch.Generator(device=self.runtime.vae_device).manual_seed(seed)
         edit = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
@@ -195,7 +195,7 @@ class SongGenerator:
                cancel=None) -> torch.Tensor:
         """Latents [b, n, 64] → audio [b, 2, s]; a set ``cancel`` stops after the current chunk
         (StoppedAfterSampling)."""
-        from rhythmflow.keep import decode_cancelled
+        from rhythmflow.sampling.keep import decode_cancelled
 
         t0 = time.perf_counter()
 
@@ -237,7 +237,7 @@ class SongGenerator:
         if state is not None and fields.get("seed") is None:
             fields["seed"] = state.settings.seed
         request = GenerationRequest(lrc=lrc, **fields)
-        from rhythmflow.plan import Machine
+        from rhythmflow.planner.core import Machine
 
         # the cached probe (measured on first use): the guidance layout and per-forward
         # overhead are those the CLI plans with on this machine
@@ -253,8 +253,8 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     """Execute plan ``p`` on a loaded generator. Raises SamplingTimeout / SamplingCancelled
     (with the state saved to ``save_state`` when given) unless ``anytime`` finished the song.
     ``checkpoint``: a file the sampler state is saved to after every step."""
-    from rhythmflow.keep import check_cancel, keep_and_reraise
     from rhythmflow.sampling import Deadline, prepare_inputs, sample
+    from rhythmflow.sampling.keep import check_cancel, keep_and_reraise
 
     if resume_state is not None and resume_state.settings.guidance_layout != p.guidance_layout:
         # the layout changes the GEMM rounding: a resume keeps the one the run started with
@@ -347,13 +347,13 @@ def _calibrated_estimate(p: Plan, gen: SongGenerator, stage, calibrate=None) -> 
     It times the forwards the run will make: items one at a time, a guided evaluation as one
     forward of 2 rows (batched layout) or two of 1 row (split layout), an unguided one (outside
     the guidance interval) as one forward of 1 row. ``calibrate(model, frames, rows=…)``
-    defaults to :func:`rhythmflow.estimate.calibrate`."""
-    from rhythmflow.estimate import evaluations
+    defaults to :func:`rhythmflow.planner.cost.calibrate`."""
+    from rhythmflow.planner.cost import evaluations
     from rhythmflow.request import SOLVER_EVALS
     from rhythmflow.sampling.progress import format_seconds
 
     if calibrate is None:
-        from rhythmflow.estimate import calibrate
+        from rhythmflow.planner.cost import calibrate
     t0, r = time.perf_counter(), p.request
     evals, share = evaluations(p.steps, SOLVER_EVALS[r.solver], p.guided, r.guidance_interval)
     split = p.guidance_layout == "split"

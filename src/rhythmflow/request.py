@@ -7,7 +7,7 @@ message starts with the *field* name (``steps: …``) and whose ``field`` attrib
 each front end can point at it in its own words (the CLI as ``--steps``).
 
 Decisions that depend on the model or the machine (duration → frames, default steps, dtype,
-whether it fits) are made by :func:`rhythmflow.plan.plan`, not here. Importing this module is
+whether it fits) are made by :func:`rhythmflow.planner.core.plan`, not here. Importing this module is
 cheap (no torch).
 """
 
@@ -255,7 +255,7 @@ def _interval(field: str, v: Any) -> tuple[float, float]:
 
 
 def _segments(field: str, v: Any) -> tuple[tuple[float, float], ...]:
-    from rhythmflow.edit import parse_segments
+    from rhythmflow.planner.edit import parse_segments
 
     try:
         pairs = parse_segments(v)

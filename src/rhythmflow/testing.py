@@ -1,4 +1,8 @@
-"""A tiny TorchScript VAE with the official method names and rates, for smoke runs and tests.
+"""Tiny random-weight models for tests, benchmarks and ``diagnose --smoke`` (one home):
+
+* :func:`random_dit` / :func:`save_checkpoint`: a DiT with random weights, written in the official
+  checkpoint containers (random weights say nothing about music; they exercise every code path).
+* :func:`build_tiny_vae`: a tiny TorchScript VAE with the official method names and rates.
 
 ``decode_export``: latents [b, 64, n] → audio [b, 2, n·2048]; ``encode_export``: audio [b, 2, s]
 → [b, 128, s // 2048] (mean and scale halves, as the official encoder). Both directions are
@@ -9,13 +13,17 @@ reach reproduces whole-song processing up to float round-off.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from rhythmflow.specs import HOP, LATENT_CHANNELS
+from rhythmflow.model.blocks import text_position_table
+from rhythmflow.model.checkpoint import PREFIX
+from rhythmflow.model.dit import DiT
+from rhythmflow.specs import BASE_FRAMES, HOP, LATENT_CHANNELS, DiTConfig
 
 LATENT_DIM = LATENT_CHANNELS
 CHANNELS = 2
@@ -63,3 +71,95 @@ def build_tiny_vae(path: str | Path, *, seed: int = 0, hop: int = HOP) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _script(model).save(str(path))
     return path
+
+
+# --- the DiT -----------------------------------------------------------------------------
+
+TINY = DiTConfig(
+    dim=64,
+    depth=2,
+    ff_mult=2,
+    text_dim=512,
+    conv_layers=1,
+    mel_dim=64,
+    text_num_embeds=363,
+    max_frames=BASE_FRAMES,
+)
+
+
+@torch.no_grad()
+def random_dit(
+    config: DiTConfig = TINY,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> DiT:
+    """A DiT with every parameter drawn at random (fan-in scaled), deterministic per seed."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):  # no default initialisation: every value is drawn below
+        model = DiT(config)
+    model = model.to_empty(device="cpu")
+    model.text_embed.freqs_cis = text_position_table(config.max_frames, config.text_dim)
+    for name, p in model.named_parameters():
+        if name.endswith(("norm.weight", "layernorm.weight")):
+            values = 1 + 0.1 * torch.randn(p.shape, generator=gen)
+        elif p.ndim >= 2 and "text_embed.text_embed" not in name:
+            fan_in = p[0].numel()
+            values = torch.randn(p.shape, generator=gen) / fan_in**0.5
+        elif p.ndim >= 2:
+            values = torch.randn(p.shape, generator=gen)
+        else:
+            values = 0.05 * torch.randn(p.shape, generator=gen)
+        p.copy_(values)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def save_checkpoint(
+    model: DiT, path: str | os.PathLike, *, form: str = "pt", dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write ``model`` as an official container: "pt" (model_state_dict), "ema"
+    (ema_model_state_dict with initted/step) or "safetensors" (flat)."""
+    path = Path(path)
+    sd = {
+        PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()
+    }
+    if form == "pt":
+        torch.save({"model_state_dict": sd}, path)
+    elif form == "ema":
+        ema = {"initted": torch.tensor(True), "step": torch.tensor(1000)}
+        ema.update({"ema_model." + k: v for k, v in sd.items()})
+        torch.save({"ema_model_state_dict": ema}, path)
+    elif form == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path))
+    else:
+        raise ValueError(f"unknown checkpoint form {form!r}")
+    return path
+
+
+# --- a module that is not a DiffRhythm VAE (tests of the VAE loader's refusal) ------------
+
+class DecodeOnly(nn.Module):
+    """A TorchScript module lacking ``encode_export`` (not a DiffRhythm VAE)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Conv1d(LATENT_DIM, CHANNELS, 1)
+
+    @torch.jit.export
+    def decode_export(self, z: torch.Tensor) -> torch.Tensor:
+        return self.lin(z)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode_export(z)
+
+
+def build_decode_only(path: str | Path) -> Path:
+    """Save a TorchScript module that has ``decode_export`` but no ``encode_export``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DecodeOnly().eval()
+    _script(model).save(str(path))
+    return Path(path)

@@ -22,9 +22,8 @@ import torch
 
 from rhythmflow import style
 from rhythmflow.errors import AssetError, DependencyError
-from rhythmflow.model.testing import TINY, random_dit, save_checkpoint
 from rhythmflow.style import MuQMuLanEncoder, StyleCache, style_embedding
-from rhythmflow.tiny import build_tiny_vae
+from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
 from . import tiny_mulan as tm
 

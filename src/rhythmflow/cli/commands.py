@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rhythmflow import errors, events
 from rhythmflow.audio import write_audio, write_sidecar
-from rhythmflow.console import ProgressView
+from rhythmflow.cli.console import ProgressView
 from rhythmflow.request import GenerationRequest
 
 log = logging.getLogger("rhythmflow")
@@ -53,7 +53,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
     lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
     lyrics = None
     if args.lyrics is not None:
-        from rhythmflow.lrc_command import read_lyrics_file
+        from rhythmflow.cli.lrc import read_lyrics_file
 
         lyrics = read_lyrics_file(args.lyrics)
     elif not args.lrc:
@@ -78,7 +78,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
 
 
 def _print_plan(p, as_json: bool) -> None:
-    from rhythmflow.plan import describe
+    from rhythmflow.planner.core import describe
 
     if as_json:
         d = p.to_dict()
@@ -89,13 +89,13 @@ def _print_plan(p, as_json: bool) -> None:
 
 
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
-    from rhythmflow.api import SongGenerator, run
     from rhythmflow.files import check_writable_folder, resolve_outputs
-    from rhythmflow.keep import StoppedAfterSampling, check_cancel, keep_and_reraise
     from rhythmflow.lyrics.resources import LyricsAssets
-    from rhythmflow.plan import Machine, plan
-    from rhythmflow.runtime import configure_process
+    from rhythmflow.pipeline import SongGenerator, run
+    from rhythmflow.planner.core import Machine, plan
+    from rhythmflow.planner.runtime import configure_process
     from rhythmflow.sampling import SamplerState
+    from rhythmflow.sampling.keep import StoppedAfterSampling, check_cancel, keep_and_reraise
 
     request = request_from_args(args)
     outputs = resolve_outputs(args.output, args.format, request.sample_format, request.batch)
@@ -111,7 +111,7 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     if state is not None and request.seed is None:
         request = request.replace(seed=state.settings.seed)
     if args.lyrics is not None:
-        from rhythmflow.lrc_command import check_lrc_outputs
+        from rhythmflow.cli.lrc import check_lrc_outputs
 
         check_lrc_outputs(outputs, args.lyrics)
     offline = True if args.offline else None  # None: HF_HUB_OFFLINE decides
@@ -148,7 +148,7 @@ def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: Progres
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
         if p.autotime is not None:  # the LRC the song was conditioned on, beside it
-            from rhythmflow.lrc_command import write_autotimed
+            from rhythmflow.cli.lrc import write_autotimed
 
             meta["autotime"] = write_autotimed(path, p.autotime, args.lyrics)
         write_sidecar(path, meta)

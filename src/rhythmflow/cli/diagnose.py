@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rhythmflow import specs
-from rhythmflow.config import PRESETS
-from rhythmflow.estimate import DIT_EFFICIENCY
+from rhythmflow.planner.cost import DIT_EFFICIENCY
+from rhythmflow.specs import PRESETS
 
 log = logging.getLogger("rhythmflow")
 GB = 1024**3
@@ -70,7 +70,7 @@ def system_report() -> dict[str, Any]:
     import psutil
     import torch
 
-    from rhythmflow.runtime import physical_cores, resolve_runtime
+    from rhythmflow.planner.runtime import physical_cores, resolve_runtime
 
     vm = psutil.virtual_memory()
     gpu = []
@@ -97,7 +97,7 @@ def system_report() -> dict[str, Any]:
 
 
 def model_report(duration: float) -> dict[str, Any]:
-    from rhythmflow.perf import forward_flops, param_count
+    from rhythmflow.machine.perf import forward_flops, param_count
 
     out = {}
     for name in (specs.BASE.name, specs.FULL.name):
@@ -115,8 +115,8 @@ def model_report(duration: float) -> dict[str, Any]:
 
 def benchmark(frames: int) -> dict[str, Any]:
     """fp32 GEMM limit and a full-size random-weight forward at ``frames`` frames."""
-    from rhythmflow.model.testing import random_dit
-    from rhythmflow.perf import forward_flops, measure_gemm_gflops, time_forward
+    from rhythmflow.machine.perf import forward_flops, measure_gemm_gflops, time_forward
+    from rhythmflow.testing import random_dit
 
     gemm = measure_gemm_gflops(1024, 2048, 8192, repeats=2)
     result: dict[str, Any] = {"gemm_gflops": round(gemm, 1)}
@@ -143,8 +143,8 @@ def _frames(name: str, duration: float) -> int:
 def estimates(duration: float, gemm_gflops: float) -> dict[str, dict[str, float]]:
     """Whole-job seconds (load, lyrics, sampling, decode) for 4/8/16/32 guided Euler steps at
     this machine's float32 GEMM rate: the same cost model ``plan`` uses."""
-    from rhythmflow.estimate import estimate_job
-    from rhythmflow.perf import param_count
+    from rhythmflow.machine.perf import param_count
+    from rhythmflow.planner.cost import estimate_job
 
     out = {}
     for name in (specs.BASE.name, specs.FULL.name):
@@ -185,12 +185,11 @@ def smoke(workdir: Path, assets_dir: str | Path | None = None) -> dict[str, Any]
     why."""
     import torch
 
-    from rhythmflow.api import SongGenerator
     from rhythmflow.audio import write_audio
     from rhythmflow.errors import AssetError
-    from rhythmflow.model.testing import TINY, random_dit
-    from rhythmflow.runtime import resolve_runtime
-    from rhythmflow.tiny import build_tiny_vae
+    from rhythmflow.pipeline import SongGenerator
+    from rhythmflow.planner.runtime import resolve_runtime
+    from rhythmflow.testing import TINY, build_tiny_vae, random_dit
     from rhythmflow.vae import load_vae
 
     t0 = time.perf_counter()
@@ -219,9 +218,9 @@ def probe_report(threads: int, refresh: bool) -> dict[str, Any]:
     """The cached (or, with ``refresh``, re-measured) machine probe, the CPU dtype it picks and
     the guidance layout it picks for a 95 s song (2048 frames), and the VAE decode dtype
     ``generate`` would pick with that dtype."""
-    from rhythmflow.probe import AUTO_DTYPES, cache_path, choose_cpu_dtype, load_or_measure
-    from rhythmflow.probe_forward import choose_guidance_layout
-    from rhythmflow.probe_vae import choose_vae_dtype
+    from rhythmflow.machine.forward import choose_guidance_layout
+    from rhythmflow.machine.probe import AUTO_DTYPES, cache_path, choose_cpu_dtype, load_or_measure
+    from rhythmflow.machine.vae_probe import choose_vae_dtype
 
     p = load_or_measure(threads, refresh=refresh)
     dtype, why = choose_cpu_dtype(p)

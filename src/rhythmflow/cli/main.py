@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rhythmflow import errors, specs
-from rhythmflow.console import ProgressView, setup_logging
+from rhythmflow.cli.console import ProgressView, setup_logging
 
 log = logging.getLogger("rhythmflow")
 
@@ -204,7 +204,7 @@ def _install_signal_handlers(cancel) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
-        from rhythmflow.commands import run_generate
+        from rhythmflow.cli.commands import run_generate
         from rhythmflow.sampling import CancelToken
 
         cancel = CancelToken()
@@ -221,14 +221,14 @@ def _run(args: argparse.Namespace) -> int:
         return serve_commands.run_serve(args) if args.command == "serve" else \
             serve_commands.run_worker(args)
     if args.command == "lrc":
-        from rhythmflow.lrc_command import run_lrc
+        from rhythmflow.cli.lrc import run_lrc
 
         return run_lrc(args)
     if args.command == "fetch":
-        from rhythmflow.commands import run_fetch
+        from rhythmflow.cli.commands import run_fetch
 
         return run_fetch(args)
-    from rhythmflow.diagnostics import run_diagnose
+    from rhythmflow.cli.diagnose import run_diagnose
 
     return run_diagnose(args)
 
@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _in_flags(exc: errors.RhythmflowError) -> str:
     """The error message with its leading request field written as the CLI flag."""
-    from rhythmflow.commands import flag_of
+    from rhythmflow.cli.commands import flag_of
 
     message = str(exc)
     field = getattr(exc, "field", None)

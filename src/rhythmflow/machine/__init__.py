@@ -1,6 +1,6 @@
 """What a plan may know about the machine it runs on, and :meth:`Machine.detect` measuring it.
 
-Everything machine-dependent that a plan uses lives here, so :func:`rhythmflow.plan.plan` stays
+Everything machine-dependent that a plan uses lives here, so :func:`rhythmflow.planner.core.plan` stays
 pure given a :class:`Machine` (tests pass recorded machines; the service plans against the
 machines its workers publish).
 """
@@ -29,7 +29,7 @@ class Machine:
     with ``cpu_dtype_reason`` saying why. ``layout_timings`` are the guided-evaluation timings
     per length measured on the CPU in ``layout_dtype``; ``eval_overhead`` the (fixed, per
     decoder layer) seconds of one CPU forward beyond its FLOPs; ``vae_gflops`` the VAE
-    decoder's convolution GFLOP/s per dtype on the CPU (:mod:`rhythmflow.probe_vae`).
+    decoder's convolution GFLOP/s per dtype on the CPU (:mod:`rhythmflow.machine.vae_probe`).
     """
 
     cpu: str = "unknown CPU"
@@ -49,7 +49,7 @@ class Machine:
     @classmethod
     def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
         """This machine: CPU, cores, free memory, GPUs; with ``measure``, the machine probe
-        (:mod:`rhythmflow.probe`: GEMM rates per dtype, the automatic CPU dtype chosen from
+        (:mod:`rhythmflow.machine.probe`: GEMM rates per dtype, the automatic CPU dtype chosen from
         them, the guidance layout per length in that dtype and the per-forward overhead; ~3 s
         once per machine and thread count, then read from the cache)."""
         return _detect(measure, threads)
@@ -77,7 +77,7 @@ def _detect(measure: bool, threads: int | None) -> Machine:
     import psutil
     import torch
 
-    from rhythmflow.runtime import physical_cores
+    from rhythmflow.planner.runtime import physical_cores
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -98,7 +98,12 @@ def _detect(measure: bool, threads: int | None) -> Machine:
     cores = physical_cores()
     measured: dict[str, Any] = {}
     if measure:  # the machine probe: measured once per machine and thread count, cached on disk
-        from rhythmflow.probe import AUTO_DTYPES, choose_cpu_dtype, load_or_measure, probe_gflops
+        from rhythmflow.machine.probe import (
+            AUTO_DTYPES,
+            choose_cpu_dtype,
+            load_or_measure,
+            probe_gflops,
+        )
 
         probe = load_or_measure(threads or cores)
         gflops.update({f"cpu-{d}": g for d, g in probe_gflops(probe).items()})

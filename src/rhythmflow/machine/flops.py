@@ -7,7 +7,7 @@ activations, RoPE, residual adds) is not counted. One *evaluation* is one ``DiT.
 
 from __future__ import annotations
 
-from rhythmflow.config import COND_DIM, TIME_SINUS_DIM, DiTConfig
+from rhythmflow.specs import COND_DIM, TIME_SINUS_DIM, DiTConfig
 
 #: Module groups of :func:`forward_flops`, in the order tables print them.
 GROUPS = ("mlp", "projections", "attention", "convolutions", "embeddings", "output")

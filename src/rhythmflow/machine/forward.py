@@ -1,6 +1,6 @@
 """Forward-level parts of the machine probe: the guidance layout and the per-forward overhead.
 
-Both are measured by :func:`rhythmflow.probe.measure_cpu` after the dtype candidates, inside the
+Both are measured by :func:`rhythmflow.machine.probe.measure_cpu` after the dtype candidates, inside the
 probe's time budget, and cached with it.
 
 * **Guidance layout** (:func:`measure_layouts`): one guided evaluation as one forward on the
@@ -223,9 +223,9 @@ def measure_overhead(*, budget: float = 0.25, max_rounds: int = 9,
 
     import torch
 
+    from rhythmflow.machine.perf import model_inputs
     from rhythmflow.model.dit import DiT
-    from rhythmflow.model.testing import TINY
-    from rhythmflow.perf import model_inputs
+    from rhythmflow.testing import TINY
 
     runs = []
     for depth in OVERHEAD_DEPTHS:

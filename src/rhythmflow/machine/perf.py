@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from rhythmflow.config import COND_DIM, DiTConfig
-from rhythmflow.flops import GROUPS, forward_flops, prepare_flops  # noqa: F401 (re-exported)
+from rhythmflow.machine.flops import GROUPS, forward_flops, prepare_flops  # noqa: F401 (re-exported)
+from rhythmflow.specs import COND_DIM, DiTConfig
 
 
 def param_count(config: DiTConfig) -> int:

@@ -2,7 +2,7 @@
 
 Which arithmetic ``--dtype auto`` runs on a CPU (the fastest candidate whose measured error is
 acceptable) or a GPU (bfloat16 where supported), and the sentence that says why. Unit-testable
-with probes recorded on other machines; nothing here measures (see :mod:`rhythmflow.probe`).
+with probes recorded on other machines; nothing here measures (see :mod:`rhythmflow.machine.probe`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rhythmflow.probe import Candidate, Probe
+    from rhythmflow.machine.probe import Candidate, Probe
 
 #: The arithmetic the probe measures, in its timing order.
 CANDIDATES = ("float32", "bfloat16", "float16", "int8")

@@ -9,7 +9,7 @@ than repeated. It records, per candidate, seconds per layer, the speed-up over f
 relative RMS error of the product against float32, and the *error class* that error puts it in
 (what the full-size velocity error of that class is, measured once on the full-size model, see
 docs/PERFORMANCE.md). In the dtype ``auto`` picks it then measures the guidance layout per length
-and the fixed per-forward overhead (:mod:`rhythmflow.probe_forward`). The whole probe aims at
+and the fixed per-forward overhead (:mod:`rhythmflow.machine.forward`). The whole probe aims at
 :data:`TOTAL_BUDGET` seconds on a quiet machine: the layout pairs that do not fit are skipped.
 The result is cached as JSON under the user's cache folder
 (``RHYTHMFLOW_CACHE_DIR`` or ``$XDG_CACHE_HOME/rhythmflow``, ``probe/<key>.json``), keyed by CPU
@@ -17,7 +17,7 @@ model, relevant ISA flags, torch version and thread count, so ``generate``, ``se
 ``diagnose`` reuse it and ``rhythmflow diagnose --refresh`` re-measures.
 
 The policies are pure functions of recorded data (unit-testable with recorded probes from other
-machines), in :mod:`rhythmflow.probe_policy` and :mod:`rhythmflow.probe_forward`, re-exported
+machines), in :mod:`rhythmflow.machine.policy` and :mod:`rhythmflow.machine.forward`, re-exported
 here: :func:`choose_cpu_dtype`, :func:`choose_gpu_dtype`, :func:`choose_dtype` and
 :func:`choose_guidance_layout`. Nothing here runs at import; :func:`load_or_measure` is the only
 function that measures, and only when no cached probe matches.
@@ -37,8 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rhythmflow.probe_forward import LayoutTiming, choose_guidance_layout  # noqa: F401 (API)
-from rhythmflow.probe_policy import (  # noqa: F401 (the policies are part of this module's API)
+from rhythmflow.machine.forward import LayoutTiming, choose_guidance_layout  # noqa: F401 (API)
+from rhythmflow.machine.policy import (  # noqa: F401 (the policies are part of this module's API)
     AUTO_DTYPES,
     CANDIDATES,
     EXACT_LIMIT,
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 #: Bump when the measurement changes meaning (older cached probes are then re-measured).
 #: 3: the guidance layout and the per-forward overhead are measured too.
 #: 4: the int8 candidate runs the kernel ``--quantize int8`` uses (oneDNN 8-bit on AMX CPUs).
-#: 5: the VAE decoder's convolution is timed per dtype (:mod:`rhythmflow.probe_vae`).
+#: 5: the VAE decoder's convolution is timed per dtype (:mod:`rhythmflow.machine.vae_probe`).
 PROBE_VERSION = 5
 #: ISA flags that decide which arithmetic is fast (part of the cache key and the reason text).
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
@@ -115,13 +115,13 @@ class Probe:
     seconds_taken: float = 0.0
     version: int = PROBE_VERSION
     extra: dict = field(default_factory=dict)
-    #: the guidance layout measured per length (:mod:`rhythmflow.probe_forward`) in this dtype
+    #: the guidance layout measured per length (:mod:`rhythmflow.machine.forward`) in this dtype
     layout_dtype: str = ""
     layouts: tuple[LayoutTiming, ...] = ()
     #: seconds of one forward beyond its FLOPs: fixed, and per decoder layer
     forward_overhead: float = 0.0
     layer_overhead: float = 0.0
-    #: GFLOP/s of the VAE decoder's convolution per dtype (:mod:`rhythmflow.probe_vae`)
+    #: GFLOP/s of the VAE decoder's convolution per dtype (:mod:`rhythmflow.machine.vae_probe`)
     vae_gflops: dict = field(default_factory=dict)
 
     def candidate(self, dtype: str) -> Candidate | None:
@@ -211,17 +211,17 @@ def measure_cpu(threads: int, *, budget: float = PROBE_BUDGET, max_rounds: int =
     float32's is not repeated: its time is scaled from the scout (``scaled=True``).
 
     Then, in the dtype ``--dtype auto`` would run (:func:`choose_cpu_dtype`), the guidance
-    layout at ``layout_frames`` (default :data:`~rhythmflow.probe_forward.LAYOUT_FRAMES`; empty:
+    layout at ``layout_frames`` (default :data:`~rhythmflow.machine.forward.LAYOUT_FRAMES`; empty:
     not measured) within what is left of ``total_budget`` (at least :data:`MIN_LAYOUT_BUDGET`),
-    and with ``overhead`` the fixed cost of a forward (:mod:`rhythmflow.probe_forward`); with
-    ``vae`` the VAE decoder's convolution per dtype, before the layout (:mod:`rhythmflow.probe_vae`,
+    and with ``overhead`` the fixed cost of a forward (:mod:`rhythmflow.machine.forward`); with
+    ``vae`` the VAE decoder's convolution per dtype, before the layout (:mod:`rhythmflow.machine.vae_probe`,
     ~0.2 s).
     """
     import torch
 
-    from rhythmflow import probe_forward as pf
+    from rhythmflow.machine import forward as pf
+    from rhythmflow.machine.vae_probe import measure_vae_convs
     from rhythmflow.model.quantize import available as int8_available
-    from rhythmflow.probe_vae import measure_vae_convs
 
     start = clock()
     before = torch.get_num_threads()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rhythmflow.probe_policy import MIN_SPEEDUP
+from rhythmflow.machine.policy import MIN_SPEEDUP
 
 #: The probe convolution: a residual unit's ``1 × 7`` convolution (dilation 3) of the decoder's
 #: third block (256 channels), on 4096 time steps (2 latent frames there): ~19 ms in float32
@@ -51,8 +51,8 @@ def measure_vae_convs(*, rounds: int = 3, budget: float = 0.3,
     seconds have passed, at least one), the fastest kept."""
     import torch
 
+    from rhythmflow.machine.forward import fastest_rounds
     from rhythmflow.model.oobleck_fast import CL, Conv
-    from rhythmflow.probe_forward import fastest_rounds
 
     gen = torch.Generator().manual_seed(0)
     c = CONV_CHANNELS
@@ -88,7 +88,7 @@ def choose_vae_dtype(vae_device: str, dit_dtype: str, vae_gflops: dict[str, floa
     ``requested`` "float32" or "bfloat16" is kept (bfloat16 only where the eager decoder runs,
     on the CPU). ``"auto"``: bfloat16 on the CPU when the job's DiT runs in a low precision
     (the user or the probe accepted that error class) and the probe measured the bfloat16
-    convolution at least :data:`~rhythmflow.probe_policy.MIN_SPEEDUP` times faster than
+    convolution at least :data:`~rhythmflow.machine.policy.MIN_SPEEDUP` times faster than
     float32; float32 otherwise. Raises ValueError for a bfloat16 request off the CPU (the caller
     words it for its field)."""
     kind = vae_device.split(":")[0]

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rhythmflow.config import DiTConfig, load_config_file
 from rhythmflow.errors import CheckpointError
 from rhythmflow.model.blocks import text_position_table
 from rhythmflow.model.dit import DiT
-from rhythmflow.specs import BASE_FRAMES, FULL_FRAMES
+from rhythmflow.specs import BASE_FRAMES, FULL_FRAMES, DiTConfig, load_config_file
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rhythmflow.config import COND_DIM, DiTConfig
 from rhythmflow.model.blocks import (
     AdaLayerNormFinal,
     DecoderLayer,
@@ -25,6 +24,7 @@ from rhythmflow.model.blocks import (
     TimestepEmbedding,
     rope_tables,
 )
+from rhythmflow.specs import COND_DIM, DiTConfig
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ TorchScript's up to float rounding (tested). Weights come only from
 
 Optional reduced precision (``residual_dtype``): the residual units' convolutions take bfloat16
 inputs and weights (float32 accumulation in oneDNN); everything else stays float32. ``plan``
-chooses it by measurement (:mod:`rhythmflow.probe_vae`) and :func:`eager_decoder` keeps it only
+chooses it by measurement (:mod:`rhythmflow.machine.vae_probe`) and :func:`eager_decoder` keeps it only
 when its audio error on the loaded weights is within :data:`VAE_LOW_PRECISION_LIMIT`; the
 full-size figures are in ``benchmarks/vae_decode.py`` (docs/PERFORMANCE.md).
 

@@ -170,9 +170,9 @@ def default_kernel(flags: tuple[str, ...] | None = None) -> str:
     """The int8 kernel for this CPU: "onednn" where it has AMX int8 (``amx_int8``) and torch has
     the oneDNN quantized engine — measured faster and more accurate there —, else "fbgemm" (the
     kernel measured on AVX2; VNNI-only CPUs are not measured yet and keep it). ``flags``: the
-    CPU's ISA flags (default: this machine's, :func:`rhythmflow.probe.cpu_facts`)."""
+    CPU's ISA flags (default: this machine's, :func:`rhythmflow.machine.probe.cpu_facts`)."""
     if flags is None:
-        from rhythmflow.probe import cpu_facts
+        from rhythmflow.machine.probe import cpu_facts
 
         flags = cpu_facts()[1]
     if "amx_int8" in flags and "onednn" in torch.backends.quantized.supported_engines:

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rhythmflow import specs
-from rhythmflow.config import DiTConfig
 from rhythmflow.errors import UsageError
-from rhythmflow.estimate import JobEstimate, MemoryEstimate
 from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 from rhythmflow.machine import Gpu, Machine  # noqa: F401  (Gpu re-exported)
+from rhythmflow.planner.cost import JobEstimate, MemoryEstimate
+from rhythmflow.planner.runtime import DTYPES, Runtime
 from rhythmflow.request import SOLVER_EVALS, GenerationRequest
-from rhythmflow.runtime import DTYPES, Runtime
+from rhythmflow.specs import DiTConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +139,13 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
     if request.edit_segments is not None:
-        from rhythmflow.edit import segments_to_frames
+        from rhythmflow.planner.edit import segments_to_frames
 
         segments_to_frames(request.edit_segments, frames)
     guided = request.cfg_strength > 0
     layout, layout_why = (_guidance_layout(machine, runtime, frames, request.quantize) if guided
                           else ("batched", ""))
-    from rhythmflow import estimate as est
-
+    from rhythmflow.planner import cost as est
     mem = est.estimate_memory(config, frames, batch=request.batch, cfg=guided,
                               dtype=runtime.dtype, quantize=request.quantize,
                               available=_available(machine, runtime))
@@ -232,7 +231,7 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
 
 
 def _vae_dtype(machine: Machine, vae_device: str, dtype: str, requested: str) -> tuple[str, str]:
-    from rhythmflow.probe_vae import VAE_DTYPES, choose_vae_dtype
+    from rhythmflow.machine.vae_probe import VAE_DTYPES, choose_vae_dtype
 
     requested = DTYPES.get(requested, requested)
     if requested not in ("auto", *VAE_DTYPES):
@@ -246,7 +245,7 @@ def _vae_dtype(machine: Machine, vae_device: str, dtype: str, requested: str) ->
 
 def _auto_dtype(machine: Machine, kind: str, index: int) -> tuple[str, str]:
     """The automatic dtype and why: the CPU's measured choice, else the GPU policy."""
-    from rhythmflow.probe import choose_gpu_dtype
+    from rhythmflow.machine.probe import choose_gpu_dtype
 
     if kind == "cpu":
         return machine.cpu_dtype, machine.cpu_dtype_reason
@@ -261,7 +260,7 @@ def _available(machine: Machine, runtime: Runtime) -> int | None:
 
 def _model(request: GenerationRequest, config: DiTConfig | None,
            reasons: list[str]) -> tuple[specs.ModelSpec, DiTConfig, str]:
-    from rhythmflow.config import preset
+    from rhythmflow.specs import preset
 
     if request.checkpoint is not None:
         if config is None:
@@ -324,8 +323,8 @@ def _check_files(request: GenerationRequest) -> None:
 def _guidance_layout(machine: Machine, runtime: Runtime, frames: int,
                      quantize: str) -> tuple[str, str]:
     """The guidance layout of a guided job and why: measured on the CPU in the job's dtype
-    (:func:`rhythmflow.probe.choose_guidance_layout`), else one doubled batch."""
-    from rhythmflow.probe import LayoutTiming, choose_guidance_layout
+    (:func:`rhythmflow.machine.probe.choose_guidance_layout`), else one doubled batch."""
+    from rhythmflow.machine.probe import LayoutTiming, choose_guidance_layout
 
     if runtime.kind != "cpu":
         return "batched", (f"batched guidance (one doubled forward): not measured on "
@@ -340,7 +339,7 @@ def _guidance_layout(machine: Machine, runtime: Runtime, frames: int,
 def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
               config: DiTConfig, frames: int, steps: int, guided: bool,
               layout: str = "batched") -> JobEstimate:
-    from rhythmflow.estimate import estimate_job, forward_overhead
+    from rhythmflow.planner.cost import estimate_job, forward_overhead
 
     return estimate_job(
         config, frames, steps=steps, evals_per_step=SOLVER_EVALS[request.solver],

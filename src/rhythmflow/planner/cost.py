@@ -12,7 +12,7 @@ Time counts what the user waits for — loading, lyrics, style, sampling, VAE de
   negligible at full size), counted once per forward (a split guided evaluation runs two).
 * decode = the VAE's FLOPs (:data:`VAE_FLOP_PER_FRAME` per decoded latent frame, the fixed
   windows' overlap included) at the rate the probe measured for the decoder's convolutions in
-  the job's VAE dtype (:func:`rhythmflow.probe_vae.decode_seconds`); without that measurement,
+  the job's VAE dtype (:func:`rhythmflow.machine.vae_probe.decode_seconds`); without that measurement,
   at :data:`VAE_EFFICIENCY` × the matrix-multiply rate.
 * loading = weight bytes at :data:`LOAD_BYTES_PER_SECOND`; lyrics and style are small constants.
 
@@ -26,10 +26,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from rhythmflow.config import DiTConfig
 from rhythmflow.errors import ResourceError
-from rhythmflow.specs import BASE_FRAMES
-from rhythmflow.vae_geometry import decoded_frames
+from rhythmflow.specs import BASE_FRAMES, DiTConfig
+from rhythmflow.vae.geometry import decoded_frames
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ def seconds_per_eval_from_rate(config: DiTConfig, frames: int, rows: int,
                                gflops: float | None) -> float:
     """One evaluation of ``rows`` sequences at ``gflops`` GEMM throughput × DIT_EFFICIENCY;
     0.0 when the rate is unknown."""
-    from rhythmflow.flops import forward_flops
+    from rhythmflow.machine.flops import forward_flops
 
     if not gflops:
         return 0.0
@@ -173,7 +172,7 @@ def seconds_per_eval_from_rate(config: DiTConfig, frames: int, rows: int,
 
 def _decode_seconds(flop: float, gflops: float | None, vae_gflops: dict[str, float] | None,
                     vae_dtype: str) -> float:
-    from rhythmflow.probe_vae import decode_seconds
+    from rhythmflow.machine.vae_probe import decode_seconds
 
     measured = decode_seconds(flop, vae_dtype, vae_gflops or {})
     if measured is not None:
@@ -246,9 +245,9 @@ def calibrate(model, frames: int, *, rows: int, calib_frames: int = 128,
     fixed part dominates tiny models, the FLOP part full-size ones) and extrapolates with the
     analytic FLOP count, attention included. When that predicts under ``direct_below`` seconds,
     the real length is cheap enough to time directly. ``timer(model, frames, rows, **kw)``
-    defaults to :func:`rhythmflow.perf.time_forward` (tests pass a deterministic one).
+    defaults to :func:`rhythmflow.machine.perf.time_forward` (tests pass a deterministic one).
     """
-    from rhythmflow.perf import forward_flops, time_forward
+    from rhythmflow.machine.perf import forward_flops, time_forward
 
     timer = timer or time_forward
     f1 = max(1, min(frames, calib_frames))

@@ -71,8 +71,8 @@ def physical_cores() -> int:
 def resolve_runtime(device: str = "auto", dtype: str = "auto",
                     threads: int | None = None) -> Runtime:
     """Choose device (cuda > mps > cpu), dtype, thread count and default steps for this machine
-    (:func:`rhythmflow.plan.runtime_for` on :meth:`Machine.detect`, without measuring)."""
-    from rhythmflow.plan import Machine, runtime_for
+    (:func:`rhythmflow.planner.core.runtime_for` on :meth:`Machine.detect`, without measuring)."""
+    from rhythmflow.planner.core import Machine, runtime_for
 
     return runtime_for(Machine.detect(measure=False), device, dtype, threads)
 
@@ -102,7 +102,7 @@ def configure_process(threads: int) -> None:
     """The process-wide settings a generation wants: torch's thread count and glibc malloc
     tuning that keeps freed activations (docs/PERFORMANCE.md). Only entry points call this (the
     CLI, the server, a worker, or a user's own script) — library calls never change them."""
-    from rhythmflow.perf import keep_freed_memory
+    from rhythmflow.machine.perf import keep_freed_memory
 
     apply_threads(threads)
     keep_freed_memory()

@@ -5,7 +5,7 @@ The unconditional pass drops the lyrics and the reference latent and uses the ne
 embedding. By default both passes run as ONE forward on a doubled batch ``[x; x]`` with the
 conditioning rows ``[cond; uncond]`` (``layout="batched"``); ``layout="split"`` runs them as two
 forwards of b rows, which is faster on some CPUs at long lengths (measured per machine, see
-:func:`rhythmflow.probe.choose_guidance_layout`). Both compute the same maths; the results
+:func:`rhythmflow.machine.probe.choose_guidance_layout`). Both compute the same maths; the results
 differ only by GEMM rounding, which depends on the row count, so a run and its resume must use
 the same layout. ``s = 0`` skips the unconditional rows entirely, and outside an optional
 guidance interval only the conditional rows run.

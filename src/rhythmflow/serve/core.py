@@ -2,8 +2,8 @@
 ``execute`` (worker side).
 
 The HTTP process turns a JSON body into a :class:`~rhythmflow.request.GenerationRequest` and
-plans it (:func:`~rhythmflow.plan.plan`, torch-free) on the facts a live worker published —
-its model architecture, runtime and :class:`~rhythmflow.plan.Machine` (free memory, measured
+plans it (:func:`~rhythmflow.planner.core.plan`, torch-free) on the facts a live worker published —
+its model architecture, runtime and :class:`~rhythmflow.planner.core.Machine` (free memory, measured
 GEMM rate) — so the answer carries the worker's time estimate and a job that cannot fit is
 refused before it is queued. The worker plans the stored request again on its own loaded model
 (the same seed: the stored request pins it) and runs it with ``run``.
@@ -89,11 +89,11 @@ def _user_request(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
 
 def _plan(fields: dict[str, Any], settings: Settings, known: dict[str, Any] | None):
     """Plan ``fields`` + the service's weights on the published worker facts."""
-    from rhythmflow.config import DiTConfig
     from rhythmflow.lyrics.resources import LyricsAssets
-    from rhythmflow.plan import Machine, plan
+    from rhythmflow.planner.core import Machine, plan
+    from rhythmflow.planner.runtime import Runtime
     from rhythmflow.request import GenerationRequest
-    from rhythmflow.runtime import Runtime
+    from rhythmflow.specs import DiTConfig
 
     request = GenerationRequest.from_dict({**fields, **weights(settings)})
     lyrics = LyricsAssets.of(settings.assets_dir, True if settings.offline else None)
@@ -145,11 +145,11 @@ def validate(body: dict[str, Any], settings: Settings,
     return {k: v for k, v in stored.items() if k not in weights(settings)}, plan_dict
 
 
-# ---- worker side (imports torch through rhythmflow.api) ------------------------------------
+# ---- worker side (imports torch through rhythmflow.pipeline) ------------------------------------
 
 def worker_plan(job: dict[str, Any], settings: Settings, generator):
     """The stored request planned again on this worker's loaded model and machine."""
-    from rhythmflow.plan import Machine, plan
+    from rhythmflow.planner.core import Machine, plan
     from rhythmflow.request import GenerationRequest
 
     fields = dict(job["request"])
@@ -172,9 +172,9 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     import numpy as np
 
     from rhythmflow import events
-    from rhythmflow.api import run
     from rhythmflow.audio import atomic_write_bytes, write_audio, write_sidecar
     from rhythmflow.files import resolve_outputs
+    from rhythmflow.pipeline import run
     from rhythmflow.sampling import SamplerState
 
     p = worker_plan(job, settings, generator)

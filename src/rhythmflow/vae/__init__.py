@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 from rhythmflow.assets import resolve
 from rhythmflow.errors import CheckpointError, NumericalError, ResourceError, UsageError
-from rhythmflow.runtime import available_memory
+from rhythmflow.planner.runtime import available_memory
 from rhythmflow.specs import HOP, LATENT_CHANNELS, SAMPLE_RATE
-from rhythmflow.vae_geometry import (  # noqa: F401 (part of this module's API)
+from rhythmflow.vae.geometry import (  # noqa: F401 (part of this module's API)
     DECODE_GEOMETRY,
     DEFAULT_CHUNK,
     DEFAULT_OVERLAP,
