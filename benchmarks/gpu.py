@@ -231,7 +231,7 @@ def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     from common import rel_rms
 
     from rhythmflow.model.oobleck import FULL, SMALL, random_decoder
-    from rhythmflow.vae import TorchScriptVAE
+    from rhythmflow.vae.codec import TorchScriptVAE
 
     rows = []
     cfg, frames = (SMALL, 40) if tiny else (FULL, 2048)
@@ -268,7 +268,7 @@ def vae_eager_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
 
     from rhythmflow.model.oobleck import FULL, SMALL, random_decoder
     from rhythmflow.model.oobleck_fast import eager_decoder
-    from rhythmflow.vae import TorchScriptVAE
+    from rhythmflow.vae.codec import TorchScriptVAE
 
     if time.monotonic() > deadline:
         skipped.append("VAE eager vs TorchScript (budget)")

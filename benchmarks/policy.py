@@ -94,7 +94,7 @@ def vae_section(probe, dit_dtype: str, rounds: int = 1) -> dict:
     from rhythmflow.machine.vae_probe import VAE_DTYPES, choose_vae_dtype, decode_seconds
     from rhythmflow.model.oobleck import FULL, random_decoder, save_scripted
     from rhythmflow.planner.cost import VAE_FLOP_PER_FRAME
-    from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows, decoded_frames, load_vae
+    from rhythmflow.vae.codec import DECODE_GEOMETRY, chunk_windows, decoded_frames, load_vae
 
     g = DECODE_GEOMETRY
     chosen, why = choose_vae_dtype("cpu", dit_dtype, probe.vae_gflops)

@@ -40,7 +40,7 @@ import psutil
 import soundfile as sf
 from common import machine, table
 
-from rhythmflow.audio import write_audio
+from rhythmflow.audio.io import write_audio
 from rhythmflow.pipeline import SongGenerator, run
 from rhythmflow.planner.core import Machine, plan
 from rhythmflow.request import GenerationRequest

@@ -41,7 +41,7 @@ from rhythmflow.machine.perf import keep_freed_memory
 from rhythmflow.model.oobleck import FULL, SMALL, decode_flops, random_decoder, save_scripted
 from rhythmflow.model.oobleck_fast import FastOobleckDecoder
 from rhythmflow.model.oobleck_load import find_decoder
-from rhythmflow.vae import DEFAULT_OVERLAP, chunk_windows
+from rhythmflow.vae.codec import DEFAULT_OVERLAP, chunk_windows
 
 VARIANTS = ("ts-float32", "ts-bfloat16", "eager-float32", "eager-bf16-residual")
 

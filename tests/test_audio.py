@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rhythmflow import audio
+from rhythmflow.audio import io as audio
 from rhythmflow.errors import DependencyError, NumericalError, UsageError
 
 SR = 44100
@@ -134,7 +134,7 @@ def test_disk_full_leaves_no_partial_file_and_keeps_the_old_one(tmp_path):
     old.write_bytes(b"previous song")
     code = textwrap.dedent(f"""
         import resource, signal, sys, numpy as np
-        from rhythmflow import audio
+        from rhythmflow.audio import io as audio
         from rhythmflow.errors import ResourceError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         x = np.random.default_rng(0).standard_normal((2, 200000)).astype(np.float32)

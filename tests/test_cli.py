@@ -302,7 +302,7 @@ def test_quantize_needs_float32(files, tmp_path, capsys):
 
 
 def test_output_formats_and_loudness(files, tmp_path):
-    from rhythmflow.audio import integrated_loudness
+    from rhythmflow.audio.io import integrated_loudness
 
     out = tmp_path / "hi.wav"
     assert main(base_args(files, out, "--progress", "none", "--sample-format", "int24",

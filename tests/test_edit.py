@@ -22,7 +22,7 @@ from rhythmflow.planner.edit import (
 )
 from rhythmflow.sampling import segments_to_mask as frame_mask
 from rhythmflow.testing import build_tiny_vae
-from rhythmflow.vae import load_vae
+from rhythmflow.vae.codec import load_vae
 
 FPS = 44100 / 2048
 

@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from rhythmflow import style
 from rhythmflow.assets import ASSETS
 from rhythmflow.errors import AssetError, DependencyError, UsageError
-from rhythmflow.style import StyleCache, load_reference_clip, load_style_npy, style_embedding
+from rhythmflow.style import embed as style
+from rhythmflow.style.embed import StyleCache, load_reference_clip, load_style_npy, style_embedding
 
 
 class HashEncoder:

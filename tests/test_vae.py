@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rhythmflow import vae as vae_module
 from rhythmflow.errors import (
     AssetError,
     CheckpointError,
@@ -16,7 +15,8 @@ from rhythmflow.errors import (
     UsageError,
 )
 from rhythmflow.testing import DECODER_REACH, ENCODER_REACH, build_decode_only, build_tiny_vae
-from rhythmflow.vae import (
+from rhythmflow.vae import codec as vae_module
+from rhythmflow.vae.codec import (
     DECODE_GEOMETRY,
     HOP,
     RECEPTIVE_MARGIN,

@@ -20,7 +20,7 @@ from rhythmflow.model.oobleck_fast import (
 )
 from rhythmflow.model.oobleck_load import find_decoder, fold_weight_norm
 from rhythmflow.testing import build_tiny_vae
-from rhythmflow.vae import DECODE_GEOMETRY, chunk_windows, load_vae
+from rhythmflow.vae.codec import DECODE_GEOMETRY, chunk_windows, load_vae
 
 
 class WNConv(nn.Module):

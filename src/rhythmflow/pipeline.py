@@ -114,7 +114,7 @@ class SongGenerator:
         from rhythmflow.assets import resolve
         from rhythmflow.model import load_checkpoint
         from rhythmflow.specs import get_spec
-        from rhythmflow.vae import load_vae
+        from rhythmflow.vae.codec import load_vae
 
         t0 = time.perf_counter()
         name = str(model)
@@ -157,7 +157,7 @@ class SongGenerator:
 
     def style(self, r: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(style [1, 512], negative style [1, 512] or None without guidance) of a request."""
-        from rhythmflow.style import MuQMuLanEncoder, negative_style, style_embedding
+        from rhythmflow.style.embed import MuQMuLanEncoder, negative_style, style_embedding
 
         if r.style_embedding is not None:
             style = torch.tensor(r.style_embedding, dtype=torch.float32).reshape(1, -1)

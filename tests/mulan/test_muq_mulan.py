@@ -20,9 +20,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from rhythmflow import style
 from rhythmflow.errors import AssetError, DependencyError
-from rhythmflow.style import MuQMuLanEncoder, StyleCache, style_embedding
+from rhythmflow.style import embed as style
+from rhythmflow.style.embed import MuQMuLanEncoder, StyleCache, style_embedding
 from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
 from . import tiny_mulan as tm

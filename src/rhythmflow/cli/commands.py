@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from rhythmflow import errors, events
-from rhythmflow.audio import write_audio, write_sidecar
+from rhythmflow.audio.io import write_audio, write_sidecar
 from rhythmflow.cli.console import ProgressView
 from rhythmflow.request import GenerationRequest
 

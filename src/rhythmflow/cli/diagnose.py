@@ -185,12 +185,12 @@ def smoke(workdir: Path, assets_dir: str | Path | None = None) -> dict[str, Any]
     why."""
     import torch
 
-    from rhythmflow.audio import write_audio
+    from rhythmflow.audio.io import write_audio
     from rhythmflow.errors import AssetError
     from rhythmflow.pipeline import SongGenerator
     from rhythmflow.planner.runtime import resolve_runtime
     from rhythmflow.testing import TINY, build_tiny_vae, random_dit
-    from rhythmflow.vae import load_vae
+    from rhythmflow.vae.codec import load_vae
 
     t0 = time.perf_counter()
     gen = SongGenerator(random_dit(TINY), load_vae(build_tiny_vae(workdir / "vae.pt")),

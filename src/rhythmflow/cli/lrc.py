@@ -66,7 +66,7 @@ def autotime_file(
 
 def run_lrc(args: argparse.Namespace) -> int:
     """``rhythmflow lrc``: the LRC on stdout, or atomically in ``-o``; warnings on stderr."""
-    from rhythmflow.audio import atomic_write_bytes
+    from rhythmflow.audio.io import atomic_write_bytes
 
     if args.output is not None and not Path(args.output).parent.is_dir():
         raise errors.UsageError(
@@ -110,7 +110,7 @@ def lrc_path(output: Path) -> Path:
 def write_autotimed(output: Path, autotime: dict[str, Any], source: Path) -> dict[str, Any]:
     """Write the LRC a plan timed (``autotime``: :meth:`AutotimeResult.summary`) beside
     ``output`` (atomically) and return the sidecar's ``autotime`` entry."""
-    from rhythmflow.audio import atomic_write_bytes
+    from rhythmflow.audio.io import atomic_write_bytes
 
     target = atomic_write_bytes(lrc_path(output), autotime["lrc"].encode("utf-8"))
     return {"lyrics_file": str(source), "lrc_file": str(target), **autotime}

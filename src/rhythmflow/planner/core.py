@@ -312,7 +312,7 @@ def _check_files(request: GenerationRequest) -> None:
             raise UsageError(f"{name}: no such file {value}", field=name)
     for name in ("style_embedding_file", "negative_style"):  # odd .npy files fail here
         if getattr(request, name) is not None:
-            from rhythmflow.style import load_style_npy
+            from rhythmflow.style.embed import load_style_npy
 
             try:
                 load_style_npy(getattr(request, name))

@@ -23,11 +23,11 @@ from numbers import Real
 
 import torch
 
-from rhythmflow import audio
+from rhythmflow.audio import io as audio
 from rhythmflow.errors import UsageError
 from rhythmflow.sampling.guidance import segments_to_mask
 from rhythmflow.specs import HOP, SAMPLE_RATE
-from rhythmflow.vae import VAE
+from rhythmflow.vae.codec import VAE
 
 log = logging.getLogger(__name__)
 

@@ -172,7 +172,7 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     import numpy as np
 
     from rhythmflow import events
-    from rhythmflow.audio import atomic_write_bytes, write_audio, write_sidecar
+    from rhythmflow.audio.io import atomic_write_bytes, write_audio, write_sidecar
     from rhythmflow.files import resolve_outputs
     from rhythmflow.pipeline import run
     from rhythmflow.sampling import SamplerState

@@ -22,7 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from rhythmflow import assets, audio
+from rhythmflow import assets
+from rhythmflow.audio import io as audio
 from rhythmflow.errors import AssetError, DependencyError, UsageError
 
 log = logging.getLogger(__name__)
