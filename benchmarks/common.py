@@ -20,7 +20,7 @@ REF_SHAPE = (2048, 2048, 8192)
 def machine() -> dict:
     """CPU model, core count, the ISA flags that decide which arithmetic is fast (read as the
     machine probe reads them: :func:`rhythmflow.machine.probe.cpu_facts`), torch version and threads."""
-    from rhythmflow.machine.probe import cpu_facts
+    from rhythmflow.machine.host import cpu_facts
 
     model, isa = cpu_facts()
     return {

@@ -62,7 +62,7 @@ def _sdpa_backend(model, frames: int) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from rhythmflow.machine.perf import model_device, model_inputs
+    from rhythmflow.model.inputs import model_device, model_inputs
 
     if model_device(model).type != "cuda":
         return "cpu"
@@ -84,7 +84,8 @@ def _sdpa_backend(model, frames: int) -> str:
 def dit_rows(frames_list, dtypes, steps, deadline, skipped, device="cuda", tiny=False):
     import torch
 
-    from rhythmflow.machine.perf import forward_flops, model_inputs, time_forward
+    from rhythmflow.machine.perf import forward_flops, time_forward
+    from rhythmflow.model.inputs import model_inputs
     from rhythmflow.sampling import prepare_inputs, sample
     from rhythmflow.specs import PRESETS
     from rhythmflow.testing import TINY, random_dit
@@ -151,7 +152,7 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
     import torch
     from common import rel_rms  # beside this script; torch-importing, so not at module level
 
-    from rhythmflow.machine.perf import model_inputs
+    from rhythmflow.model.inputs import model_inputs
     from rhythmflow.specs import PRESETS
     from rhythmflow.testing import TINY, random_dit
 

@@ -39,7 +39,8 @@ import torch
 from common import machine, rel_rms, table
 from torch import nn
 
-from rhythmflow.machine.perf import keep_freed_memory, model_inputs
+from rhythmflow.machine.process import keep_freed_memory
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.model.quantize import Int8DynamicLinear, quantize_int8
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit
@@ -73,6 +74,7 @@ def weight_only(model: nn.Module) -> nn.Module:
 
 def variants(ref: nn.Module, alphas: list[float], with_weight_only: bool) -> dict[str, nn.Module]:
     def q(smooth_alpha=None, fuse=False, **kw):
+        kw.setdefault("kernel", default_kernel(cpu_facts()[1]))
         return quantize_int8(copy.deepcopy(ref), smooth_alpha=smooth_alpha, fuse=fuse, **kw)
 
     builders = {"float32": lambda: ref,

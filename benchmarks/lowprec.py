@@ -32,7 +32,8 @@ import time
 import torch
 from common import machine, rel_rms, table
 
-from rhythmflow.machine.perf import keep_freed_memory, model_inputs
+from rhythmflow.machine.process import keep_freed_memory
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.model import blocks
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit

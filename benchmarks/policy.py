@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 from common import machine, rel_rms, table
 
-from rhythmflow.machine.perf import keep_freed_memory, model_inputs
+from rhythmflow.machine.process import keep_freed_memory
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.machine.probe import AUTO_DTYPES, Probe, choose_cpu_dtype, measure_cpu
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit
@@ -50,7 +51,8 @@ def candidates_section(frames: int, rounds: int, depth: int, threads: int) -> di
     models = {"float32": ref_model,
               "bfloat16": copy.deepcopy(ref_model).to(torch.bfloat16),
               "float16": copy.deepcopy(ref_model).to(torch.float16),
-              "int8": quantize_int8(copy.deepcopy(ref_model))}
+              "int8": quantize_int8(copy.deepcopy(ref_model),
+                                      kernel=default_kernel(cpu_facts()[1]))}
     a = model_inputs(ref_model, frames, 1)
     x, t = a.pop("x"), a.pop("t")
     conds = {d: m.prepare(**a) for d, m in models.items()}

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from common import REF_SHAPE, machine, run_worker, table
 
-from rhythmflow.machine.perf import forward_flops, keep_freed_memory, measure_gemm_gflops
+from rhythmflow.machine.perf import forward_flops, measure_gemm_gflops
+from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.planner.cost import DIT_EFFICIENCY, estimate_job
 from rhythmflow.specs import PRESETS
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from common import machine, rel_rms, table
 
-from rhythmflow.machine.perf import keep_freed_memory
+from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.model.oobleck import FULL, SMALL, decode_flops, random_decoder, save_scripted
 from rhythmflow.model.oobleck_fast import FastOobleckDecoder
 from rhythmflow.model.oobleck_load import find_decoder

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from common import run_worker
 
-from rhythmflow.machine.perf import clock, keep_freed_memory
+from rhythmflow.machine.perf import clock
+from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.model.blocks import DecoderLayer, rope_tables
 
 DIM, HEADS, FF = 2048, 32, 8192

@@ -23,15 +23,9 @@ from collections import defaultdict
 import torch
 from common import ref_gemm, rel_rms
 
-from rhythmflow.machine.perf import (
-    PeakMemory,
-    clock,
-    forward_flops,
-    keep_freed_memory,
-    model_inputs,
-    param_bytes,
-    release_freed_memory,
-)
+from rhythmflow.machine.perf import PeakMemory, clock, forward_flops, param_bytes
+from rhythmflow.model.inputs import model_inputs
+from rhythmflow.machine.process import keep_freed_memory, release_freed_memory
 from rhythmflow.model import load_checkpoint
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit, save_checkpoint
@@ -205,9 +199,10 @@ def model_run(args: argparse.Namespace) -> dict:
 def int8_run(model, cfg, fp32: dict) -> dict:
     """Quantize in place, then time the same forward as the fp32 record ``fp32`` (same inputs,
     bracketed the same way) and compare the velocities (relative RMS)."""
-    from rhythmflow.model.quantize import quantize_int8
+    from rhythmflow.machine.host import cpu_facts
+    from rhythmflow.model.quantize import default_kernel, quantize_int8
 
-    quantize_int8(model)
+    quantize_int8(model, kernel=default_kernel(cpu_facts()[1]))
     release_freed_memory()  # the replaced fp32 weights stay resident under keep_freed_memory
     rec = bracketed(model, fp32["frames"], fp32["batch"], cfg)
     rec["dtype"] = "int8-dynamic"

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rhythmflow.errors import UsageError
-from rhythmflow.machine.perf import model_inputs
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.model import expected_shapes, load_checkpoint
 from rhythmflow.model.quantize import Int8DynamicLinear, available, default_kernel, quantize_int8
 from rhythmflow.model.smoothquant import calibrate, smooth_dit, smooth_scales
@@ -187,10 +187,11 @@ def test_smoothing_keeps_the_float_model_and_moves_range():
 def test_default_quantization_smooths_with_the_cpu_kernel():
     model = random_dit(TINY, seed=9)
     norm = model.transformer_blocks[1].post_attention_layernorm.weight.clone()
-    quantize_int8(model)
+    kernel = default_kernel(cpu_facts()[1])
+    quantize_int8(model, kernel=kernel)
     assert not torch.equal(model.transformer_blocks[1].post_attention_layernorm.weight, norm)
     assert {m.kernel for m in model.modules()
-            if isinstance(m, Int8DynamicLinear)} == {default_kernel()}
+            if isinstance(m, Int8DynamicLinear)} == {kernel}
 
 
 def test_smoothing_refuses_alpha_outside_0_1():

@@ -17,7 +17,8 @@ import pytest
 from rhythmflow import errors
 from rhythmflow.cli.main import main
 from rhythmflow.errors import UsageError
-from rhythmflow.files import TEMP_SUFFIX, clean_stale_temps, resolve_outputs
+from rhythmflow.files import TEMP_SUFFIX, clean_stale_temps
+from rhythmflow.planner.outputs import resolve_outputs
 from tests.reliability_support import make_files
 from tests.test_cli import base_args
 

@@ -8,7 +8,9 @@ import torch
 
 from rhythmflow.errors import UsageError
 from rhythmflow.planner.core import Gpu, Machine, runtime_for
-from rhythmflow.planner.runtime import apply_threads, physical_cores, resolve_runtime
+from rhythmflow.machine.process import apply_threads
+from rhythmflow.machine.host import physical_cores
+from rhythmflow.planner.core import resolve_runtime
 
 
 def test_cpu_defaults_float32_physical_cores_8_steps(monkeypatch):

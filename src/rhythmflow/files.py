@@ -1,23 +1,15 @@
-"""Output files: where a run writes (checked before any work) and how (atomically).
+"""Files written safely: atomically, with stale temporaries cleaned and disk errors explained.
 
-* :func:`resolve_outputs` turns ``-o``/``--format``/``--sample-format``/``--batch`` into the list
-  of audio files a run will write, or raises UsageError before anything is loaded: a folder given
-  as the file, a missing or unwritable folder, an extension that is not an audio format we write,
-  a ``--format`` that contradicts the extension, a sample format the format cannot hold.
 * :func:`atomic_writer` / :func:`atomic_write_bytes` write through a temporary file in the target
   folder and a rename: a failed write leaves neither a partial file nor the temporary one, and
   the old file (if any) is kept. Files are created with mode ``0o666`` less the umask, like any
-  other program's files.
+  other program's files. Every atomic write in rhythmflow goes through here.
 * Temporary files are named ``.<name>.<pid>-<random>.rhythmflow-part``. A run killed with SIGKILL
-  cannot remove its own; :func:`clean_stale_temps` (called before every atomic write and by
-  :func:`resolve_outputs`) deletes those whose process is gone, or that are older than a day.
+  cannot remove its own; :func:`clean_stale_temps` (called before every atomic write and when the
+  plan checks its output folder) deletes those whose process is gone, or that are older than a
+  day.
 
-Decisions on names (documented in the README's output section):
-``-o song`` (no extension) gets the format's extension (``song.wav``, or ``song.flac`` with
-``--format flac``); ``-o song.flac`` writes FLAC; ``-o song.ogg`` writes Ogg Vorbis; an extension
-that names no format we write (``-o song.m4a``, ``-o take.2``) is refused, never extended to
-``take.2.wav``; ``--format flac -o song.wav`` is refused (the name and the format disagree)
-rather than silently writing ``song.flac``. A batch writes ``song_0.wav … song_{N-1}.wav``.
+Where a run writes and in which format is decided by the plan (:mod:`rhythmflow.planner.outputs`).
 """
 
 from __future__ import annotations
@@ -34,12 +26,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rhythmflow.errors import ResourceError, UsageError
-from rhythmflow.request import FORMAT_SAMPLES
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg"}
-SAMPLE_FORMATS = FORMAT_SAMPLES  # what each format can hold
 TEMP_SUFFIX = ".rhythmflow-part"
 _TEMP = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_-]+" + re.escape(TEMP_SUFFIX) + "$")
 STALE_SECONDS = 24 * 3600.0
@@ -158,45 +147,3 @@ def check_writable_folder(folder: Path) -> None:
         raise UsageError(f"cannot write to the output folder {folder}: {why}; choose a folder "
                          "you can write to (-o DIR/song.wav)") from None
     clean_stale_temps(folder)
-
-
-def resolve_outputs(output: str | os.PathLike, fmt: str | None, sample_format: str,
-                    batch: int) -> list[Path]:
-    """The audio files a run writes (see the module docstring for the naming rules), after
-    checking the name, the format/sample-format combination and that the folder is writable.
-    Raises UsageError naming the problem and the fix."""
-    output = Path(output).expanduser()
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise UsageError(f"--batch must be a whole number >= 1, got {batch!r}")
-    if fmt is not None and fmt not in SAMPLE_FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(SAMPLE_FORMATS)}")
-    if str(output).endswith(("/", os.sep)) or output.is_dir():
-        raise UsageError(f"-o {output} is a folder; give a file name such as "
-                         f"{output / ('song.' + (fmt or 'wav'))}")
-    suffix = output.suffix.lower()
-    if suffix in EXTENSIONS:
-        named = EXTENSIONS[suffix]
-        if fmt is not None and fmt != named:
-            raise UsageError(f"-o {output} names a {named} file but --format is {fmt}; use "
-                             f"-o {output.with_suffix('.' + fmt)} or drop --format")
-        fmt, stem = named, output.with_suffix("")
-    elif suffix:
-        raise UsageError(f"-o {output}: {suffix} is not an audio format rhythmflow writes; end "
-                         f"the name with {', '.join(EXTENSIONS)} (or give no extension)")
-    else:
-        fmt, stem = fmt or "wav", output
-    if sample_format not in SAMPLE_FORMATS["wav"]:
-        raise UsageError(f"--sample-format {sample_format}: choose int16, int24 or float32")
-    if sample_format not in SAMPLE_FORMATS[fmt]:
-        can = " or ".join(SAMPLE_FORMATS[fmt])
-        raise UsageError(f"--sample-format {sample_format} cannot be stored in {fmt} ({fmt} "
-                         f"holds {can}); write a .wav file, or use --sample-format {can.split()[0]}")
-    ext = "." + fmt
-    names = [stem.name + ext] if batch == 1 else [f"{stem.name}_{i}{ext}" for i in range(batch)]
-    paths = [stem.with_name(n) for n in names]
-    for p in paths:
-        for target in (p, p.with_suffix(".json")):
-            if target.is_dir():
-                raise UsageError(f"cannot write {target}: it is a folder; choose another -o name")
-    check_writable_folder(stem.parent if str(stem.parent) else Path("."))
-    return paths

@@ -128,10 +128,10 @@ class SongGenerator:
         dit = load_checkpoint(path, dtype=runtime.torch_dtype, device=runtime.device,
                               config=config)
         if quantize == "int8":
-            from rhythmflow.machine.perf import release_freed_memory
+            from rhythmflow.machine.process import release_freed_memory
             from rhythmflow.model.quantize import quantize_int8
 
-            dit = quantize_int8(dit)
+            dit = quantize_int8(dit, kernel=runtime.int8_kernel)
             release_freed_memory()  # give the replaced float32 weights back to the OS
         elif quantize != "none":
             raise UsageError(f"quantize: unknown value {quantize!r}; choose none or int8",
@@ -182,13 +182,15 @@ class SongGenerator:
                                  offline=self.offline)
         return style, neg
 
-    def reference(self, ref_song: str | os.PathLike, segments, frames: int, seed: int):
+    def reference(self, ref_song: str | os.PathLike, edit_frames, frames: int, seed: int):
         """Edit mode: the reference latent [1, n, 64] (VAE posterior sample drawn with ``seed``)
-        and the generate-mask [n] (True = regenerate)."""
-        from rhythmflow.planner.edit import plan_edit, reference_latents
+        and the generate-mask [n] (True = regenerate) for the plan's ``edit_frames``."""
+        from rhythmflow.sampling.edit import plan_edit
+        from rhythmflow.vae.reference import reference_latents
 
         gen = torch.Generator(device=self.runtime.vae_device).manual_seed(seed)
-        edit = plan_edit(reference_latents(ref_song, self.vae, generator=gen), segments, frames)
+        edit = plan_edit(reference_latents(ref_song, self.vae, generator=gen), edit_frames,
+                         frames)
         return edit.reference, edit.mask
 
     def decode(self, latents: torch.Tensor, on_event: EventSink | None = None,
@@ -253,6 +255,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     """Execute plan ``p`` on a loaded generator. Raises SamplingTimeout / SamplingCancelled
     (with the state saved to ``save_state`` when given) unless ``anytime`` finished the song.
     ``checkpoint``: a file the sampler state is saved to after every step."""
+    from rhythmflow.machine.host import available_memory
     from rhythmflow.sampling import Deadline, prepare_inputs, sample
     from rhythmflow.sampling.keep import check_cancel, keep_and_reraise
 
@@ -290,7 +293,7 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     reference = mask = None
     if r.edit:
         t0 = time.perf_counter()
-        reference, mask = gen.reference(r.ref_song, r.edit_segments, p.frames, p.seed)
+        reference, mask = gen.reference(r.ref_song, p.edit_frames, p.frames, p.seed)
         stage("edit", f"{int(mask.sum())} of {p.frames} frames to regenerate", t0)
     dev, dt = gen.runtime.device, gen.model.dtype
     tokens = track.tokens  # [1, n], built once from the track's ids
@@ -302,7 +305,8 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     if r.estimate:
         check_cancel(cancel, "the time estimate")
         _calibrated_estimate(p, gen, stage)
-    gen.vae.check_fits(p.frames, r.batch)  # the decode must fit before sampling starts
+    # the decode must fit before sampling starts
+    gen.vae.check_fits(p.frames, r.batch, available=available_memory(gen.vae.device))
     check_cancel(cancel, "sampling")
     tag = _fingerprint(tokens, style, neg if neg is not None else style,
                        extra=str(gen.identity.get("checkpoint")))

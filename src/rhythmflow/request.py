@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 from rhythmflow.errors import UsageError
@@ -254,9 +256,38 @@ def _interval(field: str, v: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def _segments(field: str, v: Any) -> tuple[tuple[float, float], ...]:
-    from rhythmflow.planner.edit import parse_segments
+def parse_segments(spec: str | Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    """``"[[0, 10], [40.5, -1]]"`` (JSON) or a list of pairs → ``[(start, end), ...]`` seconds.
+    UsageError for anything else, an empty list, or a negative time other than -1."""
+    what = f"edit segments {spec!r}"
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            raise UsageError(
+                f'{what} are not valid JSON; write e.g. "[[0, 10], [40.5, -1]]"', field="edit_segments") from None
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise UsageError(
+            f'{what}: give a non-empty list of [start, end] pairs in seconds, e.g. "[[0, 10]]"', field="edit_segments")
+    out = []
+    for seg in spec:
+        if (
+            not isinstance(seg, (list, tuple))
+            or len(seg) != 2
+            or not all(isinstance(t, Real) and not isinstance(t, bool) for t in seg)
+        ):
+            raise UsageError(f"{what}: {seg!r} is not a [start, end] pair of numbers (seconds)",
+                             field="edit_segments")
+        start, end = float(seg[0]), float(seg[1])
+        for t in (start, end):
+            if not math.isfinite(t) or (t < 0 and t != -1):
+                raise UsageError(
+                    f"{what}: {t:g} in {list(seg)} is not a time; use seconds ≥ 0, or -1 for start/end", field="edit_segments")
+        out.append((start, end))
+    return out
 
+
+def _segments(field: str, v: Any) -> tuple[tuple[float, float], ...]:
     try:
         pairs = parse_segments(v)
     except UsageError as exc:

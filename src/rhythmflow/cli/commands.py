@@ -29,7 +29,7 @@ def _read_text(path: Path, what: str) -> str:
 def output_format(output: Path, fmt: str | None) -> str:
     """The audio format a run writes: ``--format``, else the output's extension, else wav
     (:func:`rhythmflow.files.resolve_outputs` refuses contradictions)."""
-    from rhythmflow.files import EXTENSIONS
+    from rhythmflow.planner.outputs import EXTENSIONS
 
     return fmt or EXTENSIONS.get(Path(output).suffix.lower(), "wav")
 
@@ -89,11 +89,12 @@ def _print_plan(p, as_json: bool) -> None:
 
 
 def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
-    from rhythmflow.files import check_writable_folder, resolve_outputs
+    from rhythmflow.files import check_writable_folder
     from rhythmflow.lyrics.resources import LyricsAssets
+    from rhythmflow.machine.process import configure_process
     from rhythmflow.pipeline import SongGenerator, run
     from rhythmflow.planner.core import Machine, plan
-    from rhythmflow.planner.runtime import configure_process
+    from rhythmflow.planner.outputs import resolve_outputs
     from rhythmflow.sampling import SamplerState
     from rhythmflow.sampling.keep import StoppedAfterSampling, check_cancel, keep_and_reraise
 

@@ -70,7 +70,8 @@ def system_report() -> dict[str, Any]:
     import psutil
     import torch
 
-    from rhythmflow.planner.runtime import physical_cores, resolve_runtime
+    from rhythmflow.machine.host import physical_cores
+    from rhythmflow.planner.core import resolve_runtime
 
     vm = psutil.virtual_memory()
     gpu = []
@@ -188,7 +189,7 @@ def smoke(workdir: Path, assets_dir: str | Path | None = None) -> dict[str, Any]
     from rhythmflow.audio.io import write_audio
     from rhythmflow.errors import AssetError
     from rhythmflow.pipeline import SongGenerator
-    from rhythmflow.planner.runtime import resolve_runtime
+    from rhythmflow.planner.core import resolve_runtime
     from rhythmflow.testing import TINY, build_tiny_vae, random_dit
     from rhythmflow.vae.codec import load_vae
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -45,6 +44,10 @@ class Machine:
     cpu_dtype: str = "float32"
     cpu_dtype_reason: str = "float32 on CPU (no measurement of this CPU's low-precision speed)"
     vae_gflops: dict[str, float] = field(default_factory=dict)
+    #: the CPU's ISA flags that decide the arithmetic (:data:`rhythmflow.machine.host.ISA_FLAGS`)
+    cpu_flags: tuple[str, ...] = ()
+    #: the int8 kernel for this CPU (:func:`rhythmflow.model.quantize.default_kernel`)
+    int8_kernel: str = "fbgemm"
 
     @classmethod
     def detect(cls, *, measure: bool = True, threads: int | None = None) -> Machine:
@@ -62,6 +65,7 @@ class Machine:
         d = dict(d)
         d["gpus"] = tuple(Gpu(**g) for g in d.get("gpus", ()))
         d["layout_timings"] = tuple(tuple(t) for t in d.get("layout_timings", ()))
+        d["cpu_flags"] = tuple(d.get("cpu_flags", ()))
         if "eval_overhead" in d:
             d["eval_overhead"] = tuple(d["eval_overhead"])
         return cls(**d)
@@ -72,21 +76,13 @@ class Machine:
 
 
 def _detect(measure: bool, threads: int | None) -> Machine:
-    import platform
-
     import psutil
     import torch
 
-    from rhythmflow.planner.runtime import physical_cores
+    from rhythmflow.machine.host import cpu_facts, physical_cores
+    from rhythmflow.model.quantize import default_kernel
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, flags = cpu_facts()
     gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
@@ -114,6 +110,7 @@ def _detect(measure: bool, threads: int | None) -> Machine:
                     "layout_dtype": probe.layout_dtype or dtype,
                     "eval_overhead": (probe.forward_overhead, probe.layer_overhead),
                     "vae_gflops": dict(probe.vae_gflops)}
-    return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps,
+    return Machine(cpu=cpu, cores=cores, gpus=tuple(gpus), mps=mps, cpu_flags=flags,
+                   int8_kernel=default_kernel(flags),
                    memory_available=int(psutil.virtual_memory().available), gflops=gflops,
                    **measured)

@@ -223,8 +223,8 @@ def measure_overhead(*, budget: float = 0.25, max_rounds: int = 9,
 
     import torch
 
-    from rhythmflow.machine.perf import model_inputs
     from rhythmflow.model.dit import DiT
+    from rhythmflow.model.inputs import model_inputs
     from rhythmflow.testing import TINY
 
     runs = []

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 
 from rhythmflow.machine.flops import GROUPS, forward_flops, prepare_flops  # noqa: F401 (re-exported)
-from rhythmflow.specs import COND_DIM, DiTConfig
+from rhythmflow.model.inputs import model_device, model_inputs  # noqa: F401 (re-exported)
+from rhythmflow.specs import DiTConfig
 
 
 def param_count(config: DiTConfig) -> int:
@@ -94,12 +95,6 @@ def measure_gemm_gflops(
     return 2 * m * k * n / _best_seconds(fn, repeats, warmup, clock_kind) / 1e9
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (the CPU for a module without parameters)."""
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def device_sync(device: torch.device | str) -> None:
     """Wait for the queued work of ``device`` (CUDA / MPS kernels run asynchronously; a clock
     read without this measures only the launch). No-op on the CPU and other devices."""
@@ -108,24 +103,6 @@ def device_sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-def model_inputs(model: torch.nn.Module, frames: int, batch: int = 1, seed: int = 0) -> dict:
-    """Random, well-formed DiT inputs on the model's device: ``x``, ``t`` and the ``prepare``
-    keyword arguments (drawn on the CPU from ``seed``, so equal on every device)."""
-    cfg = model.config
-    g = torch.Generator().manual_seed(seed)
-    a = dict(
-        x=torch.randn(batch, frames, cfg.mel_dim, generator=g),
-        t=torch.full((batch,), 0.37),
-        cond=torch.zeros(batch, frames, cfg.mel_dim),
-        text=torch.randint(0, cfg.text_num_embeds + 1, (batch, frames), generator=g),
-        style=torch.nn.functional.normalize(torch.randn(batch, COND_DIM, generator=g), dim=-1),
-        start_time=torch.zeros(batch),
-        song_duration=torch.full((batch,), frames / cfg.max_frames),
-    )
-    device = model_device(model)
-    return {k: v.to(device) for k, v in a.items()}
 
 
 @torch.inference_mode()
@@ -203,42 +180,3 @@ class PeakMemory:
         assert self._thread is not None
         self._thread.join()
         self._sample()
-
-
-def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
-    """Make glibc malloc keep freed blocks up to ``limit_bytes`` for reuse (process-wide).
-
-    By default glibc serves blocks over 32 MB with fresh ``mmap`` pages and unmaps them on free,
-    so every large activation of every layer is page-faulted and zeroed again; on small CPUs
-    that costs more than the element-wise work itself. Raising the mmap and trim thresholds lets
-    freed activations be reused. Peak RSS is unchanged (the memory was live anyway), but it is
-    not returned to the OS until exit. Call once at start-up (the CLI does); returns False where
-    glibc is not available (nothing changed).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_trim_threshold, limit_bytes)) and bool(
-        mallopt(m_mmap_threshold, limit_bytes)
-    )
-
-
-def release_freed_memory() -> bool:
-    """Return freed heap pages to the OS (glibc ``malloc_trim``); useful after a step that
-    drops big tensors (e.g. int8 quantization replacing fp32 weights) while
-    :func:`keep_freed_memory` is in effect. Returns False where glibc is not available."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rhythmflow.machine.probe import Candidate, Probe
+    from rhythmflow.machine.records import Candidate, Probe
 
 #: The arithmetic the probe measures, in its timing order.
 CANDIDATES = ("float32", "bfloat16", "float16", "int8")

@@ -30,14 +30,13 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rhythmflow.machine.forward import LayoutTiming, choose_guidance_layout  # noqa: F401 (API)
+from rhythmflow.machine.host import ISA_FLAGS, cpu_facts  # noqa: F401 (API)
 from rhythmflow.machine.policy import (  # noqa: F401 (the policies are part of this module's API)
     AUTO_DTYPES,
     CANDIDATES,
@@ -50,21 +49,19 @@ from rhythmflow.machine.policy import (  # noqa: F401 (the policies are part of 
     choose_gpu_dtype,
     error_class,
 )
+from rhythmflow.machine.records import (  # noqa: F401 (the records are part of this module's API)
+    DIM,
+    FF,
+    LAYER_SHAPES,
+    PROBE_VERSION,
+    TOKENS,
+    Candidate,
+    Probe,
+    probe_gflops,
+)
 
 log = logging.getLogger(__name__)
 
-#: Bump when the measurement changes meaning (older cached probes are then re-measured).
-#: 3: the guidance layout and the per-forward overhead are measured too.
-#: 4: the int8 candidate runs the kernel ``--quantize int8`` uses (oneDNN 8-bit on AMX CPUs).
-#: 5: the VAE decoder's convolution is timed per dtype (:mod:`rhythmflow.machine.vae_probe`).
-PROBE_VERSION = 5
-#: ISA flags that decide which arithmetic is fast (part of the cache key and the reason text).
-ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
-             "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "bf16")
-TOKENS = 256
-DIM, FF = 2048, 8192
-#: One layer: 4 products [n×d]·[d×d] (q, k, v, o) and 3 of [n×d]·[d×ff] size (gate, up, down).
-LAYER_SHAPES = ((DIM, DIM, 4), (DIM, FF, 3))
 #: A candidate whose layer on SCOUT_TOKENS tokens is more than SCOUT_SLOWER times slower than
 #: float32's (float16 emulated on AVX2 CPUs: ~40x) is not timed further: its time is scaled from
 #: the scout (``Candidate.scaled``), keeping the probe within a few seconds everywhere.
@@ -82,87 +79,7 @@ TOTAL_BUDGET = 2.7
 MIN_LAYOUT_BUDGET = 0.8
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One arithmetic measured on this machine."""
-
-    dtype: str  # "float32" | "bfloat16" | "float16" | "int8"
-    seconds: float  # one layer's GEMMs at TOKENS tokens
-    speedup_vs_float32: float
-    rel_error: float  # relative RMS error of the products against float32
-    error_class: str  # "exact" | "low-precision" | "quantized"
-    finite: bool = True  # no overflow (inf/nan) in the product
-    scaled: bool = False  # timed on a shorter product and scaled (too slow to repeat)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What a policy needs to know about one device of this machine.
-
-    ``kind`` "cpu" | "cuda" | "mps"; ``name`` the CPU model or GPU name; ``flags`` the ISA flags
-    of :data:`ISA_FLAGS` the CPU has; ``bf16_supported`` for GPUs; ``candidates`` the measured
-    arithmetic (empty when nothing was timed).
-    """
-
-    kind: str
-    name: str
-    flags: tuple[str, ...] = ()
-    torch_version: str = ""
-    threads: int = 0
-    bf16_supported: bool = False
-    candidates: tuple[Candidate, ...] = ()
-    measured_at: str = ""
-    seconds_taken: float = 0.0
-    version: int = PROBE_VERSION
-    extra: dict = field(default_factory=dict)
-    #: the guidance layout measured per length (:mod:`rhythmflow.machine.forward`) in this dtype
-    layout_dtype: str = ""
-    layouts: tuple[LayoutTiming, ...] = ()
-    #: seconds of one forward beyond its FLOPs: fixed, and per decoder layer
-    forward_overhead: float = 0.0
-    layer_overhead: float = 0.0
-    #: GFLOP/s of the VAE decoder's convolution per dtype (:mod:`rhythmflow.machine.vae_probe`)
-    vae_gflops: dict = field(default_factory=dict)
-
-    def candidate(self, dtype: str) -> Candidate | None:
-        return next((c for c in self.candidates if c.dtype == dtype), None)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Probe:
-        d = dict(d)
-        d["flags"] = tuple(d.get("flags", ()))
-        d["candidates"] = tuple(Candidate(**c) for c in d.get("candidates", ()))
-        d["layouts"] = tuple(LayoutTiming(**t) for t in d.get("layouts", ()))
-        return cls(**d)
-
-
-def probe_gflops(probe: Probe) -> dict[str, float]:
-    """GFLOP/s of each measured candidate (one layer's products at :data:`TOKENS` tokens)."""
-    flops = sum(2 * TOKENS * k * n * count for k, n, count in LAYER_SHAPES)
-    return {c.dtype: round(flops / c.seconds / 1e9, 1) for c in probe.candidates if c.seconds > 0}
-
-
 # --------------------------------------------------------------------------- measuring
-
-
-def cpu_facts() -> tuple[str, tuple[str, ...]]:
-    """CPU model name and the :data:`ISA_FLAGS` it has (``/proc/cpuinfo``; ``platform`` else)."""
-    name, flags = platform.processor() or platform.machine() or "unknown", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-        elif key == "model name" and value.strip():
-            name = value.strip()
-    return name, tuple(f for f in ISA_FLAGS if f in flags)
 
 
 def machine_key(threads: int) -> str:

@@ -41,7 +41,7 @@ from rhythmflow.model.blocks import MLP, SelfAttention, attend
 log = logging.getLogger(__name__)
 
 _ENGINES = ("x86", "fbgemm")
-KERNELS = ("auto", "fbgemm", "onednn")
+KERNELS = ("fbgemm", "onednn")
 #: SmoothQuant defaults: migration strength and calibration statistic. Measured on the random
 #: full-width model (docs/PERFORMANCE.md): per-channel RMS with alpha 0.25 lowered the velocity
 #: error by 15-17 % at 512 and 2048 frames; the paper's max with alpha 0.5, calibrated on 128
@@ -81,18 +81,16 @@ class Int8DynamicLinear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, *, kernel: str = "auto",
+    def from_linear(cls, linear: nn.Linear, *, kernel: str = "fbgemm",
                     per_channel: bool = True) -> Int8DynamicLinear:
         """Quantize a float32 ``nn.Linear`` (the source module is not modified).
 
         ``kernel`` "fbgemm" (7-bit activations), "onednn" (8-bit, AMX where the CPU has it) or
-        "auto" (:func:`default_kernel`);
+        (the plan picks per CPU with :func:`default_kernel`: ``Runtime.int8_kernel``);
         ``per_channel`` one weight scale per output channel (the default), else one per tensor.
         """
-        if kernel == "auto":
-            kernel = default_kernel()
-        if kernel not in ("fbgemm", "onednn"):
-            raise ValueError(f"unknown int8 kernel {kernel!r}; use 'auto', 'fbgemm' or 'onednn'")
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown int8 kernel {kernel!r}; use 'fbgemm' or 'onednn'")
         w = linear.weight.detach().float()
         bias = None if linear.bias is None else linear.bias.detach().float()
         with warnings.catch_warnings():  # torch warns its quantized-tensor API is deprecated
@@ -166,21 +164,17 @@ def available() -> bool:
     return torch.backends.quantized.engine in _ENGINES
 
 
-def default_kernel(flags: tuple[str, ...] | None = None) -> str:
+def default_kernel(flags: tuple[str, ...]) -> str:
     """The int8 kernel for this CPU: "onednn" where it has AMX int8 (``amx_int8``) and torch has
     the oneDNN quantized engine — measured faster and more accurate there —, else "fbgemm" (the
     kernel measured on AVX2; VNNI-only CPUs are not measured yet and keep it). ``flags``: the
-    CPU's ISA flags (default: this machine's, :func:`rhythmflow.machine.probe.cpu_facts`)."""
-    if flags is None:
-        from rhythmflow.machine.probe import cpu_facts
-
-        flags = cpu_facts()[1]
+    CPU's ISA flags (the caller reads them: :func:`rhythmflow.machine.host.cpu_facts`)."""
     if "amx_int8" in flags and "onednn" in torch.backends.quantized.supported_engines:
         return "onednn"
     return "fbgemm"
 
 
-def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool = True,
+def quantize_int8(model: nn.Module, *, kernel: str = "fbgemm", per_channel: bool = True,
                   smooth_alpha: float | None = SMOOTH_ALPHA,
                   smooth_statistic: str = SMOOTH_STATISTIC, fuse: bool = True) -> nn.Module:
     """Replace every ``nn.Linear`` inside ``model.transformer_blocks`` by
@@ -190,7 +184,7 @@ def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool =
     :class:`Int8MLP` (q/k/v one product, gate/up one product: 4 int8 layers per block instead of
     7, the same numbers, fewer activation quantizations); requires per-channel weights.
 
-    ``kernel`` "auto" (:func:`default_kernel`), "fbgemm" or "onednn"; ``per_channel`` weight
+    ``kernel`` "fbgemm" or "onednn" (the plan picks per CPU: :func:`default_kernel`); ``per_channel`` weight
     scales per output channel (else per tensor, for comparison); ``smooth_alpha`` (default
     :data:`SMOOTH_ALPHA`; None: off) first rescales input channels SmoothQuant-style
     (:func:`rhythmflow.model.smoothquant.smooth_dit` with ``smooth_statistic``, calibrated on
@@ -214,8 +208,6 @@ def quantize_int8(model: nn.Module, *, kernel: str = "auto", per_channel: bool =
         )
     if kernel not in KERNELS:
         raise UsageError(f"int8 kernel {kernel!r} unknown; choose one of {', '.join(KERNELS)}")
-    if kernel == "auto":
-        kernel = default_kernel()
     if smooth_alpha is not None:
         from rhythmflow.model.smoothquant import smooth_dit
 

@@ -46,7 +46,7 @@ def calibrate(model: nn.Module, inputs: Iterable[dict] | None = None, *,
     all tokens — a steadier estimate from few tokens (a constant factor between the two does
     not change the quantized model: it scales every s alike).
     """
-    from rhythmflow.machine.perf import model_inputs
+    from rhythmflow.model.inputs import model_inputs
 
     if statistic not in ("max", "rms"):
         raise ValueError(f"unknown calibration statistic {statistic!r}; use 'max' or 'rms'")

@@ -56,6 +56,8 @@ class Plan:
     keep_last_line: bool = False
     autotime: dict[str, Any] | None = None  # AutotimeResult.summary() for plain lyrics
     guidance_layout: str = "batched"  # "batched" (one doubled forward) or "split" (two)
+    #: edit mode: the ``[start, end)`` latent frames regenerated (from ``edit_segments``)
+    edit_frames: tuple[tuple[int, int], ...] | None = None
 
     @property
     def device(self) -> str:
@@ -97,6 +99,7 @@ class Plan:
             "warnings": list(self.warnings), "lrc": self.lrc,
             "keep_last_line": self.keep_last_line, "autotime": self.autotime,
             "guidance_layout": self.guidance_layout,
+            "edit_frames": None if self.edit_frames is None else [list(f) for f in self.edit_frames],
         }
 
 
@@ -138,10 +141,11 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     reasons.extend(runtime.reasons)
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
+    edit_frames = None
     if request.edit_segments is not None:
         from rhythmflow.planner.edit import segments_to_frames
 
-        segments_to_frames(request.edit_segments, frames)
+        edit_frames = tuple(segments_to_frames(request.edit_segments, frames))
     guided = request.cfg_strength > 0
     layout, layout_why = (_guidance_layout(machine, runtime, frames, request.quantize) if guided
                           else ("batched", ""))
@@ -179,7 +183,15 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     if guided:
         reasons.append(layout_why)
     return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
-                estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime, layout)
+                estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime, layout,
+                edit_frames)
+
+
+def resolve_runtime(device: str = "auto", dtype: str = "auto",
+                    threads: int | None = None) -> Runtime:
+    """Choose device (cuda > mps > cpu), dtype, thread count and default steps for this machine
+    (:func:`runtime_for` on :meth:`Machine.detect`, without measuring)."""
+    return runtime_for(Machine.detect(measure=False), device, dtype, threads)
 
 
 def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
@@ -227,7 +239,8 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
     vae_dtype, why = _vae_dtype(machine, vae_device, dtype, vae_dtype)
     reasons.append(why)
     steps = specs.DEFAULT_STEPS[kind]
-    return Runtime(device, dtype, threads, vae_device, steps, tuple(reasons), vae_dtype)
+    return Runtime(device, dtype, threads, vae_device, steps, tuple(reasons), vae_dtype,
+                   machine.int8_kernel)
 
 
 def _vae_dtype(machine: Machine, vae_device: str, dtype: str, requested: str) -> tuple[str, str]:

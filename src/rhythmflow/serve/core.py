@@ -173,8 +173,8 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
 
     from rhythmflow import events
     from rhythmflow.audio.io import atomic_write_bytes, write_audio, write_sidecar
-    from rhythmflow.files import resolve_outputs
     from rhythmflow.pipeline import run
+    from rhythmflow.planner.outputs import resolve_outputs
     from rhythmflow.sampling import SamplerState
 
     p = worker_plan(job, settings, generator)

@@ -77,9 +77,9 @@ class Worker:
         architecture, the runtime and this machine (free memory, measured GEMM rate)."""
         import dataclasses
 
+        from rhythmflow.machine.process import configure_process
         from rhythmflow.pipeline import SongGenerator
         from rhythmflow.planner.core import Machine, runtime_class, runtime_for
-        from rhythmflow.planner.runtime import configure_process
 
         s = self.settings
         self.store.worker_beat(self.id, pid=os.getpid(), host=socket.gethostname(),

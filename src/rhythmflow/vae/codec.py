@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 from rhythmflow.assets import resolve
 from rhythmflow.errors import CheckpointError, NumericalError, ResourceError, UsageError
-from rhythmflow.planner.runtime import available_memory
 from rhythmflow.specs import HOP, LATENT_CHANNELS, SAMPLE_RATE
 from rhythmflow.vae.geometry import (  # noqa: F401 (part of this module's API)
     DECODE_GEOMETRY,
@@ -139,11 +138,11 @@ class TorchScriptVAE:
         window = frames if g.chunk == 0 else min(frames, g.chunk)
         return window * BYTES_PER_FRAME + frames * self.hop * self.channels * 4
 
-    def check_fits(self, frames: int, batch: int = 1, *, available: int | None = None) -> None:
+    def check_fits(self, frames: int, batch: int = 1, *, available: int) -> None:
         """Raise ResourceError (with a fix) when a ``frames``-frame decode of ``batch`` items
-        cannot fit in ``available`` bytes (default: free memory of the VAE's device). Memory
+        cannot fit in ``available`` bytes (the caller measures the VAE device's free memory). Memory
         decides only this, never the geometry."""
-        free = available_memory(self.device) if available is None else available
+        free = available
         need = self.memory_needed(frames) + (batch - 1) * frames * self.hop * self.channels * 4
         if need > free:
             raise ResourceError(

@@ -11,7 +11,9 @@ Pipeline for one English segment (see the golden README for the reasons behind e
    and :data:`SPECIAL_PHONES` merges are applied.
 
 The espeak backend is created once per process (it takes about half a second) and shared;
-calls are serialised because espeak-ng is not thread-safe.
+calls are serialised because espeak-ng is not thread-safe. Which libespeak-ng it loads (the
+system's, else the one bundled in the ``espeakng-loader`` wheel) is decided in
+:mod:`.espeak_library`; nothing is set at import.
 """
 
 from __future__ import annotations
@@ -20,10 +22,17 @@ import functools
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from rhythmflow.errors import DependencyError
 from rhythmflow.lyrics.g2p.english_text import normalize_english
+from rhythmflow.lyrics.g2p.espeak_library import (
+    INSTALL_HINT,
+    EspeakLibrary,
+    espeak_library_scope,
+    find_espeak,
+)
 from rhythmflow.lyrics.g2p.punctuation import map_cjk_punctuation
 
 log = logging.getLogger(__name__)
@@ -31,10 +40,6 @@ log = logging.getLogger(__name__)
 PUNCTUATION = ",.?!;:'…"
 ESPEAK_LANGUAGE = "en-us"
 VALIDATED_ESPEAK = (1, 51)
-INSTALL_HINT = (
-    "install espeak-ng (Debian/Ubuntu: `sudo apt-get install espeak-ng`; macOS: "
-    "`brew install espeak-ng`), or point PHONEMIZER_ESPEAK_LIBRARY at libespeak-ng"
-)
 
 # Applied in this order (strings, not regexes), each until nothing changes, only to whole phones.
 SPECIAL_PHONES = (
@@ -85,9 +90,26 @@ def clean_punctuation(line: str) -> str:
     return _SPACES.sub(" ", line)
 
 
+@dataclass(frozen=True)
+class EspeakInfo:
+    """The espeak-ng the shared backend loaded: which library (and why) and its version."""
+
+    library: EspeakLibrary
+    version: tuple[int, ...]
+
+
+_loaded: EspeakInfo | None = None  # set with the backend, under _LOCK
+
+
 @functools.cache
 def espeak_backend() -> Any:
-    """The shared phonemizer EspeakBackend (created on first use); DependencyError if missing."""
+    """The shared phonemizer EspeakBackend (created on first use); DependencyError if missing.
+
+    The library is chosen by :func:`~.espeak_library.find_espeak` (system first, else the
+    bundled espeakng-loader one; ``RHYTHMFLOW_ESPEAK`` overrides) and handed to phonemizer only
+    while the backend is created (:func:`~.espeak_library.espeak_library_scope`).
+    """
+    global _loaded
     try:
         from phonemizer.backend import EspeakBackend
     except ImportError as exc:
@@ -95,38 +117,52 @@ def espeak_backend() -> Any:
             f"English lyrics need the phonemizer package ({exc}); "
             "run `pip install phonemizer==3.3.0`"
         ) from exc
-    try:
-        backend = EspeakBackend(
-            ESPEAK_LANGUAGE,
-            punctuation_marks=PUNCTUATION,
-            preserve_punctuation=True,
-            with_stress=False,
-            tie=False,
-            language_switch="remove-flags",
-            words_mismatch="ignore",
-            logger=_PhonemizerLog(logging.getLogger(__name__ + ".phonemizer"), {}),
-        )
-    except (RuntimeError, OSError) as exc:
-        raise DependencyError(
-            f"English lyrics need the espeak-ng speech engine, which could not be loaded ({exc}); "
-            + INSTALL_HINT
-        ) from exc
-    version = tuple(backend.version())
+    with _LOCK:
+        found = find_espeak()
+        try:
+            with espeak_library_scope(found):
+                backend = EspeakBackend(
+                    ESPEAK_LANGUAGE,
+                    punctuation_marks=PUNCTUATION,
+                    preserve_punctuation=True,
+                    with_stress=False,
+                    tie=False,
+                    language_switch="remove-flags",
+                    words_mismatch="ignore",
+                    logger=_PhonemizerLog(logging.getLogger(__name__ + ".phonemizer"), {}),
+                )
+                version = tuple(EspeakBackend.version())
+        except (RuntimeError, OSError) as exc:
+            raise DependencyError(
+                f"English lyrics need the espeak-ng speech engine; the {found.describe()} "
+                f"could not be loaded ({exc}); " + INSTALL_HINT
+            ) from exc
+        _loaded = EspeakInfo(found, version)
     if version[:2] != VALIDATED_ESPEAK:
         log.warning(
-            "espeak-ng %s found; English phonemes were validated against espeak-ng %s and may "
-            "differ slightly with this version",
+            "espeak-ng %s (%s) found; English phonemes were validated against espeak-ng %s and "
+            'differ on some words with this version (1.52: "or" as ɔːɹ instead of oːɹ, about '
+            "8%% of the golden lines); install espeak-ng %s for the reference phonemes",
             ".".join(map(str, version)),
+            found.source,
+            ".".join(map(str, VALIDATED_ESPEAK)),
             ".".join(map(str, VALIDATED_ESPEAK)),
         )
     log.debug("espeak-ng %s backend ready", ".".join(map(str, version)))
     return backend
 
 
+def espeak_info() -> EspeakInfo:
+    """Which espeak-ng library phonemizer uses and its version (creates the backend if needed)."""
+    with _LOCK:
+        espeak_backend()
+        assert _loaded is not None
+        return _loaded
+
+
 def espeak_version() -> tuple[int, ...]:
     """Version of the espeak-ng library phonemizer uses (creates the backend if needed)."""
-    with _LOCK:
-        return tuple(espeak_backend().version())
+    return espeak_info().version
 
 
 def _phonemize(lines: list[str]) -> str:
