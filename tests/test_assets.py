@@ -11,7 +11,6 @@ import re
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -126,10 +125,8 @@ def test_offline_finds_files_in_the_hf_cache(tmp_path, assets_dir, no_network):
 
 
 def test_offline_missing_fails_fast_without_network(tmp_path, no_network):
-    t0 = time.monotonic()
-    with pytest.raises(AssetError) as err:
+    with pytest.raises(AssetError) as err:  # no_network: any Hub call would fail the test
         resolve("vae", assets_dir=tmp_path / "empty")  # offline from HF_HUB_OFFLINE=1
-    assert time.monotonic() - t0 < 10
     msg = str(err.value)
     for part in (
         "vae_model.pt",

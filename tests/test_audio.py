@@ -127,6 +127,7 @@ def test_permission_denied_names_the_path():
         audio.write_audio("/sys/rhythmflow-test.wav", _music(0.1), SR)
 
 
+@pytest.mark.slow
 def test_disk_full_leaves_no_partial_file_and_keeps_the_old_one(tmp_path):
     # A real write failure: the file-size limit makes the kernel refuse the write (EFBIG), as a
     # full disk would (ENOSPC). Run in a child process so the limit cannot touch pytest's files.

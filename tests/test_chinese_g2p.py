@@ -341,6 +341,7 @@ def test_missing_asset_raises_asset_error(monkeypatch, tmp_path):
         polyphone.predict("还有没有", 0)
 
 
+@pytest.mark.slow
 def test_import_is_cheap():
     code = (
         "import sys, rhythmflow.lyrics.g2p.chinese\n"

@@ -71,6 +71,7 @@ def test_batch_writes_every_song_and_item_matches_single_run(files, tmp_path):
     assert json.loads((tmp_path / "many_1.json").read_text())["seed"] == 12
 
 
+@pytest.mark.slow
 def test_progress_json_events_in_order(files, tmp_path):
     proc = run_cli(base_args(files, tmp_path / "s.wav", "--progress", "json"))
     assert proc.returncode == 0, proc.stderr
@@ -89,6 +90,7 @@ def test_progress_json_events_in_order(files, tmp_path):
     assert events[-1]["outputs"] == [str(tmp_path / "s.wav")] and events[-1]["seeds"] == [11]
 
 
+@pytest.mark.slow
 def test_timeout_saves_state_and_resume_finishes_identically(files, tmp_path):
     ref = tmp_path / "ref.wav"
     assert main(base_args(files, ref, "--progress", "none")) == 0
@@ -103,6 +105,7 @@ def test_timeout_saves_state_and_resume_finishes_identically(files, tmp_path):
     assert not state.exists()  # used up
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_run_saves_state_then_resume_equals_uninterrupted(files, tmp_path):
     ref = tmp_path / "ref.wav"
     assert main(base_args(files, ref, "--progress", "none")) == 0
@@ -122,6 +125,7 @@ def test_ctrl_c_mid_run_saves_state_then_resume_equals_uninterrupted(files, tmp_
     assert np.array_equal(sf.read(out)[0], sf.read(ref)[0])
 
 
+@pytest.mark.slow
 def test_seed_compatible_command_line(files, tmp_path):
     outdir = tmp_path / "out"
     proc = subprocess.run(
@@ -221,7 +225,7 @@ def test_edit_mode_keeps_reference_frames(files, ref_song, tmp_path):
     import torch
 
     from rhythmflow.pipeline import SongGenerator
-    from rhythmflow.planner.edit import reference_latents
+    from rhythmflow.vae.reference import reference_latents
 
     gen = SongGenerator.from_pretrained(files["ckpt"], vae=files["vae"], device="cpu")
     song = gen.generate(LRC, style=str(files["style"]), steps=2, seed=5, estimate=False,

@@ -37,6 +37,7 @@ def files(tiny_files, tmp_path_factory):
     return {**tiny_files, "lyrics": lyrics}
 
 
+@pytest.mark.slow
 def test_lrc_prints_the_timed_lyrics_and_notes_the_last_line_rule(files) -> None:
     proc = run_cli("lrc", files["lyrics"], "--duration", "95")
     assert proc.returncode == 0, proc.stderr
@@ -45,6 +46,7 @@ def test_lrc_prints_the_timed_lyrics_and_notes_the_last_line_rule(files) -> None
     assert "--keep-last-line" in proc.stderr  # the 95 s model's rule is not silent
 
 
+@pytest.mark.slow
 def test_lrc_writes_the_output_file_with_options(files, tmp_path) -> None:
     out = tmp_path / "song.lrc"
     proc = run_cli("lrc", files["lyrics"], "--duration", "150", "--language", "zh", "--intro",
@@ -57,6 +59,7 @@ def test_lrc_writes_the_output_file_with_options(files, tmp_path) -> None:
     assert not list(tmp_path.glob(".*.part"))
 
 
+@pytest.mark.slow
 def test_lrc_too_many_lyrics_warns_naming_the_dropped_lines(tmp_path) -> None:
     lines = [f"Line {w} of a song that goes on and on forever" for w in (
         "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")] * 4
@@ -71,6 +74,7 @@ def test_lrc_too_many_lyrics_warns_naming_the_dropped_lines(tmp_path) -> None:
     assert "were dropped" in proc.stderr and 95 < suggested <= 285
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "extra", "message"),
     [("\n \n", [], "lyrics are empty"),
@@ -100,6 +104,7 @@ def _generate(files, out: Path, *extra: str) -> list[str]:
             str(out), *extra]
 
 
+@pytest.mark.slow
 def test_generate_with_plain_lyrics_writes_the_lrc_beside_the_song(files, tmp_path) -> None:
     out = tmp_path / "song.wav"
     proc = run_cli(*_generate(files, out, "--duration", "95"))
@@ -115,6 +120,7 @@ def test_generate_with_plain_lyrics_writes_the_lrc_beside_the_song(files, tmp_pa
     assert meta["settings"]["keep_last_line"] is True  # every timed line is sung
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "message"),
     [(["--lrc", "x.lrc"], "not allowed with argument"),

@@ -1,3 +1,4 @@
+
 """`rhythmflow diagnose` and the seed's `diagnose_ode_stall.py`, plus the progress view."""
 
 from __future__ import annotations
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from rhythmflow.cli.main import main
 
@@ -29,6 +32,7 @@ def test_diagnose_json_report_with_smoke_run(capsys):
     assert report["smoke"]["ok"] and report["smoke"]["audio_seconds"] > 90
 
 
+@pytest.mark.slow
 def test_diagnose_ode_stall_script_runs_from_repo_root():
     proc = subprocess.run([sys.executable, "diagnose_ode_stall.py", "--json", "--bench-frames",
                            "0"], cwd=REPO, capture_output=True, text=True, timeout=300)

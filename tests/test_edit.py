@@ -12,19 +12,21 @@ import torch
 from safetensors.torch import load_file
 
 from rhythmflow.errors import UsageError
-from rhythmflow.planner.edit import (
-    EditPlan,
-    load_reference_song,
-    parse_segments,
-    plan_edit,
-    reference_latents,
-    segments_to_frames,
-)
+from rhythmflow.planner.edit import segments_to_frames
+from rhythmflow.request import parse_segments
 from rhythmflow.sampling import segments_to_mask as frame_mask
+from rhythmflow.sampling.edit import EditPlan
+from rhythmflow.sampling.edit import plan_edit as _plan_edit
 from rhythmflow.testing import build_tiny_vae
 from rhythmflow.vae.codec import load_vae
+from rhythmflow.vae.reference import load_reference_song, reference_latents
 
 FPS = 44100 / 2048
+
+
+def plan_edit(reference, segments, n_frames):
+    """The sampler's edit inputs for segments in seconds, as the plan converts them."""
+    return _plan_edit(reference, segments_to_frames(parse_segments(segments), n_frames), n_frames)
 
 
 def _upstream_frames(st: float, et: float, max_frames: int) -> tuple[int, int]:

@@ -1,3 +1,5 @@
+import pytest
+
 """`import rhythmflow` must stay cheap: no heavy imports, no device detection, no env writes."""
 
 import json
@@ -17,6 +19,7 @@ HEAVY = [
 ]
 
 
+@pytest.mark.slow
 def test_import_is_cheap_and_side_effect_free():
     code = (
         "import os, sys, json; env = dict(os.environ); import rhythmflow; "

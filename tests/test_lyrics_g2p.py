@@ -221,6 +221,7 @@ def test_missing_chinese_packages_is_a_dependency_error(fake_chinese) -> None:
         g2p_tokens("hello 你好")
 
 
+@pytest.mark.slow
 def test_english_only_line_never_loads_chinese_resources() -> None:
     code = (
         "import sys; from rhythmflow.lyrics import g2p_tokens, parse_lrc;"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 MULAN_PYTHON = Path(os.environ.get("RHYTHMFLOW_MULAN_PYTHON", REPO / ".venv-mulan" / "bin" / "python"))
 

@@ -156,6 +156,7 @@ def test_checkpoint_architecture_is_read_without_loading(tmp_path):
     assert p.config == TINY and p.model == str(ckpt) and p.frames == TINY.max_frames
 
 
+@pytest.mark.slow
 def test_planning_imports_no_torch():
     """The HTTP service validates requests with plan(); it must stay free of torch."""
     import subprocess

@@ -185,6 +185,7 @@ def test_unwritable_cache_still_returns_the_probe(monkeypatch, tmp_path, caplog)
     assert "could not cache the machine probe" in caplog.text
 
 
+@pytest.mark.slow
 def test_importing_the_probe_measures_nothing():
     import subprocess
     import sys

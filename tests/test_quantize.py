@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from rhythmflow.errors import UsageError
-from rhythmflow.model.inputs import model_inputs
+from rhythmflow.machine.host import cpu_facts
 from rhythmflow.model import expected_shapes, load_checkpoint
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.model.quantize import Int8DynamicLinear, available, default_kernel, quantize_int8
 from rhythmflow.model.smoothquant import calibrate, smooth_dit, smooth_scales
 from rhythmflow.testing import TINY, random_dit, save_checkpoint

@@ -95,6 +95,7 @@ def _run(args, **kw):
                           text=True, env=env, timeout=300, **kw)
 
 
+@pytest.mark.slow
 def test_cli_files_honour_the_umask(files, tmp_path):
     out = tmp_path / "u.wav"
     proc = _run(base_args(files, out, "--progress", "none"), preexec_fn=lambda: os.umask(0o027))
@@ -103,6 +104,7 @@ def test_cli_files_honour_the_umask(files, tmp_path):
     assert oct(out.with_suffix(".json").stat().st_mode & 0o777) == oct(0o640)
 
 
+@pytest.mark.slow
 def test_state_file_honours_the_umask(files, tmp_path):
     proc = _run(base_args(files, tmp_path / "t.wav", "--timeout", "0.001"),
                 preexec_fn=lambda: os.umask(0o002))
@@ -110,6 +112,7 @@ def test_state_file_honours_the_umask(files, tmp_path):
     assert oct((tmp_path / "t.resume.pt").stat().st_mode & 0o777) == oct(0o664)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_write_leaves_a_temp_that_the_next_run_removes(files, tmp_path):
     code = textwrap.dedent(f"""
         import time
@@ -149,6 +152,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
 
 
+@pytest.mark.slow
 def test_ctrl_c_when_the_state_cannot_be_saved_is_clear_and_leaves_nothing(files, tmp_path):
     # The file-size limit makes the kernel refuse the 512 KB state (EFBIG), as a full disk would.
     # An instrumental: espeak-ng's loader copies its library to a temp file, over the limit.

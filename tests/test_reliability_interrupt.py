@@ -23,6 +23,8 @@ from rhythmflow.files import TEMP_SUFFIX
 from tests.reliability_support import make_files
 from tests.test_cli import base_args
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):

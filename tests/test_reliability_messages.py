@@ -56,6 +56,7 @@ def test_missing_assets_are_one_block_naming_every_file(files, tmp_path, monkeyp
     assert max(len(line) for line in err.splitlines()) < 200
 
 
+@pytest.mark.slow
 def test_hub_retry_lines_are_printed_once(tmp_path):
     # The real hub logger and its own handler; the download itself is replaced by one that
     # logs a retry the way huggingface_hub's http_backoff does, then fails to connect.
@@ -118,6 +119,7 @@ def test_library_text_never_reaches_the_user(files, tmp_path, capsys, flag):
         assert library_text not in err, err
 
 
+@pytest.mark.slow
 def test_diagnose_smoke_never_needs_the_hub(tmp_path):
     env = _env(HF_HUB_CACHE=str(tmp_path / "hf"), RHYTHMFLOW_ASSETS_DIR=str(tmp_path / "none"),
                HF_ENDPOINT="http://127.0.0.1:9")  # any Hub request would be refused
@@ -131,6 +133,7 @@ def test_diagnose_smoke_never_needs_the_hub(tmp_path):
     assert smoke["ok"] and smoke["lyrics"].startswith("skipped (instrumental)")
 
 
+@pytest.mark.slow
 def test_diagnose_smoke_sings_with_assets_dir_offline(assets_dir, tmp_path):
     env = _env(HF_HUB_CACHE=str(tmp_path / "hf"), RHYTHMFLOW_ASSETS_DIR=str(tmp_path / "none"))
     args = [sys.executable, "-m", "rhythmflow", "diagnose", "--smoke", "--json",
@@ -140,6 +143,7 @@ def test_diagnose_smoke_sings_with_assets_dir_offline(assets_dir, tmp_path):
     assert json.loads(proc.stdout)["smoke"]["lyrics"] == "sung"
 
 
+@pytest.mark.slow
 def test_failed_infer_shim_leaves_no_output_folder(files, tmp_path):
     style = tmp_path / "style.npy"
     np.save(style, np.zeros((1, 512), np.float32))

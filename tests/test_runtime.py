@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from rhythmflow.errors import UsageError
-from rhythmflow.planner.core import Gpu, Machine, runtime_for
-from rhythmflow.machine.process import apply_threads
 from rhythmflow.machine.host import physical_cores
-from rhythmflow.planner.core import resolve_runtime
+from rhythmflow.machine.process import apply_threads
+from rhythmflow.planner.core import Gpu, Machine, resolve_runtime, runtime_for
 
 
 def test_cpu_defaults_float32_physical_cores_8_steps(monkeypatch):

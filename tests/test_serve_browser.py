@@ -27,6 +27,8 @@ import soundfile as sf
 
 from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 
+pytestmark = pytest.mark.slow
+
 try:
     from playwright import sync_api
 except ImportError:  # a failure, never a skip: the README's test command installs it

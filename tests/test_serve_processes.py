@@ -4,7 +4,6 @@ on a throw-away Redis, and a server stopped with SIGTERM and started again. Ever
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import sqlite3
@@ -12,100 +11,26 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from tests.servekit import (
+    Service,
+    _ping,
     build_files,
     free_port,
-    job_body,
     pid_alive,
     process_state,
-    start,
     stop,
     wait_for,
-    weights,
 )
 
-FAST = ["--lease", "3", "--heartbeat", "0.5", "--poll", "0.1"]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     return build_files(tmp_path_factory.mktemp("proc-files"))
-
-
-class Service:
-    """``rhythmflow serve`` on a free 127.0.0.1 port plus any number of workers."""
-
-    def __init__(self, files, folder, queue: str | None = None) -> None:
-        self.files, self.folder, self.queue = files, folder, queue
-        self.data = folder / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.procs: list[subprocess.Popen] = []
-
-    def common(self) -> list[str]:
-        return ["--data-dir", str(self.data), *weights(self.files), *FAST,
-                *(["--queue", self.queue] if self.queue else [])]
-
-    def serve(self, *extra: str) -> subprocess.Popen:
-        proc = start(["serve", "--host", "127.0.0.1", "--port", str(self.port), *extra,
-                      *self.common()], self.folder / "serve.log")
-        self.procs.append(proc)
-        wait_for("the server", self._up, timeout=60)
-        return proc
-
-    def worker(self, name: str) -> subprocess.Popen:
-        proc = start(["worker", *self.common()], self.folder / f"{name}.log")
-        self.procs.append(proc)
-        return proc
-
-    def _up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def get(self, path: str):
-        return httpx.get(f"{self.url}{path}", timeout=10).json()
-
-    def submit(self, **kw) -> str:
-        r = httpx.post(f"{self.url}/api/jobs", json=job_body(**kw), timeout=30)
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
-
-    def job(self, job_id: str) -> dict:
-        return self.get(f"/api/jobs/{job_id}")
-
-    def done(self, job_id: str, timeout: float = 240) -> dict:
-        return wait_for(f"job {job_id} to complete", lambda: (j := self.job(job_id))["status"]
-                        == "completed" and j, timeout=timeout, every=0.2)
-
-    def events(self, job_id: str) -> list[dict]:
-        with httpx.stream("GET", f"{self.url}/api/jobs/{job_id}/events", timeout=30) as r:
-            text = "".join(r.iter_text())
-        return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
-
-    def statuses(self, job_id: str) -> list[str]:
-        return [e["status"] for e in self.events(job_id) if e["event"] == "status"]
-
-    def steps(self, job_id: str) -> list[int]:
-        return [e["step"] for e in self.events(job_id) if e["event"] == "sampling_step"]
-
-    def latents(self, job_id: str) -> np.ndarray:
-        return np.load(self.data / "jobs" / job_id / "latents.npy")
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
-            proc.log_file.close()
-
-    def log(self, name: str = "serve") -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
 
 
 @pytest.fixture()
@@ -224,26 +149,17 @@ def redis_url(tmp_path):
     proc.wait(timeout=30)
 
 
-def _ping(client) -> bool:
-    import redis
-
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
 def test_two_workers_on_redis_one_killed_every_job_completes_once(files, tmp_path, redis_url):
     svc = Service(files, tmp_path, queue=redis_url)
     try:
         svc.serve("--no-worker")
         workers = {"w1": svc.worker("w1"), "w2": svc.worker("w2")}
         wait_for("two loaded workers", lambda: sum(
-            w["model_loaded"] for w in svc.get("/api/health")["workers"]) == 2, timeout=180)
+            w["model_loaded"] for w in svc.get("/api/workers")["workers"]) == 2, timeout=180)
         ids = [svc.submit(steps=10, seed=i) for i in range(4)]
 
         def busy_worker():
-            for w in svc.get("/api/health")["workers"]:
+            for w in svc.get("/api/workers")["workers"]:
                 job = w["current_job"] and svc.job(w["current_job"])
                 if job and job["status"] == "running" and job["progress"]["step"] >= 2:
                     return w, job
@@ -272,7 +188,7 @@ def test_a_server_stopped_with_sigterm_and_started_again_loses_nothing(service):
     server = service.serve()  # with its embedded worker
     wait_for("the embedded worker", lambda: service.get("/api/health")["model_loaded"],
              timeout=120)
-    worker_pid = int(service.get("/api/health")["workers"][0]["id"].split("-")[-2])
+    worker_pid = int(service.get("/api/workers")["workers"][0]["id"].split("-")[-2])
     ids = [service.submit(steps=12, seed=i) for i in range(3)]
     wait_for("the first job at step 2", lambda: service.job(ids[0])["progress"]["step"] >= 2,
              timeout=120, every=0.05)
@@ -297,7 +213,7 @@ def test_a_killed_server_leaves_no_orphan_worker(service):
     server = service.serve()
     wait_for("the embedded worker", lambda: service.get("/api/health")["model_loaded"],
              timeout=120)
-    worker_pid = int(service.get("/api/health")["workers"][0]["id"].split("-")[-2])
+    worker_pid = int(service.get("/api/workers")["workers"][0]["id"].split("-")[-2])
     server.send_signal(signal.SIGKILL)  # no lifespan shutdown runs
     server.wait(timeout=30)
     wait_for("the worker to exit with its parent", lambda: not pid_alive(worker_pid), timeout=60)

@@ -230,6 +230,7 @@ def test_unknown_decoder_choice_is_a_usage_error(small_file):
         load_vae(small_file, decoder="fast")
 
 
+@pytest.mark.slow
 def test_benchmark_dry_run_prints_the_comparison_table(tmp_path):
     """benchmarks/vae_decode.py on the width-4 decoder: every variant runs, the table and the
     JSON carry speed-ups and errors against the TorchScript decode."""

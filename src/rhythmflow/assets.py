@@ -137,15 +137,15 @@ def hf_cache_dir() -> Path:
 def _fetch_command(asset: Asset) -> str:
     model = next((m for m, a in MODELS.items() if a == asset.name), None)
     if model:
-        return f"rhythmflow fetch --model {model}"
-    return "rhythmflow fetch --with-chinese" if asset.name in CHINESE_ASSETS else "rhythmflow fetch"
+        return f"rhythmflow fetch model={model}"
+    return "rhythmflow fetch with_chinese=1" if asset.name in CHINESE_ASSETS else "rhythmflow fetch"
 
 
 def _hint(asset: Asset) -> str:
     kind = "" if asset.repo_type == "model" else f" --repo-type {asset.repo_type}"
     return (
         f"run `{_fetch_command(asset)}` while online (or `hf download {asset.repo_id} "
-        f"{asset.path}{kind}`), or pass --assets-dir DIR (or set RHYTHMFLOW_ASSETS_DIR) to a "
+        f"{asset.path}{kind}`), or set assets_dir=DIR (or RHYTHMFLOW_ASSETS_DIR) to a "
         f"folder holding DIR/{asset.repo_id}/{asset.path}"
     )
 
@@ -281,19 +281,19 @@ def missing_message(asset: Asset, root: str | os.PathLike | None, why: str) -> s
     root = Path(root).expanduser() if root else None
     model = min((m for m, a in MODELS.items() if a == asset.name), key=len, default=None)
     if asset.name in CHINESE_ASSETS:
-        group, command = list(CHINESE_ASSETS), "rhythmflow fetch --with-chinese"
+        group, command = list(CHINESE_ASSETS), "rhythmflow fetch with_chinese=1"
     elif asset.name in MULAN_ASSETS:
         group, command = list(MULAN_ASSETS), "rhythmflow fetch"
     else:
         group = [asset.name, *COMMON_ASSETS]
-        command = f"rhythmflow fetch --model {model}" if model else "rhythmflow fetch"
+        command = f"rhythmflow fetch model={model}" if model else "rhythmflow fetch"
     missing = [asset] + [ASSETS[n] for n in dict.fromkeys(group)
                          if n != asset.name and not _present(ASSETS[n], root)]
     where = f"{root} and " if root else ""
     lines = [f"missing asset {asset.name}: {why}", "files not on this machine:"]
     lines += [f"  {a.repo_id}/{a.path}" + (f" ({a.size})" if a.size else "") for a in missing]
     lines += [f"looked in: {where}the Hugging Face cache {hf_cache_dir()}",
-              f"fix: run `{command}` once while online, or pass --assets-dir DIR (or set "
+              f"fix: run `{command}` once while online, or set assets_dir=DIR (or "
               "RHYTHMFLOW_ASSETS_DIR) to a folder holding DIR/<repo>/<file>"]
     return "\n".join(lines)
 
@@ -373,7 +373,7 @@ def _locate(
     if offline:
         raise AssetError(missing_message(
             asset, root, f"'{asset.path}' from the Hugging Face {asset.repo_type} repo "
-            f"'{asset.repo_id}' is not here and offline mode is on (--offline or "
+            f"'{asset.repo_id}' is not here and offline mode is on (offline=1 or "
             "HF_HUB_OFFLINE=1)"))
     path = _download(asset, force=False, on_progress=on_progress, root=root)
     return path, "download", check(path, force=True)

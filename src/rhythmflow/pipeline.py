@@ -170,9 +170,8 @@ class SongGenerator:
             style = (style_embedding(audio_path=r.style_audio, encoder=encoder)
                      if r.style_audio is not None
                      else style_embedding(prompt=r.style_prompt, encoder=encoder))
-        else:
-            raise UsageError("style_prompt: a style is required: a text prompt, a reference "
-                             "audio file or a [1, 512] .npy embedding", field="style_prompt")
+        else:  # the plan refused a request without a style (GenerationRequest.require_style)
+            raise AssertionError("a planned request names a style")
         if r.cfg_strength <= 0:
             return style, None
         if r.negative_style_embedding is not None:
@@ -256,7 +255,13 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     (with the state saved to ``save_state`` when given) unless ``anytime`` finished the song.
     ``checkpoint``: a file the sampler state is saved to after every step."""
     from rhythmflow.machine.host import available_memory
-    from rhythmflow.sampling import Deadline, prepare_inputs, sample
+    from rhythmflow.sampling import (
+        Deadline,
+        SampleControl,
+        SamplerSpec,
+        prepare_inputs,
+        sample,
+    )
     from rhythmflow.sampling.keep import check_cancel, keep_and_reraise
 
     if resume_state is not None and resume_state.settings.guidance_layout != p.guidance_layout:
@@ -317,11 +322,13 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
         emit(on_event, events.SamplingStep(e.step, e.total, e.t, e.elapsed, e.eta,
                                            e.sec_per_step, e.evaluations))
 
-    result = sample(gen.model, inputs, steps=p.steps, cfg_strength=r.cfg_strength,
-                    solver=r.solver, schedule=r.schedule, guidance_interval=r.guidance_interval,
-                    seed=p.seed, model_dtype=dt, deadline=deadline, cancel=cancel,
-                    callback=on_step, anytime=r.anytime, resume_state=resume_state, tag=tag,
-                    checkpoint=checkpoint, guidance_layout=p.guidance_layout)
+    spec = SamplerSpec(solver=r.solver, cfg_strength=r.cfg_strength,
+                       guidance_interval=r.guidance_interval, guidance_layout=p.guidance_layout,
+                       model_dtype=dt, tag=tag)
+    control = SampleControl(deadline=deadline, cancel=cancel, anytime=r.anytime,
+                            checkpoint=checkpoint)
+    start = resume_state if resume_state is not None else p.seed  # the plan drew the seed
+    result = sample(gen.model, inputs, p.grid(), spec, start, control, on_step)
     stage("sample", f"{result.status} after {result.steps_done}/{result.total_steps} steps, "
           f"{result.evaluations} evaluations", t0)
     if not result.completed and result.latent is None:

@@ -113,6 +113,14 @@ class GenerationRequest:
                 object.__setattr__(self, f.name, fixed)
         self._check_combinations()
 
+    def require_style(self) -> None:
+        """UsageError naming ``style_prompt`` unless the request names a style (the plan asks
+        this first: a request without one is refused before any weights are loaded)."""
+        if not any(getattr(self, n) is not None for n in STYLE_FIELDS):
+            raise _fail("style_prompt", "a style is required: a text prompt (style_prompt), a "
+                        "reference audio file (style_audio) or a 512-number embedding "
+                        "(style_embedding or style_embedding_file)")
+
     def _check_combinations(self) -> None:
         if self.lyrics is not None and self.lrc:
             raise _fail("lyrics", "give either timed lyrics (lrc) or plain lyrics, not both")

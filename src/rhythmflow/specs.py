@@ -27,6 +27,8 @@ BASE_FRAMES = 2048
 FULL_FRAMES = 6144
 VAE_REPO = "ASLP-lab/DiffRhythm-vae"
 VAE_FILE = "vae_model.pt"
+#: The original's sway-sampling coefficient (``schedule`` "sway"; Sway Sampling, F5-TTS).
+SWAY_COEF = -1.0
 #: Default solver steps per device kind (the seed document's advice: few steps on a CPU).
 DEFAULT_STEPS = {"cpu": 8, "mps": 16, "cuda": 32}
 

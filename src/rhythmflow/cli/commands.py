@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 
 from rhythmflow import errors, events
@@ -26,14 +28,6 @@ def _read_text(path: Path, what: str) -> str:
         raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def output_format(output: Path, fmt: str | None) -> str:
-    """The audio format a run writes: ``--format``, else the output's extension, else wav
-    (:func:`rhythmflow.files.resolve_outputs` refuses contradictions)."""
-    from rhythmflow.planner.outputs import EXTENSIONS
-
-    return fmt or EXTENSIONS.get(Path(output).suffix.lower(), "wav")
-
-
 #: request field → the generate flag that sets it (where it is not ``--field-name``)
 FLAGS = {"style_embedding_file": "--style-embedding", "estimate": "--skip-estimate",
          "chunked": "--no-chunked", "negative_style_embedding": "--negative-style"}
@@ -42,6 +36,29 @@ FLAGS = {"style_embedding_file": "--style-embedding", "estimate": "--skip-estima
 def flag_of(field: str) -> str:
     """The command-line flag of a request field (``steps`` → ``--steps``)."""
     return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+#: the names a library message may set as ``name=value``: request fields and the settings of a
+#: run that are not part of the request (output, assets_dir, offline, with_chinese)
+_SETTABLE = "|".join(sorted({f.name for f in dataclasses.fields(GenerationRequest)}
+                            | {"output", "assets_dir", "offline", "with_chinese"},
+                            key=len, reverse=True))
+_SETTING = re.compile(rf"(?<![\w-])({_SETTABLE})=(\S+?)(?=[,;:)\s]|\.(?:\s|$)|$)")
+
+
+def in_flags(message: str, field: str | None = None) -> str:
+    """A library message in the command line's words: a leading ``field`` and every
+    ``name=value`` setting become flags (``batch=1`` → ``--batch 1``; a flag without a value,
+    such as ``--offline``, for ``=1``)."""
+    if field and message.startswith((field + ":", field + " ")):
+        message = flag_of(field) + message[len(field):]
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        return flag_of(name) if value == "1" and name in ("offline", "with_chinese") \
+            else f"{flag_of(name)} {value}"
+
+    return _SETTING.sub(flag, message)
 
 
 def request_from_args(args: argparse.Namespace) -> GenerationRequest:
@@ -58,6 +75,8 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         lyrics = read_lyrics_file(args.lyrics)
     elif not args.lrc:
         log.info("no --lrc or --lyrics given: generating an instrumental")
+    from rhythmflow.planner.outputs import output_format
+
     fmt = output_format(args.output, args.format)
     opt = lambda v: None if v is None else str(v)  # noqa: E731
     return GenerationRequest(
@@ -141,11 +160,8 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
 
 
 def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: ProgressView) -> None:
-    request = p.request
     for i, path in enumerate(outputs):
-        write_audio(path, song.audio[i], song.sample_rate, sample_format=request.sample_format,
-                    normalize="peak" if request.loudness is None else "loudness",
-                    target_lufs=request.loudness if request.loudness is not None else -14.0)
+        write_audio(path, song.audio[i], song.sample_rate, **p.write.audio_kwargs())
         meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
                     command=vars(args))
         if p.autotime is not None:  # the LRC the song was conditioned on, beside it

@@ -258,14 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _in_flags(exc: errors.RhythmflowError) -> str:
-    """The error message with its leading request field written as the CLI flag."""
-    from rhythmflow.cli.commands import flag_of
+    """The error message in the command line's words: library messages name request fields (a
+    leading ``field:`` and ``field=value`` settings); here each becomes its flag
+    (``batch=1`` → ``--batch 1``). Only the CLI knows flags."""
+    from rhythmflow.cli.commands import in_flags
 
-    message = str(exc)
-    field = getattr(exc, "field", None)
-    if field and message.startswith((field + ":", field + " ")):
-        return flag_of(field) + message[len(field):]
-    return message
+    return in_flags(str(exc), getattr(exc, "field", None))
 
 
 def _json_default(o):

@@ -35,8 +35,8 @@ copied to the LRC as untimed lines, which LRC readers skip.
 
 The 95 s model drops the last LRC line (rule 2 of :mod:`~rhythmflow.lyrics.tokens`); an empty
 marker line cannot absorb that rule. So the LRC holds exactly the given lines and
-``AutotimeResult.last_line_rule`` says the rule applies: ``generate --lyrics`` keeps the last
-line; an LRC from ``rhythmflow lrc`` needs ``generate --lrc … --keep-last-line``.
+``AutotimeResult.last_line_rule`` says the rule applies: plain ``lyrics`` keep the last line;
+an LRC from ``rhythmflow lrc`` needs ``keep_last_line``.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def _suggestion(needed: float) -> str:
             f"the whole text needs about {needed:.0f} s, more than the longest song "
             f"({longest:.0f} s): split it into several songs or shorten it"
         )
-    return f"the whole text needs about {needed:.0f} s: pass --duration {needed:.0f} or shorten it"
+    return f"the whole text needs about {needed:.0f} s: set duration={needed:.0f} or shorten it"
 
 
 def _describe(lines: Sequence[PlainLine]) -> str:

@@ -113,7 +113,7 @@ def _split(line_no: int, line: str) -> list[Item]:
     if _TIMESTAMP.match(line):
         raise LrcError(
             f"line {line_no} ({line[:40]!r}) starts with a timestamp: this is already timed LRC; "
-            "pass it as LRC (generate --lrc) or remove the timestamps"
+            "pass it as timed lyrics (lrc) or remove the timestamps"
         )
     for pattern in (_BARE, _PAREN):
         m = pattern.fullmatch(line)

@@ -208,7 +208,7 @@ def check_lrc(lrc_text: str) -> tuple[list[LyricLine], list[LyricLine]]:
                 f"{untimed[0].line}: {untimed[0].text[:40]!r})" if untimed else "")
         raise LrcError(
             f"the lyrics hold no timed lyric line{hint}; start each lyric with a timestamp "
-            "such as [00:12.00] (for an instrumental, give no lyrics: omit --lrc)")
+            "such as [00:12.00] (for an instrumental, give no lyrics: leave lrc empty)")
     for line in lines:
         if line.text:
             try:

@@ -198,13 +198,13 @@ def quantize_int8(model: nn.Module, *, kernel: str = "fbgemm", per_channel: bool
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
         raise UsageError(
             "int8 quantization needs a float32 model on the CPU; load it with "
-            "dtype=torch.float32, device='cpu' (or drop --quantize int8)"
+            "dtype=torch.float32, device='cpu' (or set quantize=none)"
         )
     engine = torch.backends.quantized.engine
     if engine not in _ENGINES:
         raise UsageError(
             f"int8 quantization needs the x86/fbgemm engine, this process uses {engine!r}; "
-            "set torch.backends.quantized.engine = 'x86' or drop --quantize int8"
+            "set torch.backends.quantized.engine = 'x86' or set quantize=none"
         )
     if kernel not in KERNELS:
         raise UsageError(f"int8 kernel {kernel!r} unknown; choose one of {', '.join(KERNELS)}")

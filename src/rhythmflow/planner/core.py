@@ -24,6 +24,7 @@ from rhythmflow.errors import UsageError
 from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 from rhythmflow.machine import Gpu, Machine  # noqa: F401  (Gpu re-exported)
 from rhythmflow.planner.cost import JobEstimate, MemoryEstimate
+from rhythmflow.planner.outputs import WritePolicy
 from rhythmflow.planner.runtime import DTYPES, Runtime
 from rhythmflow.request import SOLVER_EVALS, GenerationRequest
 from rhythmflow.specs import DiTConfig
@@ -60,6 +61,11 @@ class Plan:
     edit_frames: tuple[tuple[int, int], ...] | None = None
 
     @property
+    def write(self) -> WritePolicy:
+        """How every front end writes this song's audio (sample format, normalisation)."""
+        return WritePolicy.of(self.request.sample_format, self.request.loudness)
+
+    @property
     def device(self) -> str:
         return self.runtime.device
 
@@ -77,7 +83,7 @@ class Plan:
 
     @property
     def sway_coef(self) -> float | None:
-        return -1.0 if self.request.schedule == "sway" else None
+        return specs.SWAY_COEF if self.request.schedule == "sway" else None
 
     def grid(self):
         """The float32 time grid tensor ``run`` integrates over (imports torch)."""
@@ -122,6 +128,7 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     stores uploads elsewhere). Raises UsageError (naming the field) for anything invalid and
     ResourceError when the job cannot fit in memory or the time budget.
     """
+    request.require_style()
     machine = machine if machine is not None else Machine.detect()
     reasons: list[str] = []
     if check_files:

@@ -99,12 +99,12 @@ def refuse_if_too_big(mem: MemoryEstimate, *, batch: int, frames: int, dtype: st
         return
     hints = []
     if batch > 1:
-        hints.append("--batch 1")
+        hints.append("batch=1")
     if dtype == "float32" and device.startswith("cuda"):
-        hints.append("--dtype bfloat16")
+        hints.append("dtype=bfloat16")
     if device == "cpu":
-        hints.append("--quantize int8")
-    hints.append("a shorter --duration" if frames > BASE_FRAMES else "closing other programs")
+        hints.append("quantize=int8")
+    hints.append("a shorter duration" if frames > BASE_FRAMES else "closing other programs")
     raise ResourceError(
         f"not enough memory: this job needs {mem.describe()}. Try {', '.join(hints)}."
     )

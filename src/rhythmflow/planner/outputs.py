@@ -13,7 +13,9 @@ FLAC; ``song.ogg`` writes Ogg Vorbis; an extension that names no format we write
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rhythmflow.errors import UsageError
 from rhythmflow.files import check_writable_folder
@@ -21,6 +23,31 @@ from rhythmflow.request import FORMAT_SAMPLES
 
 EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg"}
 SAMPLE_FORMATS = FORMAT_SAMPLES  # what each format can hold
+
+
+#: the loudness a song is normalised to when the request asks for loudness normalisation
+#: without a target (EBU R128 streaming level)
+DEFAULT_LUFS = -14.0
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """How a song's audio is written (every front end writes through it): ``sample_format``,
+    ``normalize`` "peak" (0 dBFS, as upstream) or "loudness" (to ``target_lufs``)."""
+
+    sample_format: str = "int16"
+    normalize: str = "peak"
+    target_lufs: float = DEFAULT_LUFS
+
+    @classmethod
+    def of(cls, sample_format: str, loudness: float | None) -> WritePolicy:
+        return cls(sample_format, "peak" if loudness is None else "loudness",
+                   DEFAULT_LUFS if loudness is None else loudness)
+
+    def audio_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`rhythmflow.audio.io.write_audio`."""
+        return {"sample_format": self.sample_format, "normalize": self.normalize,
+                "target_lufs": self.target_lufs}
 
 
 def output_format(output: str | os.PathLike, fmt: str | None) -> str:

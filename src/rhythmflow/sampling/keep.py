@@ -69,8 +69,8 @@ def keep_and_reraise(exc: BaseException, state: Any, path: str | os.PathLike | N
     if isinstance(exc, MemoryError):
         raise _with_path(ResourceError(
             f"out of memory after sampling (in the VAE decode or the write): {kept}; resume "
-            "with --batch 1 on a machine with more free memory"), saved) from None
-    log.error("%s%s", kept, f"; resume with the same command plus: --resume {saved}" if saved
+            "with batch=1 on a machine with more free memory"), saved) from None
+    log.error("%s%s", kept, f"; resume from {saved}" if saved
               else "")
     raise exc
 

@@ -13,9 +13,10 @@ import torch
 from torch import Tensor
 
 from rhythmflow.errors import UsageError
+from rhythmflow.specs import SWAY_COEF
 
 #: Default sway coefficient when ``schedule="sway"`` is asked for without one (as F5-TTS).
-DEFAULT_SWAY_COEF = -1.0
+DEFAULT_SWAY_COEF = SWAY_COEF  # the original's (rhythmflow.specs owns it)
 
 SCHEDULES = ("uniform", "sway")
 

@@ -148,7 +148,7 @@ class TorchScriptVAE:
             raise ResourceError(
                 f"the VAE decode needs ~{need / 2**30:.1f} GiB ({self.geometry().chunk or frames}"
                 f"-frame windows) but {free / 2**30:.1f} GiB is free on {self.device}: close other "
-                "programs, use --batch 1 or a shorter --duration"
+                "programs, set batch=1 or a shorter duration"
             )
 
     def _windows(self, n: int) -> list[Window]:
@@ -315,8 +315,8 @@ def probe_vae(vae: TorchScriptVAE, source: str | os.PathLike, *, asset: bool = F
 
     def fail(what: str) -> None:
         fix = ("delete it and run `rhythmflow fetch` again" if asset else
-               "pass the DiffRhythm VAE (vae_model.pt from ASLP-lab/DiffRhythm-vae) with --vae, "
-               "or omit --vae to use the official one")
+               "give the DiffRhythm VAE (vae_model.pt from ASLP-lab/DiffRhythm-vae) as vae, "
+               "or leave vae out to use the official one")
         cls = AssetError if asset else CheckpointError
         raise cls(f"{source} is not the DiffRhythm VAE: {what}; {fix}")
 
