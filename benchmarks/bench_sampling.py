@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from rhythmflow.sampling import prepare_inputs, sample
+from rhythmflow.sampling import SamplerSpec, make_grid, prepare_inputs, sample
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import TINY, random_dit
 
@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     # The sampling runs time their own model calls: overhead = run time / time inside the model,
     # measured in the same run, so load from other processes does not skew the ratio.
     guided_fwd, plain_fwd = TimedForward(model), TimedForward(model)
-    guided = sample(guided_fwd, inputs, steps=args.steps, cfg_strength=args.cfg, seed=0)
-    plain = sample(plain_fwd, inputs, steps=args.steps, cfg_strength=0.0, seed=0)
+    grid = make_grid(args.steps)
+    guided = sample(guided_fwd, inputs, grid, SamplerSpec(cfg_strength=args.cfg), start=0)
+    plain = sample(plain_fwd, inputs, grid, SamplerSpec(cfg_strength=0.0), start=0)
     assert guided.completed and plain.completed
     doubled, single = guided_fwd.median, plain_fwd.median
 

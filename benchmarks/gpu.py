@@ -86,7 +86,7 @@ def dit_rows(frames_list, dtypes, steps, deadline, skipped, device="cuda", tiny=
 
     from rhythmflow.machine.perf import forward_flops, time_forward
     from rhythmflow.model.inputs import model_inputs
-    from rhythmflow.sampling import prepare_inputs, sample
+    from rhythmflow.sampling import SamplerSpec, make_grid, prepare_inputs, sample
     from rhythmflow.specs import PRESETS
     from rhythmflow.testing import TINY, random_dit
 
@@ -115,7 +115,8 @@ def dit_rows(frames_list, dtypes, steps, deadline, skipped, device="cuda", tiny=
                                     song_duration=a["song_duration"])
             _sync(device)
             t0 = time.perf_counter()
-            result = sample(model, inputs, steps=steps, cfg_strength=4.0, seed=0)
+            result = sample(model, inputs, make_grid(steps), SamplerSpec(cfg_strength=4.0),
+                            start=0)
             _sync(device)
             run = time.perf_counter() - t0
             rows.append({
@@ -150,8 +151,8 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
     doubled batch replayed from a CUDA graph, and ``torch.compile`` (its compile time too).
     Each variant that fails is recorded with its error, never fatal."""
     import torch
-    from common import rel_rms  # beside this script; torch-importing, so not at module level
 
+    from common import rel_rms  # beside this script; torch-importing, so not at module level
     from rhythmflow.model.inputs import model_inputs
     from rhythmflow.specs import PRESETS
     from rhythmflow.testing import TINY, random_dit
@@ -229,8 +230,8 @@ def speedup_rows(frames: int, dtype: str, deadline, skipped, device="cuda", tiny
 
 def vae_rows(deadline, skipped, device="cuda", tiny=False) -> list[dict]:
     import torch
-    from common import rel_rms
 
+    from common import rel_rms
     from rhythmflow.model.oobleck import FULL, SMALL, random_decoder
     from rhythmflow.vae.codec import TorchScriptVAE
 

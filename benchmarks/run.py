@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import REF_SHAPE, machine, run_worker, table
 
+from common import REF_SHAPE, machine, run_worker, table
 from rhythmflow.machine.perf import forward_flops, measure_gemm_gflops
 from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.planner.cost import DIT_EFFICIENCY, estimate_job
@@ -63,7 +63,7 @@ def gemm_section(shapes: dict, rounds: int) -> dict:
 
 def guidance_section(steps_list=(8, 16, 32), intervals=((0.1, 0.9), (0.25, 0.75))) -> list[dict]:
     """Model row-evaluations per song counted on the real sampler (tiny model, counting wrapper)."""
-    from rhythmflow.sampling import prepare_inputs, sample
+    from rhythmflow.sampling import SamplerSpec, make_grid, prepare_inputs, sample
     from rhythmflow.testing import random_dit
 
     model = random_dit()
@@ -87,7 +87,8 @@ def guidance_section(steps_list=(8, 16, 32), intervals=((0.1, 0.9), (0.25, 0.75)
                 calls["rows"] += x.shape[0]
                 return model(x, t, c)
 
-            sample(counting, inputs, steps=steps, cfg_strength=cfg, guidance_interval=iv, seed=0)
+            sample(counting, inputs, make_grid(steps),
+                   SamplerSpec(cfg_strength=cfg, guidance_interval=iv), start=0)
             rows.append(
                 {
                     "steps": steps,

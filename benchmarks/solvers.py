@@ -18,9 +18,9 @@ import sys
 import time
 
 import torch
-from common import rel_rms
 
-from rhythmflow.sampling import prepare_inputs, sample
+from common import rel_rms
+from rhythmflow.sampling import SamplerSpec, make_grid, prepare_inputs, sample
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit
 
@@ -51,11 +51,9 @@ def main() -> None:
         res = sample(
             model,
             inputs,
-            steps=steps,
-            cfg_strength=4.0,
-            solver=solver,
-            schedule=schedule,
-            noise=noise,
+            make_grid(steps, schedule),
+            SamplerSpec(solver=solver, cfg_strength=4.0),
+            start=noise,
         )
         return res.latent
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -14,6 +15,8 @@ from rhythmflow.sampling import (
     SOLVERS,
     CancelToken,
     Deadline,
+    SampleControl,
+    SamplerSpec,
     SamplerState,
     SamplingInputs,
     initial_noise,
@@ -84,28 +87,34 @@ def test_noise_is_per_item_and_independent_of_batch_size():
 
 
 def test_batch_size_does_not_change_a_song(model):
-    single = sample(model, _song(model), steps=3, cfg_strength=2.0, seed=40)
-    batch = sample(model, _song(model, batch=3), steps=3, cfg_strength=2.0, seed=39)
+    grid, spec = make_grid(3), SamplerSpec(cfg_strength=2.0)
+    single = sample(model, _song(model), grid, spec, start=40)
+    batch = sample(model, _song(model, batch=3), grid, spec, start=39)
     assert batch.latent.shape == (3, N, 64)
     # equal up to GEMM rounding, which depends on the batch composition
     err = (batch.latent[1] - single.latent[0]).abs().max()
     assert err <= 2e-5 * single.latent.abs().max()
-    other = sample(model, _song(model), steps=3, cfg_strength=2.0, seed=41)
+    other = sample(model, _song(model), grid, spec, start=41)
     assert (other.latent - single.latent).abs().max() > 0.1  # the seed does matter
     assert single.seed == 40
 
 
-def test_explicit_noise_and_random_seed(model):
+def test_explicit_noise_and_seeds(model):
     noise = torch.randn(1, N, 64, generator=torch.Generator().manual_seed(3))
-    a = sample(model, _song(model), steps=2, cfg_strength=1.0, noise=noise)
-    b = sample(model, _song(model), steps=2, cfg_strength=1.0, noise=noise.clone())
+    grid, spec = make_grid(2), SamplerSpec(cfg_strength=1.0)
+    a = sample(model, _song(model), grid, spec, start=noise)
+    b = sample(model, _song(model), grid, spec, start=noise.clone())
     assert a.seed is None and torch.equal(a.latent, b.latent)
     with pytest.raises(UsageError, match="noise"):
-        sample(model, _song(model), steps=2, cfg_strength=1.0, noise=torch.randn(1, N + 1, 64))
-    r = sample(model, _song(model), steps=1, cfg_strength=0.0)
-    assert isinstance(r.seed, int)
-    again = sample(model, _song(model), steps=1, cfg_strength=0.0, seed=r.seed)
+        sample(model, _song(model), grid, spec, start=torch.randn(1, N + 1, 64))
+    r = sample(model, _song(model), make_grid(1), SamplerSpec(), start=17)
+    assert r.seed == 17
+    again = sample(model, _song(model), make_grid(1), SamplerSpec(), start=r.seed)
     assert torch.equal(r.latent, again.latent)
+    # the sampler never draws a seed of its own: the caller (the plan) picks it
+    for bad in (None, -1, True, 1.5, "7"):
+        with pytest.raises(UsageError, match="start"):
+            sample(model, _song(model), make_grid(1), SamplerSpec(), start=bad)
 
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
@@ -114,12 +123,10 @@ def test_progress_events(solver):
     result = sample(
         toy_forward,
         toy_inputs(),
-        steps=5,
-        cfg_strength=0.0,
-        solver=solver,
-        schedule="sway",
-        seed=0,
-        callback=events.append,
+        make_grid(5, "sway"),
+        SamplerSpec(solver=solver),
+        start=0,
+        on_step=events.append,
     )
     per = SOLVERS[solver].evals_per_step
     assert [e.step for e in events] == [1, 2, 3, 4, 5] and {e.total for e in events} == {5}
@@ -152,11 +159,10 @@ def test_deadline_is_checked_before_every_evaluation_not_only_between_steps():
     result = sample(
         clock.forward,
         toy_inputs(),
-        steps=4,
-        cfg_strength=0.0,
-        solver="rk4",
-        seed=0,
-        deadline=Deadline(at=6, clock=clock),
+        make_grid(4),
+        SamplerSpec(solver="rk4"),
+        start=0,
+        control=SampleControl(deadline=Deadline(at=6, clock=clock)),
     )
     # step 1 takes evaluations 1-4, step 2 is cut after evaluations 5 and 6
     assert result.status == "timeout" and result.latent is None
@@ -171,12 +177,11 @@ def test_anytime_finish_is_one_jump_to_t1_from_the_last_state():
     result = sample(
         clock.forward,
         inputs,
-        steps=4,
-        cfg_strength=0.0,
-        seed=0,
-        anytime=True,
-        deadline=Deadline(at=2, clock=clock),
-        callback=events.append,
+        make_grid(4),
+        SamplerSpec(),
+        start=0,
+        control=SampleControl(deadline=Deadline(at=2, clock=clock), anytime=True),
+        on_step=events.append,
     )
     assert result.status == "timeout" and result.anytime and result.steps_done == 2
     x2, t2 = events[-1].x, 0.5
@@ -190,22 +195,22 @@ def test_anytime_reuses_the_evaluation_at_the_step_start():
     result = sample(
         clock.forward,
         toy_inputs(),
-        steps=3,
-        cfg_strength=0.0,
-        solver="rk4",
-        seed=0,
-        anytime=True,
-        deadline=Deadline(at=6, clock=clock),
+        make_grid(3),
+        SamplerSpec(solver="rk4"),
+        start=0,
+        control=SampleControl(deadline=Deadline(at=6, clock=clock), anytime=True),
     )
     assert result.anytime and result.steps_done == 1 and result.evaluations == 6
 
 
 def test_deadline_already_passed():
     clock = CountingClock()
-    kw = dict(steps=3, cfg_strength=0.0, seed=0, deadline=Deadline(at=0, clock=clock))
-    r = sample(clock.forward, toy_inputs(), **kw)
+    deadline = Deadline(at=0, clock=clock)
+    r = sample(clock.forward, toy_inputs(), make_grid(3), SamplerSpec(), start=0,
+               control=SampleControl(deadline=deadline))
     assert (r.status, r.steps_done, r.evaluations, r.latent) == ("timeout", 0, 0, None)
-    r = sample(clock.forward, toy_inputs(), **kw, anytime=True)
+    r = sample(clock.forward, toy_inputs(), make_grid(3), SamplerSpec(), start=0,
+               control=SampleControl(deadline=deadline, anytime=True))
     noise = initial_noise(1, 4, 3, 0)
     torch.testing.assert_close(r.latent, noise + (toy_inputs().cond - noise))  # one Euler step
 
@@ -216,9 +221,8 @@ def test_timeout_with_a_slow_model_stops_promptly():
         return toy_forward(x, t, c)
 
     started = time.monotonic()
-    r = sample(
-        slow, toy_inputs(), steps=200, cfg_strength=0.0, seed=0, deadline=Deadline.after(0.3)
-    )
+    r = sample(slow, toy_inputs(), make_grid(200), SamplerSpec(), start=0,
+               control=SampleControl(deadline=Deadline.after(0.3)))
     assert r.status == "timeout" and 0 < r.steps_done < 200
     assert time.monotonic() - started < 5  # far less than the 10 s an uninterrupted run takes
 
@@ -232,7 +236,8 @@ def test_cancel_from_another_thread_and_from_the_callback():
 
     timer = threading.Timer(0.2, token.cancel)
     timer.start()
-    r = sample(slow, toy_inputs(), steps=500, cfg_strength=0.0, seed=0, cancel=token, anytime=True)
+    r = sample(slow, toy_inputs(), make_grid(500), SamplerSpec(), start=0,
+               control=SampleControl(cancel=token, anytime=True))
     timer.join()
     assert r.status == "cancelled" and r.latent is None and 0 < r.steps_done < 500
     assert token.cancelled and r.state.reason == "cancelled"
@@ -241,25 +246,27 @@ def test_cancel_from_another_thread_and_from_the_callback():
     r = sample(
         toy_forward,
         toy_inputs(),
-        steps=6,
-        cfg_strength=0.0,
-        seed=0,
-        cancel=event,
-        callback=lambda e: event.set() if e.step == 2 else None,
+        make_grid(6),
+        SamplerSpec(),
+        start=0,
+        control=SampleControl(cancel=event),
+        on_step=lambda e: event.set() if e.step == 2 else None,
     )
     assert (r.status, r.steps_done, r.evaluations) == ("cancelled", 2, 2)
 
 
 @pytest.mark.parametrize("solver,cut", [("euler", 3), ("rk4", 6), ("heun", 1)])
 def test_resume_equals_an_uninterrupted_run_bit_for_bit(model, tmp_path, solver, cut):
-    kw = dict(steps=4, cfg_strength=3.0, solver=solver, seed=21, tag="song-1")
-    full = sample(model, _song(model, batch=2, edit=True), **kw)
+    grid, spec = make_grid(4), SamplerSpec(solver=solver, cfg_strength=3.0, tag="song-1")
+    full = sample(model, _song(model, batch=2, edit=True), grid, spec, start=21)
     clock = CountingClock()
     timed = sample(
         _patched_forward(model, clock),
         _song(model, batch=2, edit=True),
-        **kw,
-        deadline=Deadline(at=cut, clock=clock),
+        grid,
+        spec,
+        start=21,
+        control=SampleControl(deadline=Deadline(at=cut, clock=clock)),
     )
     assert timed.status == "timeout"
 
@@ -270,11 +277,7 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(model, tmp_path, solver,
     state = SamplerState.load(path)
     events = []
     resumed = sample(
-        model,
-        _song(model, batch=2, edit=True),
-        **{**kw, "seed": None},
-        resume_state=state,
-        callback=events.append,
+        model, _song(model, batch=2, edit=True), grid, spec, start=state, on_step=events.append
     )
     assert resumed.completed and torch.equal(resumed.latent, full.latent)
     assert events[0].step == state.step + 1 and resumed.steps_done == 4 and resumed.seed == 21
@@ -291,72 +294,70 @@ def _patched_forward(model, clock):
 
 def test_resume_with_the_real_model_cut_by_an_evaluation_clock(model):
     clock = CountingClock()
-    kw = dict(steps=5, cfg_strength=2.0, solver="midpoint", seed=4)
-    full = sample(model, _song(model), **kw)
-    timed = sample(
-        _patched_forward(model, clock), _song(model), **kw, deadline=Deadline(at=5, clock=clock)
-    )
+    grid, spec = make_grid(5), SamplerSpec(solver="midpoint", cfg_strength=2.0)
+    full = sample(model, _song(model), grid, spec, start=4)
+    timed = sample(_patched_forward(model, clock), _song(model), grid, spec, start=4,
+                   control=SampleControl(deadline=Deadline(at=5, clock=clock)))
     assert timed.status == "timeout" and timed.steps_done == 2
-    resumed = sample(model, _song(model), **kw, resume_state=timed.state)
+    resumed = sample(model, _song(model), grid, spec, start=timed.state)
     assert torch.equal(resumed.latent, full.latent)
     assert resumed.evaluations == 6
 
 
 @pytest.mark.parametrize(
-    "change,name",
+    "grid,change,name",
     [
-        ({"steps": 6}, "steps"),
-        ({"solver": "heun"}, "solver"),
-        ({"cfg_strength": 1.0}, "cfg_strength"),
-        ({"seed": 3}, "seed"),
-        ({"tag": "other"}, "tag"),
-        ({"schedule": "sway"}, "schedule"),
-        ({"guidance_interval": (0.0, 0.5)}, "guidance_interval"),
+        (make_grid(6), {}, "steps"),
+        (None, {"solver": "heun"}, "solver"),
+        (None, {"cfg_strength": 1.0}, "cfg_strength"),
+        (None, {"tag": "other"}, "tag"),
+        (make_grid(4, "sway"), {}, "time grid"),
+        (make_grid(4, "sway", 0.5), {}, "time grid"),
+        (None, {"guidance_interval": (0.0, 0.5)}, "guidance_interval"),
+        (None, {"guidance_layout": "split"}, "guidance_layout"),
+        (None, {"model_dtype": torch.float64}, "model_dtype"),
     ],
 )
-def test_resume_with_other_settings_names_the_mismatch(change, name):
+def test_resume_with_other_settings_names_the_mismatch(grid, change, name):
     clock = CountingClock()
-    kw = dict(steps=4, cfg_strength=2.0, seed=1)
-    stopped = _stopped_toy_run(clock, **kw)
+    spec = SamplerSpec(cfg_strength=2.0)
+    stopped = _stopped_toy_run(clock, spec)
     with pytest.raises(UsageError, match=name):
-        sample(toy_forward, toy_inputs(), **{**kw, **change}, resume_state=stopped.state)
+        sample(toy_forward, toy_inputs(), make_grid(4) if grid is None else grid,
+               dataclasses.replace(spec, **change), start=stopped.state)
 
 
-def _stopped_toy_run(clock: CountingClock, **kw):
-    """A 4-step toy run (cfg 0, seed 1) whose deadline stops it after 2 evaluations."""
-    kw = {"steps": 4, "cfg_strength": 0.0, "seed": 1, **kw}
-    return sample(clock.forward, toy_inputs(), **kw, deadline=Deadline(at=2, clock=clock))
+def _stopped_toy_run(clock: CountingClock, spec: SamplerSpec | None = None):
+    """A 4-step uniform toy run (cfg 0 unless ``spec`` says otherwise, seed 1) whose deadline
+    stops it after 2 evaluations."""
+    return sample(clock.forward, toy_inputs(), make_grid(4), spec or SamplerSpec(), start=1,
+                  control=SampleControl(deadline=Deadline(at=2, clock=clock)))
 
 
-def test_resume_refuses_explicit_noise():
+def test_a_resume_takes_its_state_and_seed_from_the_saved_state():
     clock = CountingClock()
     stopped = _stopped_toy_run(clock)
-    with pytest.raises(UsageError, match="noise"):
-        sample(
-            toy_forward,
-            toy_inputs(),
-            steps=4,
-            cfg_strength=0.0,
-            resume_state=stopped.state,
-            noise=torch.zeros(1, 4, 3),
-        )
+    assert stopped.state.settings.seed == 1
+    resumed = sample(toy_forward, toy_inputs(), make_grid(4), SamplerSpec(), start=stopped.state)
+    full = sample(toy_forward, toy_inputs(), make_grid(4), SamplerSpec(), start=1)
+    assert resumed.seed == 1 and torch.equal(resumed.latent, full.latent)
 
 
 def test_resume_with_another_shape_or_mask_is_refused(model):
     clock = CountingClock()
     stopped = _stopped_toy_run(clock)
     with pytest.raises(UsageError, match="shape"):
-        sample(toy_forward, toy_inputs(b=2), steps=4, cfg_strength=0.0, resume_state=stopped.state)
+        sample(toy_forward, toy_inputs(b=2), make_grid(4), SamplerSpec(), start=stopped.state)
     edit = sample(
         _patched_forward(model, clock),
         _song(model, edit=True),
-        steps=3,
-        cfg_strength=0.0,
-        seed=1,
-        deadline=Deadline(at=clock.now + 1, clock=clock),
+        make_grid(3),
+        SamplerSpec(),
+        start=1,
+        control=SampleControl(deadline=Deadline(at=clock.now + 1, clock=clock)),
     )
     with pytest.raises(UsageError, match="edit mask"):
-        sample(model, _song(model), steps=3, cfg_strength=0.0, resume_state=edit.state)
+        sample(model, _song(model), make_grid(3), SamplerSpec(), start=edit.state)
 
 
 def test_bad_state_files(tmp_path):
@@ -379,23 +380,34 @@ def test_nan_in_the_state_stops_with_the_step_named():
         return v * math.nan if len(calls) == 3 else v
 
     with pytest.raises(NumericalError, match="step 3/5"):
-        sample(forward, toy_inputs(), steps=5, cfg_strength=0.0, seed=0)
+        sample(forward, toy_inputs(), make_grid(5), SamplerSpec(), start=0)
     assert len(calls) == 3  # stopped at once
     with pytest.raises(NumericalError, match="initial noise"):
-        sample(
-            toy_forward,
-            toy_inputs(),
-            steps=2,
-            cfg_strength=0.0,
-            noise=torch.full((1, 4, 3), math.inf),
-        )
+        sample(toy_forward, toy_inputs(), make_grid(2), SamplerSpec(),
+               start=torch.full((1, 4, 3), math.inf))
 
 
-def test_unknown_solver_or_schedule_fails_before_any_work():
+def test_unknown_solver_or_schedule_or_a_bad_grid_fails_before_any_work():
     def forward(x, t, c):
         raise AssertionError("must not be called")
 
     with pytest.raises(UsageError, match="euler, midpoint, heun, rk4"):
-        sample(forward, toy_inputs(), steps=2, cfg_strength=0.0, solver="ddim")
+        sample(forward, toy_inputs(), make_grid(2), SamplerSpec(solver="ddim"), start=0)
     with pytest.raises(UsageError, match="schedule"):
-        sample(forward, toy_inputs(), steps=2, cfg_strength=0.0, schedule="karras")
+        sample(forward, toy_inputs(), make_grid(2, "karras"), SamplerSpec(), start=0)
+    with pytest.raises(UsageError, match="guidance_layout"):
+        SamplerSpec(guidance_layout="interleaved")
+    with pytest.raises(UsageError, match="cfg_strength"):
+        SamplerSpec(cfg_strength=-1.0)
+    bad_grids = [
+        torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64),  # not float32
+        torch.tensor([0.0]),  # no step
+        make_grid(2)[None],  # not 1-D
+        torch.tensor([0.0, 0.7, 0.5, 1.0]),  # not increasing
+        torch.tensor([0.1, 0.5, 1.0]),  # does not start from noise
+        torch.tensor([0.0, 0.5, 0.9]),  # does not end at data
+        [0.0, 0.5, 1.0],  # not a tensor
+    ]
+    for grid in bad_grids:
+        with pytest.raises(UsageError, match="make_grid"):
+            sample(forward, toy_inputs(), grid, SamplerSpec(), start=0)

@@ -9,7 +9,14 @@ import torch
 
 from rhythmflow.errors import UsageError
 from rhythmflow.model import Conditioning
-from rhythmflow.sampling import GuidedVelocity, prepare_inputs, sample, segments_to_mask
+from rhythmflow.sampling import (
+    GuidedVelocity,
+    SamplerSpec,
+    make_grid,
+    prepare_inputs,
+    sample,
+    segments_to_mask,
+)
 from rhythmflow.testing import TINY, random_dit
 
 N = 24
@@ -104,7 +111,8 @@ def test_guidance_interval_runs_the_unconditional_rows_only_inside(model, song):
         if not 0.2 <= t <= 0.7:
             assert torch.equal(v, model(x, torch.tensor(t), inputs.cond))
     assert [c[0] for c in rec.calls] == [1, 2, 2, 2, 1]
-    result = sample(rec, inputs, steps=4, cfg_strength=3.0, guidance_interval=(0.2, 0.7), seed=1)
+    spec = SamplerSpec(cfg_strength=3.0, guidance_interval=(0.2, 0.7))
+    result = sample(rec, inputs, make_grid(4), spec, start=1)
     assert result.completed and [c[0] for c in rec.calls[5:]] == [1, 2, 2, 1]  # t = 0, .25, .5, .75
 
 
@@ -126,8 +134,8 @@ def test_guidance_without_a_negative_style_is_refused(model, song):
     inputs = prepare_inputs(model, **{**_plain(song), "negative_style": None})
     assert inputs.both is None
     with pytest.raises(UsageError, match="guidance=True|negative"):
-        sample(model, inputs, steps=2, cfg_strength=4.0, seed=0)
-    assert sample(model, inputs, steps=2, cfg_strength=0.0, seed=0).completed
+        sample(model, inputs, make_grid(2), SamplerSpec(cfg_strength=4.0), start=0)
+    assert sample(model, inputs, make_grid(2), SamplerSpec(cfg_strength=0.0), start=0).completed
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -138,13 +146,13 @@ def test_low_precision_model_keeps_a_float32_state(song, dtype):
     inputs = prepare_inputs(low, **_plain(song))
     rec = Recorder(low)
     states = []
-    result = sample(
-        rec, inputs, steps=3, cfg_strength=2.0, seed=5, callback=lambda e: states.append(e.x.dtype)
-    )
+    result = sample(rec, inputs, make_grid(3), SamplerSpec(cfg_strength=2.0), start=5,
+                    on_step=lambda e: states.append(e.x.dtype))
     assert {c[1] for c in rec.calls} == {dtype}  # x is cast for the call ...
     assert states == [torch.float32] * 3 and result.latent.dtype == torch.float32  # ... not stored
     full = random_dit(config, seed=3)
-    ref = sample(full, prepare_inputs(full, **_plain(song)), steps=3, cfg_strength=2.0, seed=5)
+    ref = sample(full, prepare_inputs(full, **_plain(song)), make_grid(3),
+                 SamplerSpec(cfg_strength=2.0), start=5)
     assert (result.latent - ref.latent).abs().max() < 0.05 * ref.latent.abs().max()
 
 
@@ -172,7 +180,7 @@ def test_edit_keeps_reference_frames_and_hides_generated_ones(model, song):
     assert_rel_close(inputs.cond.static, expected.static)
     one = prepare_inputs(model, **song, edit_mask=mask, batch=1)
     assert torch.equal(inputs.cond.static[1:], one.cond.static)
-    result = sample(model, inputs, steps=3, cfg_strength=2.0, seed=9)
+    result = sample(model, inputs, make_grid(3), SamplerSpec(cfg_strength=2.0), start=9)
     ref = song["reference"].expand(2, N, 64)
     assert torch.equal(result.latent[:, ~mask], ref[:, ~mask])  # kept frames: bit-exact copies
     assert not torch.allclose(result.latent[:, mask], ref[:, mask])
@@ -243,7 +251,8 @@ def test_unknown_guidance_layout_is_a_usage_error(model, song):
 
 def test_sample_runs_either_guidance_layout(model, song):
     inputs = prepare_inputs(model, **_plain(song))
-    runs = {lay: sample(model, inputs, steps=3, cfg_strength=2.0, seed=4, guidance_layout=lay)
+    runs = {lay: sample(model, inputs, make_grid(3),
+                        SamplerSpec(cfg_strength=2.0, guidance_layout=lay), start=4)
             for lay in ("batched", "split")}
     assert runs["batched"].evaluations == runs["split"].evaluations == 3
     assert_rel_close(runs["split"].latent, runs["batched"].latent, tol=1e-4)

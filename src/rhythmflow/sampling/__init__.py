@@ -6,7 +6,8 @@ Conventions (as DiffRhythm):
 * The model predicts the velocity v = x1 − x0 of the straight path x_t = (1 − t)·x0 + t·x1;
   sampling integrates dx/dt = v(x, t). Euler: x ← x + (t₁ − t₀)·v(x, t₀).
 * ``steps`` counts solver steps (grid intervals); a grid has ``steps + 1`` points. The original's
-  ``steps=32`` meant 32 grid points, i.e. 31 Euler steps: pass ``steps=31`` to reproduce it.
+  ``steps=32`` meant 32 grid points, i.e. 31 Euler steps: ``make_grid(31)`` reproduces it. The
+  caller builds the grid (a tensor) and passes it to :func:`sample`.
 * Guidance: v = v_c + s·(v_c − v_u) with s = ``cfg_strength``; the unconditional pass drops the
   lyrics and the reference latent and uses the negative style embedding.
 * The state and every update are float32, whatever dtype the model runs in.
@@ -17,16 +18,24 @@ Conventions (as DiffRhythm):
 Typical use::
 
     inputs = prepare_inputs(model, text=tokens, style=style, negative_style=negative, batch=2)
-    result = sample(model, inputs, steps=31, cfg_strength=4.0, seed=0, callback=on_event)
+    grid, spec = make_grid(31), SamplerSpec(cfg_strength=4.0)
+    result = sample(model, inputs, grid, spec, start=0, on_step=on_event)
     if result.completed:
         latent = result.latent
     elif result.state is not None:
-        result.state.save("song.resume")  # later: sample(..., resume_state=SamplerState.load(...))
+        result.state.save("song.resume")  # later: start=SamplerState.load("song.resume")
 
 Shape legend: b - batch, n - latent frames, m - latent channels (64).
 """
 
-from rhythmflow.sampling.engine import SampleResult, initial_noise, sample
+from rhythmflow.sampling.engine import (
+    SampleControl,
+    SampleResult,
+    SamplerSpec,
+    Start,
+    initial_noise,
+    sample,
+)
 from rhythmflow.sampling.guidance import (
     GuidedVelocity,
     ModelForward,
@@ -57,12 +66,15 @@ __all__ = [
     "GuidedVelocity",
     "ModelForward",
     "ProgressTracker",
+    "SampleControl",
     "SampleEvent",
     "SampleResult",
     "SampleSettings",
+    "SamplerSpec",
     "SamplerState",
     "SamplingInputs",
     "Solver",
+    "Start",
     "VelocityFn",
     "euler",
     "get_solver",

@@ -2,20 +2,23 @@
 
 :func:`sample` is independent of the model class: it takes a ``forward(x, t, conditioning)``
 callable and :class:`~rhythmflow.sampling.guidance.SamplingInputs` (built once per generation,
-e.g. by :func:`~rhythmflow.sampling.guidance.prepare_inputs` from a DiT). It observes a deadline
-and a cancel token before every model evaluation, reports progress after every step, refuses
-NaN/Inf states and returns a typed :class:`SampleResult` — never hangs on a timeout.
+e.g. by :func:`~rhythmflow.sampling.guidance.prepare_inputs` from a DiT). The caller decides
+everything else once and passes it as values: the time grid (a tensor, from
+:func:`~rhythmflow.sampling.schedules.make_grid`), how to integrate (:class:`SamplerSpec`), where
+to start (a seed, explicit noise or a :class:`SamplerState`) and how the run may be stopped
+(:class:`SampleControl`). It observes a deadline and a cancel token before every model
+evaluation, reports progress after every step, refuses NaN/Inf states and returns a typed
+:class:`SampleResult` — never hangs on a timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import torch
 from torch import Tensor
@@ -28,13 +31,79 @@ from rhythmflow.sampling.guidance import (
     check_guidance,
 )
 from rhythmflow.sampling.progress import CancelLike, Deadline, ProgressTracker, SampleEvent
-from rhythmflow.sampling.schedules import DEFAULT_SWAY_COEF, make_grid
 from rhythmflow.sampling.solvers import VelocityFn, get_solver
 from rhythmflow.sampling.state import SamplerState, SampleSettings, check_resumable
 
 log = logging.getLogger(__name__)
 
 Status = Literal["completed", "timeout", "cancelled"]
+
+#: Where a run starts: a seed (item i drawn with ``seed + i``), explicit noise [b, n, m], or a
+#: stopped run's state to resume.
+Start: TypeAlias = int | Tensor | SamplerState
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How to integrate — everything besides the grid that a saved state records and a resume
+    must repeat.
+
+    solver:            "euler", "midpoint", "heun" or "rk4"
+    cfg_strength:      guidance strength s of ``v_c + s·(v_c − v_u)``; 0 = no unconditional pass
+    guidance_interval: (lo, hi): guide only for lo <= t <= hi; None = at every step
+    guidance_layout:   "batched" (one doubled forward) or "split" (two forwards): the same maths,
+                       different GEMM rounding (see :class:`GuidedVelocity`)
+    model_dtype:       dtype the model runs in; None = ``forward.dtype`` (else float32). The state
+                       and every update stay float32
+    tag:               a fingerprint of the inputs (lyrics, style, checkpoint …) chosen by the
+                       caller; a resume with another tag is refused
+
+    Contradictory or unknown values raise UsageError here, before any work.
+    """
+
+    solver: str = "euler"
+    cfg_strength: float = 0.0
+    guidance_interval: tuple[float, float] | None = None
+    guidance_layout: str = "batched"
+    model_dtype: torch.dtype | None = None
+    tag: str = ""
+
+    def __post_init__(self) -> None:
+        get_solver(self.solver)
+        check_guidance(self.cfg_strength, self.guidance_interval)
+        if self.guidance_layout not in GuidedVelocity.LAYOUTS:
+            raise UsageError(f"guidance_layout must be 'batched' or 'split', "
+                             f"got {self.guidance_layout!r}")
+        if self.model_dtype is not None and not isinstance(self.model_dtype, torch.dtype):
+            raise UsageError(f"model_dtype must be a torch.dtype or None, got {self.model_dtype!r}")
+        if not isinstance(self.tag, str):
+            raise UsageError(f"tag must be a string, got {self.tag!r}")
+        object.__setattr__(self, "cfg_strength", float(self.cfg_strength))
+        if self.guidance_interval is not None:
+            object.__setattr__(self, "guidance_interval", tuple(map(float,
+                                                                    self.guidance_interval)))
+
+
+@dataclass(frozen=True)
+class SampleControl:
+    """How a run may stop early, and what it leaves behind.
+
+    deadline:   checked before every model evaluation; when passed the run stops ("timeout")
+    cancel:     a token with ``is_set()`` (:class:`CancelToken`, ``threading.Event``), checked
+                likewise ("cancelled")
+    anytime:    on a timeout, still return a latent: one Euler jump to t = 1 from the last
+                completed step (at most one evaluation past the deadline)
+    checkpoint: a file path; the resumable state is saved there after every completed step but
+                the last, before the step's event is reported (see :func:`sample`)
+    """
+
+    deadline: Deadline | None = None
+    cancel: CancelLike | None = None
+    anytime: bool = False
+    checkpoint: str | os.PathLike | None = None
+
+
+_NO_CONTROL = SampleControl()
 
 
 @dataclass(frozen=True)
@@ -137,136 +206,141 @@ def _check_finite(x: Tensor, step: int, total: int, t: float, what: str) -> None
     if not bool(torch.isfinite(x).all()):
         raise NumericalError(
             f"NaN/Inf in the sampler state {what} (step {step}/{total}, t={t:.4f}); nothing was "
-            "decoded. Try float32 (--dtype float32), a lower cfg_strength or another seed, and "
+            "decoded. Try float32 (dtype=float32), a lower cfg_strength or another seed, and "
             "check that the checkpoint is not corrupt"
         )
 
 
+def _check_grid(grid: Tensor) -> int:
+    """The number of solver steps of ``grid``; UsageError unless it is a 1-D float32 tensor rising
+    strictly from exactly 0 (noise) to exactly 1 (data)."""
+    if not isinstance(grid, Tensor) or grid.ndim != 1 or grid.numel() < 2 \
+            or grid.dtype != torch.float32:
+        got = (f"shape {list(grid.shape)} {grid.dtype}" if isinstance(grid, Tensor)
+               else type(grid).__name__)
+        raise UsageError(f"grid must be a 1-D float32 tensor of at least 2 time points, got "
+                         f"{got}; build it with make_grid(steps, schedule, sway_coef)")
+    g = grid.detach().cpu()
+    if not (float(g[0]) == 0.0 and float(g[-1]) == 1.0 and bool((g[1:] > g[:-1]).all())):
+        raise UsageError("grid must rise strictly from exactly 0 (noise) to exactly 1 (data); "
+                         "build it with make_grid(steps, schedule, sway_coef)")
+    return g.numel() - 1
+
+
+def _seed_of(start: Start) -> int | None:
+    """The seed a run from ``start`` reports (and records in its state)."""
+    if isinstance(start, SamplerState):
+        return start.settings.seed
+    if isinstance(start, Tensor):
+        return None
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise UsageError(
+            f"start must be a seed (a whole number >= 0), an initial noise tensor [b, n, m] or a "
+            f"SamplerState to resume, got {start!r}; the sampler draws no random seed — pass the "
+            "plan's seed"
+        )
+    return start
+
+
 def _initial_state(
-    inputs: SamplingInputs,
-    settings: SampleSettings,
-    grid: Tensor,
-    noise: Tensor | None,
-    resume_state: SamplerState | None,
+    inputs: SamplingInputs, settings: SampleSettings, grid: Tensor, start: Start
 ) -> tuple[Tensor, int]:
     """(x, completed steps) to start from: the resume state, explicit noise or seeded noise."""
     shape, steps = settings.shape, settings.steps
-    if resume_state is not None:
-        if noise is not None:
-            raise UsageError("noise and resume_state exclude each other: the state holds x already")
-        check_resumable(resume_state, settings, grid, inputs.edit_mask)
-        x, start, what = resume_state.x, resume_state.step, "loaded from the resume state"
-    elif noise is not None:
-        if tuple(noise.shape) != shape:
-            raise UsageError(f"noise must be {list(shape)}, got {list(noise.shape)}")
-        x, start, what = noise, 0, "given as initial noise"
+    if isinstance(start, SamplerState):
+        check_resumable(start, settings, grid, inputs.edit_mask)
+        x, step, what = start.x, start.step, "loaded from the resume state"
+    elif isinstance(start, Tensor):
+        if tuple(start.shape) != shape:
+            raise UsageError(f"the initial noise (start) must be {list(shape)}, "
+                             f"got {list(start.shape)}")
+        x, step, what = start, 0, "given as initial noise"
     else:
-        x, start, what = initial_noise(*shape, settings.seed), 0, "of the initial noise"
+        x, step, what = initial_noise(*shape, settings.seed), 0, "of the initial noise"
     x = x.to(inputs.device, torch.float32)
-    _check_finite(x, start, steps, float(grid[start]), what)
-    return x, start
+    _check_finite(x, step, steps, float(grid[step]), what)
+    return x, step
 
 
 def sample(
     forward: ModelForward,
     inputs: SamplingInputs,
-    *,
-    steps: int,
-    cfg_strength: float,
-    solver: str = "euler",
-    schedule: str = "uniform",
-    sway_coef: float | None = None,
-    guidance_interval: tuple[float, float] | None = None,
-    seed: int | None = None,
-    noise: Tensor | None = None,
-    model_dtype: torch.dtype | None = None,
-    deadline: Deadline | None = None,
-    cancel: CancelLike | None = None,
-    callback: Callable[[SampleEvent], None] | None = None,
-    anytime: bool = False,
-    resume_state: SamplerState | None = None,
-    tag: str = "",
-    checkpoint: str | os.PathLike | None = None,
-    guidance_layout: str = "batched",
+    grid: Tensor,
+    spec: SamplerSpec,
+    start: Start,
+    control: SampleControl | None = None,
+    on_step: Callable[[SampleEvent], None] | None = None,
 ) -> SampleResult:
-    """Integrate the flow from noise (t = 0) to data (t = 1) and return a :class:`SampleResult`.
+    """Integrate the flow over ``grid`` from noise (t = 0) to data (t = 1); a :class:`SampleResult`.
 
-    ``steps`` solver steps over the ``schedule`` grid (the original's ``steps=N`` grid points are
-    ``steps=N-1`` here); ``solver`` one of euler/midpoint/heun/rk4; guidance ``cfg_strength`` (0 =
-    no unconditional pass) optionally only for t in ``guidance_interval``. Initial noise: ``noise``
-    [b, n, m] if given, else item i drawn with seed ``seed + i`` (a random seed when None, reported
-    in the result). ``model_dtype`` defaults to ``forward.dtype`` (else float32); the state is float32.
+    ``grid``: the float32 time grid, ``steps + 1`` points from 0 to 1 (build it with
+    :func:`~rhythmflow.sampling.schedules.make_grid`; the original's ``steps=N`` grid points are
+    ``make_grid(N - 1)``). ``spec``: solver, guidance and model dtype (:class:`SamplerSpec`).
+    ``start``: an int seed (item i drawn with ``seed + i``, reported in the result), explicit
+    noise [b, n, m], or a :class:`SamplerState` to resume — its recorded settings, grid, shape
+    and edit mask must match this run (``spec``, ``grid`` and ``inputs``), else UsageError naming
+    every difference; the final latent is then bit-identical to an uninterrupted run. The
+    ``guidance_layout`` is one of those settings: a resume with another layout is refused.
 
-    Before every model evaluation the ``cancel`` token and the ``deadline`` are checked; when one
-    fires the run stops with status "cancelled"/"timeout" and a resumable ``state`` (the last
-    completed step). With ``anytime=True`` a timeout still yields a latent: one Euler jump to t = 1
-    from that state (at most one evaluation past the deadline). ``resume_state`` continues a
-    stopped run; the settings (and ``tag``, a fingerprint of the inputs chosen by the caller) must
-    match, else UsageError; the final latent is bit-identical to an uninterrupted run. The
-    ``guidance_layout`` ("batched" one doubled forward, "split" two forwards; the same maths,
-    different GEMM rounding — see :class:`GuidedVelocity`) is one of those settings: it is
-    recorded in the state, and a resume with another layout is refused.
+    ``control`` (:class:`SampleControl`, None = run to the end): the ``cancel`` token and the
+    ``deadline`` are checked before every model evaluation; when one fires the run stops with
+    status "cancelled"/"timeout" and a resumable ``state`` (the last completed step). With
+    ``anytime`` a timeout still yields a latent: one Euler jump to t = 1 from that state.
+    ``checkpoint``: after every completed step but the last, the resumable state is saved there
+    atomically (:meth:`SamplerState.save`, reason "checkpoint") *before* the step's event is
+    reported, so a process killed at any point leaves a state at least as far as the last event
+    it reported; ``start=SamplerState.load(checkpoint)`` continues it bit-identically. With a
+    checkpoint, a step that completes after ``cancel`` was set is neither saved nor reported (a
+    worker that lost its job writes nothing more; the file stays at the last reported step); the
+    returned ``state`` still includes it.
 
-    ``callback`` gets a :class:`SampleEvent` after every step. NaN/Inf in the state raises
+    ``on_step`` gets a :class:`SampleEvent` after every step. NaN/Inf in the state raises
     NumericalError naming the step.
-
-    ``checkpoint``: a file path; after every completed step but the last, the resumable state is
-    saved there atomically (:meth:`SamplerState.save`, reason "checkpoint") *before* the step's
-    event is reported, so a process killed at any point leaves a state at least as far as the
-    last event it reported; ``resume_state=SamplerState.load(checkpoint)`` continues it
-    bit-identically. With a checkpoint, a step that completes after ``cancel`` was set is neither
-    saved nor reported (a worker that lost its job writes nothing more; the file stays at the
-    last reported step); the returned ``state`` still includes it.
     """
     started = time.perf_counter()
-    spec = get_solver(solver)
-    if schedule == "sway" and sway_coef is None:
-        sway_coef = DEFAULT_SWAY_COEF
-    grid = make_grid(steps, schedule, sway_coef)
-    check_guidance(cfg_strength, guidance_interval)
-    dtype = model_dtype or _model_dtype(forward)
-    device = inputs.device
-    if resume_state is not None and seed is None:
-        seed = resume_state.settings.seed
-    if resume_state is None and noise is None and seed is None:
-        seed = secrets.randbelow(2**31)
+    if not isinstance(spec, SamplerSpec):
+        raise UsageError(f"spec must be a SamplerSpec, got {type(spec).__name__}")
+    control = _NO_CONTROL if control is None else control
+    steps = _check_grid(grid)
+    solve = get_solver(spec.solver)
+    seed = _seed_of(start)
+    dtype = spec.model_dtype or _model_dtype(forward)
+    grid_cpu = grid.detach().to("cpu", copy=True)  # the state's own copy
     settings = SampleSettings(
         steps=steps,
-        solver=solver,
-        schedule=schedule,
-        sway_coef=sway_coef,
-        cfg_strength=float(cfg_strength),
-        guidance_interval=None
-        if guidance_interval is None
-        else tuple(map(float, guidance_interval)),
+        solver=spec.solver,
+        cfg_strength=spec.cfg_strength,
+        guidance_interval=spec.guidance_interval,
         seed=seed,
         shape=tuple(inputs.shape),
         model_dtype=str(dtype).removeprefix("torch."),
-        tag=tag,
-        guidance_layout=guidance_layout,
+        tag=spec.tag,
+        guidance_layout=spec.guidance_layout,
     )
-    velocity = GuidedVelocity(forward, inputs, cfg_strength, settings.guidance_interval, dtype,
-                              layout=guidance_layout)
-    x, start = _initial_state(inputs, settings, grid, noise, resume_state)
-    grid = grid.to(device)
+    velocity = GuidedVelocity(forward, inputs, spec.cfg_strength, spec.guidance_interval, dtype,
+                              layout=spec.guidance_layout)
+    x, first = _initial_state(inputs, settings, grid_cpu, start)
+    resumed = start if isinstance(start, SamplerState) else None
+    grid = grid.to(inputs.device)
+    cancel, checkpoint = control.cancel, control.checkpoint
 
-    monitor = _Monitor(velocity, deadline, cancel)
-    tracker = ProgressTracker(steps, start)
-    current = {"x": x, "step": start}
+    monitor = _Monitor(velocity, control.deadline, cancel)
+    tracker = ProgressTracker(steps, first)
+    current = {"x": x, "step": first}
     monitor.set_state(x)
-    prior_evals = 0 if resume_state is None else resume_state.evaluations
-    prior_elapsed = 0.0 if resume_state is None else resume_state.elapsed
+    prior_evals = 0 if resumed is None else resumed.evaluations
+    prior_elapsed = 0.0 if resumed is None else resumed.elapsed
 
     def state_at(x_k: Tensor, k: int, reason: str) -> SamplerState:
         """The resumable state after ``k`` steps (counting evaluations and time of earlier
         calls)."""
-        return SamplerState(x=x_k, step=k, grid=grid.cpu(), settings=settings,
+        return SamplerState(x=x_k, step=k, grid=grid_cpu, settings=settings,
                             edit_mask=inputs.edit_mask,
                             evaluations=prior_evals + monitor.evaluations,
                             elapsed=prior_elapsed + time.perf_counter() - started, reason=reason)
 
-    def on_step(i: int, t: Tensor, x_new: Tensor) -> None:
-        k = start + i + 1
+    def after_step(i: int, t: Tensor, x_new: Tensor) -> None:
+        k = first + i + 1
         _check_finite(x_new, k, steps, float(t), "after a solver step")
         current.update(x=x_new, step=k)
         monitor.set_state(x_new)
@@ -276,22 +350,22 @@ def sample(
             state_at(x_new, k, "checkpoint").save(checkpoint)
         event = tracker.event(k, float(t), monitor.evaluations, x_new)
         log.debug("%s", event.describe())
-        if callback is not None:
-            callback(event)
+        if on_step is not None:
+            on_step(event)
 
     log.debug(
         "sampling: %d %s steps from step %d, cfg=%s, shape=%s, model dtype %s",
         steps,
-        solver,
-        start,
-        cfg_strength,
+        spec.solver,
+        first,
+        spec.cfg_strength,
         list(inputs.shape),
         settings.model_dtype,
     )
     status: Status = "completed"
     with torch.inference_mode():
         try:
-            x_final = spec(monitor, x, grid[start:], on_step)
+            x_final = solve(monitor, x, grid[first:], after_step)
         except _Interrupted as stop:
             status = stop.status
     x, k = current["x"], current["step"]
@@ -302,7 +376,7 @@ def sample(
     else:
         state = state_at(x, k, status)
         latent, jumped = None, False
-        if anytime and status == "timeout":
+        if control.anytime and status == "timeout":
             with torch.inference_mode():
                 t_k = grid[k]
                 x_any = x + (grid[-1] - t_k) * monitor.velocity_at_state(t_k)

@@ -19,23 +19,26 @@ from rhythmflow.errors import UsageError
 
 FORMAT = "rhythmflow-sampler-state"
 VERSION = 1
+#: Settings recorded by states written when the sampler built the grid itself; dropped on load.
+_GRID_KEYS = ("schedule", "sway_coef")
 
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """Everything that determines the trajectory besides the conditioning inputs.
+    """Everything that determines the trajectory besides the conditioning inputs and the time
+    grid (the grid is stored beside the settings, :attr:`SamplerState.grid`, and compared as a
+    tensor: it carries the schedule and sway coefficient the caller chose).
 
     ``tag`` is a free-form fingerprint of the inputs (lyrics, style, checkpoint...) set by the
     caller; a resume with a different tag is refused like any other mismatch.
     ``guidance_layout`` ("batched" or "split") changes the GEMM rounding, so a resume must use
     the recorded one; states written before it was recorded read as "batched" (the only layout
-    a plan chose then).
+    a plan chose then). States written when the sampler still built the grid also record
+    ``schedule`` and ``sway_coef``; those keys are read and dropped (the stored grid holds them).
     """
 
     steps: int
     solver: str
-    schedule: str
-    sway_coef: float | None
     cfg_strength: float
     guidance_interval: tuple[float, float] | None
     seed: int | None
@@ -56,6 +59,7 @@ class SampleSettings:
     def from_dict(cls, d: dict[str, Any]) -> SampleSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"guidance_layout": "batched", **d}  # states from before the layout was recorded
+        d = {k: v for k, v in d.items() if k not in _GRID_KEYS}  # the stored grid holds them
         if set(d) != names:
             raise ValueError(f"settings keys {sorted(d)} differ from {sorted(names)}")
         gi = d["guidance_interval"]
@@ -143,7 +147,7 @@ class SamplerState:
             from rhythmflow.errors import plain_reason
 
             raise UsageError(f"{path} is not a readable rhythmflow sampler state "
-                             f"({plain_reason(exc)}); restart without --resume") from None
+                             f"({plain_reason(exc)}); start again without resuming from it") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise UsageError(f"{path} is not a rhythmflow sampler state (no '{FORMAT}' marker)")
         if d.get("version") != VERSION:
@@ -174,7 +178,10 @@ def check_resumable(
     """Raise UsageError naming every difference between ``state`` and the run about to resume it."""
     problems = state.settings.mismatches(settings)
     if not torch.equal(state.grid.cpu(), grid.cpu()):
-        problems.append("time grid differs")
+        problems.append(
+            f"time grid: {_describe_grid(state.grid)} in the state, {_describe_grid(grid)} now "
+            "(made with other steps, schedule or sway_coef)"
+        )
     if tuple(state.x.shape) != settings.shape:
         problems.append(
             f"state tensor shape {list(state.x.shape)}, expected {list(settings.shape)}"
@@ -193,3 +200,10 @@ def check_resumable(
             + "; ".join(problems)
             + ". Resume with the settings saved in the state, or start a new run without resuming."
         )
+
+
+def _describe_grid(grid: Tensor) -> str:
+    """``"9 points [0, 0.0123, 0.0489, …, 1]"``: enough to tell two grids apart in a message."""
+    g = [f"{v:.4g}" for v in grid.detach().cpu().float().tolist()]
+    shown = g if len(g) <= 5 else [*g[:3], "…", g[-1]]
+    return f"{len(g)} points [{', '.join(shown)}]"
