@@ -18,7 +18,6 @@ import json
 import statistics
 
 from common import machine, table
-
 from rhythmflow.machine.perf import time_forward
 from rhythmflow.planner.cost import calibrate
 from rhythmflow.testing import TINY, random_dit

@@ -114,8 +114,9 @@ def golden_records(golden: Path) -> list[dict]:
 
 def word_sources(records: list[dict]) -> dict[str, list[str]]:
     """Distinct lower-case words per offline source (first-seen order)."""
-    import inflect
     import pydoc_data.topics
+
+    import inflect
 
     def distinct(words) -> list[str]:
         return list(dict.fromkeys(w.lower() for w in words))
@@ -201,12 +202,15 @@ def substitutions(a: str, b: str) -> list[str]:
 
 
 def report(name: str, items: list[str], a: list, b: list, examples: int) -> dict:
+    """Print and return how many of ``items`` differ between ``a`` (system) and ``b`` (bundled),
+    the phone edits behind the differences (phone strings only) and up to ``examples`` cases."""
     differ = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
     pct = 100 * len(differ) / len(items) if items else 0.0
     print(f"\n{name}: {len(items)} compared, {len(differ)} differ ({pct:.2f}%)")
     patterns = collections.Counter()
     for i in differ:
-        patterns.update(set(substitutions(str(a[i]), str(b[i]))))
+        if isinstance(a[i], str) and isinstance(b[i], str):
+            patterns.update(set(substitutions(a[i], b[i])))
     if patterns:
         print("  phone edits (system → bundled), items containing each:")
         for edit, n in patterns.most_common(15):

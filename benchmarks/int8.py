@@ -36,12 +36,13 @@ import time
 import warnings
 
 import torch
-from common import machine, rel_rms, table
 from torch import nn
 
+from common import machine, rel_rms, table
+from rhythmflow.machine.host import cpu_facts
 from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.model.inputs import model_inputs
-from rhythmflow.model.quantize import Int8DynamicLinear, quantize_int8
+from rhythmflow.model.quantize import Int8DynamicLinear, default_kernel, quantize_int8
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit
 

@@ -30,11 +30,11 @@ import statistics
 import time
 
 import torch
-from common import machine, rel_rms, table
 
+from common import machine, rel_rms, table
 from rhythmflow.machine.process import keep_freed_memory
-from rhythmflow.model.inputs import model_inputs
 from rhythmflow.model import blocks
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit
 

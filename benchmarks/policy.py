@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, rel_rms, table
 
+from common import machine, rel_rms, table
+from rhythmflow.machine.probe import AUTO_DTYPES, Probe, choose_cpu_dtype, measure_cpu
 from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.model.inputs import model_inputs
-from rhythmflow.machine.probe import AUTO_DTYPES, Probe, choose_cpu_dtype, measure_cpu
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit
 
@@ -42,7 +42,8 @@ SONG_FRAMES = 2048  # 95 s
 
 @torch.inference_mode()
 def candidates_section(frames: int, rounds: int, depth: int, threads: int) -> dict:
-    from rhythmflow.model.quantize import quantize_int8
+    from rhythmflow.machine.host import cpu_facts
+    from rhythmflow.model.quantize import default_kernel, quantize_int8
 
     probe = measure_cpu(threads)
     chosen, reason = choose_cpu_dtype(probe)

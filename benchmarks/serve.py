@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import soundfile as sf
-from common import machine, table
 
+from common import machine, table
 from rhythmflow.audio.io import write_audio
 from rhythmflow.pipeline import SongGenerator, run
 from rhythmflow.planner.core import Machine, plan

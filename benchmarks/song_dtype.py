@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from common import machine, rel_rms, table
 
 #: (name, --dtype, --vae-dtype, decode with the file's TorchScript)
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         row["audio_rel_rms_vs_float32"] = rel_rms(audio, outputs["float32"][1])
     res["seconds"] = time.perf_counter() - t0
     print(table(f"{a.frames} frames ({a.frames * 2048 / 44100:.1f} s), {a.steps} steps, seed "
-                f"{a.seed}, same weights and noise; errors against the reference, measured side "
-                "by side in this one run",
+                f"{a.seed}, same weights and noise; errors against the reference (last column: "
+                "against float32), measured side by side in this one run",
                 ["variant", "DiT", "VAE decode", "guidance", "sampling s", "decode s",
                  "latent rel. RMS", "audio rel. RMS", "audio vs float32"],
                 [[r["variant"], r["dtype"], r["vae_decoder"], r["guidance_layout"],

@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, rel_rms, table
 
+from common import machine, rel_rms, table
 from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.model.oobleck import FULL, SMALL, decode_flops, random_decoder, save_scripted
 from rhythmflow.model.oobleck_fast import FastOobleckDecoder

@@ -24,8 +24,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import run_worker
 
+from common import run_worker
 from rhythmflow.machine.perf import clock
 from rhythmflow.machine.process import keep_freed_memory
 from rhythmflow.model.blocks import DecoderLayer, rope_tables

@@ -21,12 +21,12 @@ import time
 from collections import defaultdict
 
 import torch
-from common import ref_gemm, rel_rms
 
+from common import ref_gemm, rel_rms
 from rhythmflow.machine.perf import PeakMemory, clock, forward_flops, param_bytes
-from rhythmflow.model.inputs import model_inputs
 from rhythmflow.machine.process import keep_freed_memory, release_freed_memory
 from rhythmflow.model import load_checkpoint
+from rhythmflow.model.inputs import model_inputs
 from rhythmflow.specs import PRESETS
 from rhythmflow.testing import random_dit, save_checkpoint
 

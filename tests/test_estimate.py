@@ -39,11 +39,15 @@ def test_memory_estimate_components():
     assert estimate_memory(BASE, 2048, cfg=False).conditioning == m.conditioning // 2
 
 
-def test_refuse_names_flags_that_help():
+def test_refuse_names_the_settings_that_help():
+    from rhythmflow.cli.commands import in_flags
+
     m = estimate_memory(BASE, 2048, batch=2)
     small = type(m)(m.weights, m.conditioning, m.activations, m.vae, m.total, available=GB)
-    with pytest.raises(ResourceError, match=r"--batch 1.*--quantize int8"):
+    with pytest.raises(ResourceError, match=r"batch=1.*quantize=int8") as err:
         refuse_if_too_big(small, batch=2, frames=2048, dtype="float32", device="cpu")
+    assert "--" not in str(err.value)  # the library names fields; the CLI says flags
+    assert "--batch 1, --quantize int8" in in_flags(str(err.value))
     big = type(m)(m.weights, m.conditioning, m.activations, m.vae, m.total, available=100 * GB)
     refuse_if_too_big(big, batch=2, frames=2048, dtype="float32", device="cpu")
 
@@ -140,3 +144,13 @@ def test_calibration_fits_fixed_plus_per_flop_cost_and_extrapolates():
     flat = calibrate(model, n, rows=2, calib_frames=f1, direct_below=0.0,
                      timer=lambda *a, **k: 1.0)
     assert flat == pytest.approx(w[n] / w[f1])
+
+
+def test_items_are_evaluated_one_at_a_time():
+    """A batch keeps every item's conditioning, but only one forward's activations are live."""
+    one = estimate_memory(BASE, 6144, batch=1)
+    many = estimate_memory(BASE, 6144, batch=64)
+    assert many.activations == one.activations
+    assert many.conditioning == 64 * one.conditioning
+    split = estimate_memory(BASE, 6144, layout="split")
+    assert split.activations * 2 == one.activations

@@ -1,10 +1,10 @@
-import pytest
-
 """`import rhythmflow` must stay cheap: no heavy imports, no device detection, no env writes."""
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 HEAVY = [
     "torch",

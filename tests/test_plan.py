@@ -90,9 +90,9 @@ def test_time_budget_picks_the_most_steps_that_fit_or_refuses():
 
 def test_a_job_that_cannot_fit_is_refused_with_the_settings_that_would_fit():
     small = dataclasses.replace(CPU, memory_available=2 * GB)
-    with pytest.raises(ResourceError, match=r"--batch 1.*--quantize int8"):
+    with pytest.raises(ResourceError, match=r"batch=1.*quantize=int8"):
         plan(req(batch=2), small)
-    quantized = dataclasses.replace(CPU, memory_available=5 * GB)
+    quantized = dataclasses.replace(CPU, memory_available=6 * GB)
     with pytest.raises(ResourceError):
         plan(req(), quantized)
     assert plan(req(quantize="int8"), quantized).memory.fits

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rhythmflow import specs
-from rhythmflow.errors import EXIT_ASSET, EXIT_OK, AssetError, UsageError
+from rhythmflow.errors import EXIT_ASSET, EXIT_OK, AssetError, RhythmflowError, UsageError
+from rhythmflow.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +211,8 @@ def verify_file(
         return True
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stamp), encoding="utf-8")
-        os.replace(tmp, marker)
-    except OSError as exc:  # a read-only cache only costs a re-hash next time
+        atomic_write_bytes(marker, json.dumps(stamp).encode("utf-8"))
+    except (OSError, RhythmflowError) as exc:  # a read-only cache only costs a re-hash
         log.warning("could not record verified marker %s: %s", marker, exc)
     return True
 

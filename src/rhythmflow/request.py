@@ -33,13 +33,20 @@ FORMAT_SAMPLES = {"wav": ("int16", "int24", "float32"), "flac": ("int16", "int24
 FORMATS = tuple(FORMAT_SAMPLES)
 SAMPLE_FORMATS = FORMAT_SAMPLES["wav"]
 QUANTIZE = ("none", "int8")
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "half")
-VAE_DTYPE_NAMES = ("auto", "float32", "bfloat16", "fp32", "bf16")
+#: every dtype name a request, the command line or a server setting accepts → its torch name
+#: (the one vocabulary: everything else asks here)
+DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
+                 "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16"}
+DTYPE_NAMES = ("auto", *DTYPE_ALIASES)
+#: what the VAE decoder's residual convolutions may run in
+VAE_DTYPES = ("float32", "bfloat16")
+VAE_DTYPE_NAMES = ("auto", *(k for k, v in DTYPE_ALIASES.items() if v in VAE_DTYPES))
 STYLE_FIELDS = ("style_prompt", "style_embedding", "style_embedding_file", "style_audio")
 EMBEDDING_DIM = 512
 MAX_SEED = 2**64 - 1  # torch.Generator seeds are 64-bit; seed + i must fit
 MAX_STEPS = 1000
 MAX_BATCH = 64
+MAX_REPAIR_ROUNDS = 10
 
 
 def _fail(field: str, message: str) -> UsageError:
@@ -104,6 +111,14 @@ class GenerationRequest:
     threads: int | None = None
     chunked: bool = True
     vae_dtype: str = "auto"  # the VAE decoder's residual convolutions (auto, float32, bfloat16)
+    # after decoding (rhythmflow.review): score, repair, keep takes
+    takes: int = 1  # N seeds (seed … seed+N-1), each kept and scored, best first
+    check: bool = False  # transcribe every line and score it (phoneme error rate)
+    repair: bool = False  # regenerate the lines whose PER is over repair_threshold
+    repair_rounds: int = 2
+    repair_threshold: float = 0.5
+    asr_command: str | None = None  # a recogniser program: "CMD {wav} {start} {end} {line} {lang}"
+    asr_model: str | None = None  # a local transformers Whisper folder (default: the pinned one)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -140,7 +155,12 @@ class GenerationRequest:
             can = " or ".join(FORMAT_SAMPLES[self.format])
             raise _fail("sample_format", f"{self.sample_format} cannot be stored in "
                         f"{self.format} ({self.format} holds {can}); write wav or use {can}")
-        if self.seed is not None and self.seed + self.batch - 1 > MAX_SEED:
+        if self.takes > 1 and self.batch not in (1, self.takes):
+            raise _fail("takes", f"takes {self.takes} are sampled as a batch of {self.takes}; "
+                        f"drop batch {self.batch}")
+        if self.asr_command is not None and self.asr_model is not None:
+            raise _fail("asr_model", "give one recogniser: asr_command or asr_model, not both")
+        if self.seed is not None and self.seed + max(self.batch, self.takes) - 1 > MAX_SEED:
             raise _fail("seed", f"seed + batch - 1 must be <= {MAX_SEED}")
 
     @property
@@ -303,13 +323,41 @@ def _segments(field: str, v: Any) -> tuple[tuple[float, float], ...]:
     return tuple((float(a), float(b)) for a, b in pairs)
 
 
-def _device(field: str, v: Any) -> str:
-    v = _text(field, v)
+def _asr_template(field: str, v: Any) -> str:
+    """A recogniser command template: shell words (shlex) naming ``{wav}``, the window file."""
+    import shlex
+
+    v = _nonempty_text(field, v)
+    try:
+        words = shlex.split(v)
+    except ValueError as exc:
+        raise _fail(field, f"cannot split {v!r} into words ({exc}); check the quotes") from None
+    if not any("{wav}" in w for w in words):
+        raise _fail(field, f"{v!r} never names {{wav}}, the audio window to transcribe; e.g. "
+                    '"whisper-cli -m model.bin -nt -f {wav}"')
+    try:
+        v.format(wav="", start=0.0, end=0.0, line=1, lang="en")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _fail(field, f"{v!r}: unknown placeholder {exc}; use {{wav}} {{start}} {{end}} "
+                    "{line} {lang} (double other braces: {{ }})") from None
+    return v
+
+
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+def check_device(v: str, field: str = "device") -> str:
+    """``v`` if it names a device (auto, cpu, cuda, cuda:N, mps); UsageError naming ``field``
+    otherwise. The one reader of device strings (requests and server settings alike)."""
     kind, _, index = v.partition(":")
-    if kind not in ("auto", "cpu", "cuda", "mps") or (index and not (
+    if kind not in ("auto", *DEVICE_KINDS) or (index and not (
             kind == "cuda" and index.isdigit())):
         raise _fail(field, f"unknown device {v!r}; choose auto, cpu, cuda, cuda:N or mps")
     return v
+
+
+def _device(field: str, v: Any) -> str:
+    return check_device(_text(field, v), field)
 
 
 _CHECKS = {
@@ -349,5 +397,12 @@ _CHECKS = {
     "threads": _optional(_whole(1, 4096)),
     "chunked": _flag,
     "vae_dtype": _choice(VAE_DTYPE_NAMES),
+    "takes": _whole(1, MAX_BATCH),
+    "check": _flag,
+    "repair": _flag,
+    "repair_rounds": _whole(1, MAX_REPAIR_ROUNDS),
+    "repair_threshold": _real(lo=0.0, hi=1.0),
+    "asr_command": _optional(_asr_template),
+    "asr_model": _optional(_nonempty_text),
 }
 assert set(_CHECKS) == {f.name for f in dataclasses.fields(GenerationRequest)}

@@ -27,6 +27,8 @@ BASE_FRAMES = 2048
 FULL_FRAMES = 6144
 VAE_REPO = "ASLP-lab/DiffRhythm-vae"
 VAE_FILE = "vae_model.pt"
+#: bytes per element of each arithmetic (weights and activations)
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 #: The original's sway-sampling coefficient (``schedule`` "sway"; Sway Sampling, F5-TTS).
 SWAY_COEF = -1.0
 #: Default solver steps per device kind (the seed document's advice: few steps on a CPU).

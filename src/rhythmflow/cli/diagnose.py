@@ -28,21 +28,10 @@ GB = 1024**3
 
 
 def _cpu_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"machine": platform.machine(), "model": platform.processor() or "?"}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                info["features"] = sorted(
-                    flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
-                             "avx_vnni", "amx_bf16", "amx_tile", "f16c"})
-                break
-    except OSError:
-        pass
-    return info
+    from rhythmflow.machine.host import cpu_facts
+
+    model, flags = cpu_facts()
+    return {"machine": platform.machine(), "model": model, "features": sorted(flags)}
 
 
 def _version(cmd: list[str]) -> str | None:
@@ -106,8 +95,7 @@ def model_report(duration: float) -> dict[str, Any]:
         params = param_count(cfg)
         out[name] = {
             "parameters": params, "frames": frames,
-            "memory_gb": {d: round(params * b / GB, 2) for d, b in
-                          (("float32", 4), ("bfloat16", 2), ("float16", 2), ("int8", 1))},
+            "memory_gb": {d: round(params * b / GB, 2) for d, b in specs.DTYPE_BYTES.items()},
             "tflop_per_eval": round(forward_flops(cfg, frames, 1)["total"] / 1e12, 2),
             "tflop_per_guided_eval": round(forward_flops(cfg, frames, 2)["total"] / 1e12, 2),
         }

@@ -1,4 +1,4 @@
-"""Command line: ``rhythmflow generate | lrc | fetch | diagnose``. ``main(argv) -> exit code``.
+"""Command line: ``rhythmflow generate | lint | check | repair | lrc | fetch | diagnose``. ``main(argv) -> exit code``.
 
 Exit codes: see :mod:`rhythmflow.errors` (0 ok, 2 usage, 3 asset, 4 resources, 5 timeout,
 6 numerical, 130 cancelled).
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rhythmflow import errors, specs
 from rhythmflow.cli.console import ProgressView, setup_logging
+from rhythmflow.request import DTYPE_NAMES, FORMATS, QUANTIZE, SAMPLE_FORMATS, VAE_DTYPE_NAMES
 
 log = logging.getLogger("rhythmflow")
 
@@ -65,9 +66,9 @@ def _serve_parsers(sub) -> None:
         p.add_argument("--vae", type=Path, help="local TorchScript VAE file")
         _assets(p)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-        p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-        p.add_argument("--quantize", choices=["none", "int8"], default="none")
-        p.add_argument("--vae-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+        p.add_argument("--dtype", default="auto", choices=DTYPE_NAMES, help="auto, float32, bfloat16, float16")
+        p.add_argument("--quantize", choices=QUANTIZE, default="none")
+        p.add_argument("--vae-dtype", default="auto", choices=VAE_DTYPE_NAMES,
                        help="the CPU VAE decoder's residual convolutions (see generate)")
         p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
         p.add_argument("--lease", type=float, default=15.0, help="seconds a job stays owned "
@@ -128,22 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "base-model songs (the original drops it)")
     g.add_argument("--no-chunked", dest="chunked", action="store_false",
                    help="decode the whole song at once (needs more memory)")
-    g.add_argument("--quantize", choices=["none", "int8"], default="none",
+    g.add_argument("--quantize", choices=QUANTIZE, default="none",
                    help="int8 dynamic quantization of linear layers (CPU)")
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bf16/fp16 on GPU), "
+    g.add_argument("--dtype", default="auto", choices=DTYPE_NAMES, help="auto (float32 on CPU, bf16/fp16 on GPU), "
                    "float32, bfloat16, float16")
     g.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    g.add_argument("--vae-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+    g.add_argument("--vae-dtype", default="auto", choices=VAE_DTYPE_NAMES,
                    help="the CPU VAE decoder's residual convolutions (auto: bfloat16 where "
                    "measured faster and the DiT runs low precision, if accurate on the weights)")
     g.add_argument("--skip-estimate", action="store_true", help="do not time one evaluation "
                    "before sampling")
     g.add_argument("-o", "--output", type=Path, default=Path("output.wav"),
                    help="output audio file (default output.wav; batch: name_0.wav, name_1.wav …)")
-    g.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], help="audio format (default: from "
+    g.add_argument("--format", choices=FORMATS, help="audio format (default: from "
                    "the output suffix, else wav)")
-    g.add_argument("--sample-format", choices=["int16", "int24", "float32"], default="int16",
+    g.add_argument("--sample-format", choices=SAMPLE_FORMATS, default="int16",
                    help="wav sample format (int16 as the original; int24, float32)")
     g.add_argument("--loudness", type=float, metavar="LUFS", help="normalise to this integrated "
                    "loudness (e.g. -14) instead of the original's peak normalisation")
@@ -152,11 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plan", action="store_true", help="print the plan (every decision, the "
                    "time and memory estimate) and exit without loading anything")
     g.add_argument("--json", action="store_true", help="with --plan: print it as JSON")
+    _review_flags(g)
     _common(g)
 
     f = sub.add_parser("fetch", help="download (or, offline, verify) the files a model needs")
     f.add_argument("--model", choices=MODELS, default="base")
     f.add_argument("--with-chinese", action="store_true", help="also the Chinese G2P resources")
+    f.add_argument("--with-asr", action="store_true", help="also the pinned Whisper checkpoint "
+                   "that check / --check / --repair use by default")
     _assets(f)
     _common(f)
 
@@ -185,8 +189,41 @@ def build_parser() -> argparse.ArgumentParser:
                         "layout, per-forward overhead)")
     _assets(d)  # --smoke reads the G2P vocabulary locally, never from the network
     _common(d)
+    from rhythmflow.cli import check as check_cli
+    from rhythmflow.cli import lint as lint_cli
+
+    lint_cli.add_parser(sub)
+    check_cli.add_parsers(sub, _assets, _common, _asr_flags, _repair_flags)
     _serve_parsers(sub)
     return parser
+
+
+def _asr_flags(p: argparse.ArgumentParser) -> None:
+    asr = p.add_mutually_exclusive_group()
+    asr.add_argument("--asr-command", metavar="T", help="recogniser program run on each line's "
+                     "16 kHz mono window; transcript = its stdout; placeholders {wav} {start} "
+                     "{end} {line} {lang} (default: Whisper through transformers)")
+    asr.add_argument("--asr-model", type=Path, help="a local transformers Whisper folder "
+                     "(default: the pinned checkpoint, `rhythmflow fetch --with-asr`)")
+
+
+def _repair_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair-rounds", type=int, default=2, metavar="K",
+                   help="repair rounds at most (default 2)")
+    p.add_argument("--repair-threshold", type=float, default=0.5, metavar="P",
+                   help="lines with a phoneme error rate above P are regenerated (default 0.5)")
+
+
+def _review_flags(g: argparse.ArgumentParser) -> None:
+    """generate's after-decoding flags: --check, --repair, --takes (rhythmflow.review)."""
+    g.add_argument("--check", action="store_true", help="transcribe every line after decoding "
+                   "and score it (phoneme error rate); the table goes in the sidecar")
+    g.add_argument("--repair", action="store_true", help="regenerate the lines that fail the "
+                   "check (edit mask over their frames, the rest kept bit for bit)")
+    _repair_flags(g)
+    g.add_argument("--takes", type=int, default=1, metavar="N", help="N seeds, every take kept "
+                   "and scored (style, lyric PER), best first in the file names")
+    _asr_flags(g)
 
 
 def _install_signal_handlers(cancel) -> None:
@@ -220,6 +257,15 @@ def _run(args: argparse.Namespace) -> int:
 
         return serve_commands.run_serve(args) if args.command == "serve" else \
             serve_commands.run_worker(args)
+    if args.command == "lint":
+        from rhythmflow.cli.lint import run_lint
+
+        return run_lint(args)
+    if args.command in ("check", "repair"):
+        from rhythmflow.cli import check as check_cli
+
+        return check_cli.run_check(args) if args.command == "check" else \
+            check_cli.run_repair(args)
     if args.command == "lrc":
         from rhythmflow.cli.lrc import run_lrc
 

@@ -29,8 +29,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -262,15 +260,13 @@ def load_or_measure(threads: int, refresh: bool = False) -> Probe:
 
 
 def save(probe: Probe, path: Path) -> None:
-    """Write ``probe`` to ``path`` atomically (temp file then rename); failures are logged."""
-    tmp = None
+    """Write ``probe`` to ``path`` atomically (:func:`rhythmflow.files.atomic_write_bytes`);
+    failures are logged (the probe then runs again next time)."""
+    from rhythmflow.errors import RhythmflowError
+    from rhythmflow.files import atomic_write_bytes
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(probe.to_dict(), f, indent=1)
-        os.replace(tmp, path)
-    except OSError as exc:
+        atomic_write_bytes(path, json.dumps(probe.to_dict(), indent=1).encode("utf-8"))
+    except (OSError, RhythmflowError) as exc:
         log.warning("could not cache the machine probe in %s (%s)", path, exc)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

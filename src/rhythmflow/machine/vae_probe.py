@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 
 from rhythmflow.machine.policy import MIN_SPEEDUP
+from rhythmflow.request import VAE_DTYPES  # noqa: F401 (re-exported)
 
 #: The probe convolution: a residual unit's ``1 × 7`` convolution (dilation 3) of the decoder's
 #: third block (256 channels), on 4096 time steps (2 latent frames there): ~19 ms in float32
 #: and ~4.5 ms in bfloat16 on the 2-core AMX Xeon measured.
 CONV_CHANNELS, CONV_KERNEL, CONV_DILATION, CONV_STEPS = 256, 7, 3, 4096
 CONV_FLOP = 2 * CONV_CHANNELS * CONV_CHANNELS * CONV_KERNEL * CONV_STEPS
-VAE_DTYPES = ("float32", "bfloat16")
 #: The scout convolution's length, and how much slower than float32 a dtype may be there before
 #: it is not run at full size (as the DiT probe's scout: emulated arithmetic can be 10-50x).
 SCOUT_STEPS = 256

@@ -25,14 +25,14 @@ from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 from rhythmflow.machine import Gpu, Machine  # noqa: F401  (Gpu re-exported)
 from rhythmflow.planner.cost import JobEstimate, MemoryEstimate
 from rhythmflow.planner.outputs import WritePolicy
+from rhythmflow.planner.review import Review, review_of
 from rhythmflow.planner.runtime import DTYPES, Runtime
-from rhythmflow.request import SOLVER_EVALS, GenerationRequest
+from rhythmflow.request import SOLVER_EVALS, GenerationRequest, check_device
 from rhythmflow.specs import DiTConfig
 
 log = logging.getLogger(__name__)
 
 #: dtype → bytes per weight, for the load-time estimate
-_WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ class Plan:
     guidance_layout: str = "batched"  # "batched" (one doubled forward) or "split" (two)
     #: edit mode: the ``[start, end)`` latent frames regenerated (from ``edit_segments``)
     edit_frames: tuple[tuple[int, int], ...] | None = None
+    #: the LRC lint's findings (``{"line", "kind", "message"}``, line = 1-based line of ``lrc``
+    #: as the request gave it); also in ``warnings``
+    lint: tuple[dict[str, Any], ...] = ()
+    #: after decoding: check / repair / takes (:class:`~rhythmflow.planner.review.Review`)
+    review: Review = Review()
 
     @property
     def write(self) -> WritePolicy:
@@ -106,6 +111,7 @@ class Plan:
             "keep_last_line": self.keep_last_line, "autotime": self.autotime,
             "guidance_layout": self.guidance_layout,
             "edit_frames": None if self.edit_frames is None else [list(f) for f in self.edit_frames],
+            "lint": [dict(f) for f in self.lint], "review": self.review.to_dict(),
         }
 
 
@@ -129,6 +135,8 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     ResourceError when the job cannot fit in memory or the time budget.
     """
     request.require_style()
+    if request.takes > 1 and request.batch == 1:  # N takes are sampled as a batch of N seeds
+        request = request.replace(batch=request.takes)
     machine = machine if machine is not None else Machine.detect()
     reasons: list[str] = []
     if check_files:
@@ -139,7 +147,7 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     frames = specs.frames_for(config.max_frames, duration)
     dtype = request.dtype
     if request.quantize == "int8":  # dynamic int8 layers quantize a float32 model
-        if dtype not in ("auto", "float32", "fp32"):
+        if dtype != "auto" and DTYPES[dtype] != "float32":
             raise UsageError(f"quantize: int8 quantizes a float32 model; drop dtype {dtype} or "
                              "quantize", field="quantize")
         dtype = "float32"
@@ -148,6 +156,8 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     reasons.extend(runtime.reasons)
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
+    lint = _lint(request, duration, spec, lyrics_assets or DEFAULT_ASSETS)
+    warnings += tuple(f"lint: LRC line {f['line']}: {f['kind']}: {f['message']}" for f in lint)
     edit_frames = None
     if request.edit_segments is not None:
         from rhythmflow.planner.edit import segments_to_frames
@@ -158,7 +168,7 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
                           else ("batched", ""))
     from rhythmflow.planner import cost as est
     mem = est.estimate_memory(config, frames, batch=request.batch, cfg=guided,
-                              dtype=runtime.dtype, quantize=request.quantize,
+                              dtype=runtime.dtype, quantize=request.quantize, layout=layout,
                               available=_available(machine, runtime))
     est.refuse_if_too_big(mem, batch=request.batch, frames=frames, dtype=runtime.dtype,
                           device=runtime.device)
@@ -189,9 +199,11 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
         reasons.append(f"seed {seed}: drawn (recorded in the sidecar)")
     if guided:
         reasons.append(layout_why)
+    review = review_of(request)
+    reasons.extend(review.reasons)
     return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
                 estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime, layout,
-                edit_frames)
+                edit_frames, lint, review)
 
 
 def resolve_runtime(device: str = "auto", dtype: str = "auto",
@@ -213,10 +225,7 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
         reasons.append(f"device {device}: {why}")
     else:
         reasons.append(f"device {device}: requested")
-    kind, _, index = device.partition(":")
-    if kind not in specs.DEFAULT_STEPS or (index and not (kind == "cuda" and index.isdigit())):
-        raise UsageError(f"device: unknown device {device!r}; choose auto, cpu, cuda, cuda:N "
-                         "or mps", field="device")
+    kind, _, index = check_device(device).partition(":")
     if kind == "cuda" and (not machine.gpus or int(index or 0) >= len(machine.gpus)):
         raise UsageError(f"device: {device} requested but this machine has no such CUDA device; "
                          "use cpu", field="device")
@@ -251,7 +260,8 @@ def runtime_for(machine: Machine, device: str = "auto", dtype: str = "auto",
 
 
 def _vae_dtype(machine: Machine, vae_device: str, dtype: str, requested: str) -> tuple[str, str]:
-    from rhythmflow.machine.vae_probe import VAE_DTYPES, choose_vae_dtype
+    from rhythmflow.machine.vae_probe import choose_vae_dtype
+    from rhythmflow.request import VAE_DTYPES
 
     requested = DTYPES.get(requested, requested)
     if requested not in ("auto", *VAE_DTYPES):
@@ -324,6 +334,26 @@ def _lyrics(request: GenerationRequest, duration: float, max_frames: int,
     return timed.lrc if timed.lines else "", True, timed.summary(), timed.warnings
 
 
+def _lint(request: GenerationRequest, duration: float, spec: specs.ModelSpec,
+          assets: LyricsAssets) -> tuple[dict[str, Any], ...]:
+    """The lint findings of a request's LRC (:func:`rhythmflow.lyrics.lint.lint_lrc`) for this
+    model and duration; none for plain lyrics (autotime times them to fit) or an instrumental.
+    A G2P that cannot be loaded here (missing espeak-ng or resources) skips the lint: the
+    lyrics stage reports it."""
+    from rhythmflow.errors import AssetError
+    from rhythmflow.lyrics.lint import lint_lrc
+
+    if request.lyrics is not None or not request.lrc.strip():
+        return ()
+    try:
+        report = lint_lrc(request.lrc, duration=duration, model=spec.name,
+                          keep_last_line=request.keep_last_line, assets=assets)
+    except AssetError as exc:  # DependencyError included
+        log.info("LRC lint skipped: %s", exc)
+        return ()
+    return tuple(f.to_dict() for f in report.findings)
+
+
 def _check_files(request: GenerationRequest) -> None:
     for name in ("style_embedding_file", "style_audio", "negative_style", "checkpoint",
                  "model_config", "vae", "ref_song"):
@@ -365,9 +395,8 @@ def _estimate(request: GenerationRequest, machine: Machine, runtime: Runtime,
         config, frames, steps=steps, evals_per_step=SOLVER_EVALS[request.solver],
         batch=request.batch, guided=guided, guidance_interval=request.guidance_interval,
         gflops=machine.rate(runtime.kind, runtime.dtype),
-        weight_bytes=config.param_count * _WEIGHT_BYTES[runtime.dtype],
+        weight_bytes=config.param_count * specs.DTYPE_BYTES[runtime.dtype],
         style_encoder=request.style_source in ("style_prompt", "style_audio"),
-        official_vae=request.vae is None,
         overhead_per_forward=(forward_overhead(config, machine.eval_overhead)
                               if runtime.kind == "cpu" else 0.0),
         split_guidance=layout == "split", vae_gflops=machine.vae_gflops,

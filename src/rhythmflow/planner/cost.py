@@ -27,15 +27,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from rhythmflow.errors import ResourceError
-from rhythmflow.specs import BASE_FRAMES, DiTConfig
-from rhythmflow.vae.geometry import decoded_frames
+from rhythmflow.specs import BASE_FRAMES, DTYPE_BYTES, DiTConfig
+from rhythmflow.vae.geometry import WEIGHT_BYTES as VAE_WEIGHT_BYTES
+from rhythmflow.vae.geometry import decode_memory, decoded_frames
 
 log = logging.getLogger(__name__)
 
 GB = 1024**3
-VAE_BYTES = int(1.2 * GB)  # TorchScript VAE weights (0.63 GB) + one decode window's activations
 OVERHEAD_BYTES = int(0.5 * GB)  # interpreter, torch, lyrics front end
-_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 #: forward FLOP rate / GEMM FLOP rate, measured at full size (docs/PERFORMANCE.md: 0.85-1.04)
 DIT_EFFICIENCY = 0.9
@@ -76,20 +75,24 @@ class MemoryEstimate:
 
 
 def estimate_memory(config: DiTConfig, frames: int, *, batch: int = 1, cfg: bool = True,
-                    dtype: str = "float32", quantize: str = "none",
+                    dtype: str = "float32", quantize: str = "none", layout: str = "batched",
                     available: int | None = None) -> MemoryEstimate:
-    """Peak bytes of a generation: weights + conditioning + one forward's activations + VAE,
-    compared with ``available`` bytes (None: unknown, always fits)."""
-    elt = _BYTES[dtype]
+    """Peak bytes of a generation: weights + every item's conditioning + the activations of ONE
+    forward (items are evaluated one at a time; a guided evaluation is one 2-row forward in the
+    "batched" layout, two 1-row forwards in "split") + the VAE (weights and the decode:
+    :func:`rhythmflow.vae.geometry.decode_memory`), compared with ``available`` bytes (None:
+    unknown, always fits)."""
+    elt = DTYPE_BYTES[dtype]
     params = config.param_count
     big = config.depth * (4 * config.dim**2 + 3 * config.dim * config.ff_dim)
-    weights = (params - big) * elt + big * (_BYTES["int8"] if quantize == "int8" else elt)
-    rows = batch * (2 if cfg else 1)
-    conditioning = rows * frames * config.dim * (1 + config.n_fusion) * elt
+    weights = (params - big) * elt + big * (DTYPE_BYTES["int8"] if quantize == "int8" else elt)
+    conditioning = batch * (2 if cfg else 1) * frames * config.dim * (1 + config.n_fusion) * elt
+    rows = 2 if cfg and layout == "batched" else 1  # rows of the one forward live at a time
     # live at once inside a layer: residual, normed input, gate, up, product (+ attention q/k/v/o)
     activations = rows * frames * (2 * config.ff_dim + 6 * config.dim) * max(elt, 4)
-    total = weights + conditioning + activations + VAE_BYTES + OVERHEAD_BYTES
-    return MemoryEstimate(weights, conditioning, activations, VAE_BYTES, total, available)
+    vae = VAE_WEIGHT_BYTES + decode_memory(frames, batch)
+    total = weights + conditioning + activations + vae + OVERHEAD_BYTES
+    return MemoryEstimate(weights, conditioning, activations, vae, total, available)
 
 
 def refuse_if_too_big(mem: MemoryEstimate, *, batch: int, frames: int, dtype: str,
@@ -192,7 +195,7 @@ def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: 
                  guidance_interval: tuple[float, float] | None = None,
                  gflops: float | None = None, seconds_per_eval: float | None = None,
                  weight_bytes: int = 0, style_encoder: bool = False,
-                 official_vae: bool = True, basis: str | None = None,
+                 basis: str | None = None,
                  overhead_per_forward: float = 0.0, split_guidance: bool = False,
                  vae_gflops: dict[str, float] | None = None,
                  vae_dtype: str = "float32") -> JobEstimate:
@@ -200,9 +203,10 @@ def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: 
     from :func:`calibrate`) wins over the rate-based figure from ``gflops`` (the machine's
     float32 GEMM rate in the job's dtype) plus ``overhead_per_forward`` seconds for each of
     the evaluation's forwards (one per batch item, two with ``split_guidance`` where guided);
-    with neither, times are 0 and ``known`` is False. The decode time is that of the official
-    VAE (``vae_gflops``: the probe's decoder convolution rates, the decode running its residual
-    convolutions in ``vae_dtype``); with ``official_vae=False`` it is not counted."""
+    with neither, times are 0 and ``known`` is False. The decode time is that of the DiffRhythm
+    (Oobleck) VAE (``vae_gflops``: the probe's decoder convolution rates, the decode running its
+    residual convolutions in ``vae_dtype``) — also for a VAE given by path, which is that VAE in
+    every real use (a smaller test VAE decodes faster than estimated)."""
     evals, share = evaluations(steps, evals_per_step, guided, guidance_interval)
     if seconds_per_eval is None:
         fixed = overhead_per_forward * batch if gflops else 0.0  # items run one at a time
@@ -217,7 +221,7 @@ def estimate_job(config: DiTConfig, frames: int, *, steps: int, evals_per_step: 
         per = seconds_per_eval
         basis = basis or "calibrated on the loaded model"
     decode = _decode_seconds(batch * decoded_frames(frames) * VAE_FLOP_PER_FRAME, gflops,
-                             vae_gflops, vae_dtype) if official_vae else 0.0  # other: unknown
+                             vae_gflops, vae_dtype)
     return JobEstimate(
         load=weight_bytes / LOAD_BYTES_PER_SECOND, lyrics=LYRICS_SECONDS,
         style=STYLE_ENCODER_SECONDS if style_encoder else 0.0, sampling=evals * per,

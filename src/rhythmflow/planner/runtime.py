@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass, field
 
 from rhythmflow import specs
+from rhythmflow.request import DTYPE_ALIASES
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DTYPES = DTYPE_ALIASES  # the request's vocabulary (rhythmflow.request owns it)
 DEFAULT_STEPS = specs.DEFAULT_STEPS
 
 

@@ -45,6 +45,7 @@ from rhythmflow.vae.geometry import (  # noqa: F401 (part of this module's API)
     DecodeGeometry,
     Window,
     chunk_windows,
+    decode_memory,
     decoded_frames,
 )
 
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 LATENT_DIM = LATENT_CHANNELS
 AUDIO_CHANNELS = 2
 # Rough peak activation memory of the official decoder per latent frame of one window (float32).
-BYTES_PER_FRAME = 8 << 20
 
 
 ChunkCallback = Callable[[int, int], None]  # (chunks done, chunks total)
@@ -134,16 +134,16 @@ class TorchScriptVAE:
     def memory_needed(self, frames: int) -> int:
         """Peak activation bytes of one window of a ``frames``-frame decode (one item at a time,
         float32 estimate), plus the float32 output of one item."""
-        g = self.geometry()
-        window = frames if g.chunk == 0 else min(frames, g.chunk)
-        return window * BYTES_PER_FRAME + frames * self.hop * self.channels * 4
+        return decode_memory(frames, 1, self.geometry().chunk, hop=self.hop,
+                             channels=self.channels)
 
     def check_fits(self, frames: int, batch: int = 1, *, available: int) -> None:
         """Raise ResourceError (with a fix) when a ``frames``-frame decode of ``batch`` items
         cannot fit in ``available`` bytes (the caller measures the VAE device's free memory). Memory
         decides only this, never the geometry."""
         free = available
-        need = self.memory_needed(frames) + (batch - 1) * frames * self.hop * self.channels * 4
+        need = decode_memory(frames, batch, self.geometry().chunk, hop=self.hop,
+                             channels=self.channels)
         if need > free:
             raise ResourceError(
                 f"the VAE decode needs ~{need / 2**30:.1f} GiB ({self.geometry().chunk or frames}"

@@ -66,6 +66,21 @@ def chunk_windows(n: int, chunk_size: int, overlap: int) -> list[Window]:
     ]
 
 
+#: peak activation bytes of the decoder per latent frame of a window (float32 estimate)
+BYTES_PER_FRAME = 8 << 20
+#: the TorchScript VAE's weights (0.63 GB) and what the runtime keeps around them
+WEIGHT_BYTES = int(0.65 * 1024**3)
+
+
+def decode_memory(frames: int, batch: int = 1, chunk: int = DEFAULT_CHUNK, *,
+                  hop: int = 2048, channels: int = 2) -> int:
+    """Peak bytes of a ``frames``-frame decode of ``batch`` items, one window and one item at
+    a time (``chunk`` 0: the whole song in one window): one window's activations plus the
+    float32 audio of every item. The one VAE memory formula (the plan and the VAE use it)."""
+    window = frames if chunk == 0 else min(frames, chunk)
+    return window * BYTES_PER_FRAME + batch * frames * hop * channels * 4
+
+
 def decoded_frames(n: int, chunk: int = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP) -> int:
     """Latent frames a chunked pass over ``n`` frames decodes, overlaps included (2048 frames:
     9 windows of 256 = 2304)."""
