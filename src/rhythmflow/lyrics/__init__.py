@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rhythmflow.lyrics.autotime import AutotimeResult, autotime, time_lyrics
 from rhythmflow.lyrics.g2p import g2p_phonemes, g2p_tokens
+from rhythmflow.lyrics.lint import Finding, LintReport, fix_lrc, lint_lrc
 from rhythmflow.lyrics.lrc import LyricLine, decode_lrc, parse_lrc
 from rhythmflow.lyrics.tokens import (
     DroppedLine,
@@ -24,14 +25,18 @@ from rhythmflow.lyrics.tokens import (
 __all__ = [
     "AutotimeResult",
     "DroppedLine",
+    "Finding",
+    "LintReport",
     "check_lrc",
     "decode_lrc",
+    "fix_lrc",
     "LyricLine",
     "LyricsTrack",
     "Placement",
     "autotime",
     "g2p_phonemes",
     "g2p_tokens",
+    "lint_lrc",
     "lrc_to_track",
     "parse_lrc",
     "place_tokens",
