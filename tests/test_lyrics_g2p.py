@@ -277,6 +277,7 @@ def fresh_backend():
 
 
 def test_missing_espeak_is_a_dependency_error(fresh_backend, monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("RHYTHMFLOW_ESPEAK", raising=False)  # =bundled ignores the setting below
     monkeypatch.setenv("PHONEMIZER_ESPEAK_LIBRARY", str(tmp_path / "libespeak-ng.so.1"))
     with pytest.raises(DependencyError) as info:
         g2p_tokens("hello espeak")

@@ -11,8 +11,6 @@ import importlib.util
 import json
 import logging
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,14 +32,19 @@ def _cpu_info() -> dict[str, Any]:
     return {"machine": platform.machine(), "model": model, "features": sorted(flags)}
 
 
-def _version(cmd: list[str]) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
+def _espeak_report() -> dict[str, Any]:
+    """The libespeak-ng the English G2P loads (the finder's choice, loaded as the G2P loads it:
+    a system library or one bundled in a wheel), or why none could be."""
+    from rhythmflow.errors import DependencyError, UsageError
+    from rhythmflow.lyrics.g2p.english import VALIDATED_ESPEAK, espeak_info
+
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-        return out.strip().splitlines()[0] if out.strip() else "present"
-    except (OSError, subprocess.SubprocessError):
-        return "present (version unknown)"
+        info = espeak_info()
+    except (DependencyError, UsageError) as exc:
+        return {"espeak_ng": None, "espeak_ng_problem": str(exc)}
+    version = ".".join(map(str, info.version))
+    return {"espeak_ng": f"{version} ({info.library.source}: {info.library.library})",
+            "espeak_ng_golden": info.version[:2] == VALIDATED_ESPEAK}
 
 
 def _module_version(name: str) -> str | None:
@@ -78,7 +81,7 @@ def system_report() -> dict[str, Any]:
         "ram_gb": round(vm.total / GB, 1), "ram_available_gb": round(vm.available / GB, 1),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "cuda": gpu, "mps": bool(mps and mps.is_available()),
-        "espeak_ng": _version(["espeak-ng", "--version"]),
+        **_espeak_report(),
         "onnxruntime": _module_version("onnxruntime"), "phonemizer": _module_version("phonemizer"),
         "muq": _module_version("muq"),
         "runtime": {"device": runtime.device, "dtype": runtime.dtype, "threads": runtime.threads,
@@ -163,7 +166,11 @@ def recommendations(system: dict, est: dict) -> list[str]:
                    "float32 plus activations.")
     rec.append("VAE decoding is chunked by default (--no-chunked needs several GB more).")
     if not system["espeak_ng"]:
-        rec.append("espeak-ng is missing: apt-get install espeak-ng (needed for English lyrics).")
+        rec.append(f"English lyrics cannot be sung: {system.get('espeak_ng_problem')}")
+    elif not system.get("espeak_ng_golden"):
+        rec.append(f"espeak-ng {system['espeak_ng']} is not 1.51: English phonemes differ from the "
+                   "reference on some words (oːɹ); pip install espeak-english==0.1.1 (Linux "
+                   "x86_64) or install the system espeak-ng 1.51.")
     return rec
 
 

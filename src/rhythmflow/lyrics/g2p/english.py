@@ -12,8 +12,9 @@ Pipeline for one English segment (see the golden README for the reasons behind e
 
 The espeak backend is created once per process (it takes about half a second) and shared;
 calls are serialised because espeak-ng is not thread-safe. Which libespeak-ng it loads (the
-system's, else the one bundled in the ``espeakng-loader`` wheel) is decided in
-:mod:`.espeak_library`; nothing is set at import.
+system's 1.51, else the 1.51 bundled in the ``espeak-english`` wheel, else a system one of another
+version, else the 1.52 bundled in ``espeakng-loader``) is decided in :mod:`.espeak_library`;
+nothing is set at import.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 from rhythmflow.errors import DependencyError
 from rhythmflow.lyrics.g2p.english_text import normalize_english
 from rhythmflow.lyrics.g2p.espeak_library import (
+    ENGLISH_PACKAGE,
+    GOLDEN_VERSION,
     INSTALL_HINT,
     EspeakLibrary,
     espeak_library_scope,
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 
 PUNCTUATION = ",.?!;:'…"
 ESPEAK_LANGUAGE = "en-us"
-VALIDATED_ESPEAK = (1, 51)
+VALIDATED_ESPEAK = GOLDEN_VERSION  # (1, 51)
 
 # Applied in this order (strings, not regexes), each until nothing changes, only to whole phones.
 SPECIAL_PHONES = (
@@ -105,9 +108,9 @@ _loaded: EspeakInfo | None = None  # set with the backend, under _LOCK
 def espeak_backend() -> Any:
     """The shared phonemizer EspeakBackend (created on first use); DependencyError if missing.
 
-    The library is chosen by :func:`~.espeak_library.find_espeak` (system first, else the
-    bundled espeakng-loader one; ``RHYTHMFLOW_ESPEAK`` overrides) and handed to phonemizer only
-    while the backend is created (:func:`~.espeak_library.espeak_library_scope`).
+    The library is chosen by :func:`~.espeak_library.find_espeak` (a 1.51 first, system or
+    ``espeak-english``; ``RHYTHMFLOW_ESPEAK`` overrides) and handed to phonemizer only while the
+    backend is created (:func:`~.espeak_library.espeak_library_scope`).
     """
     global _loaded
     try:
@@ -142,11 +145,13 @@ def espeak_backend() -> Any:
         log.warning(
             "espeak-ng %s (%s) found; English phonemes were validated against espeak-ng %s and "
             'differ on some words with this version (1.52: "or" as ɔːɹ instead of oːɹ, about '
-            "8%% of the golden lines); install espeak-ng %s for the reference phonemes",
+            "8%% of the golden lines); for the reference phonemes install espeak-ng %s "
+            "(`pip install %s` on Linux x86_64, or the system package)",
             ".".join(map(str, version)),
             found.source,
             ".".join(map(str, VALIDATED_ESPEAK)),
             ".".join(map(str, VALIDATED_ESPEAK)),
+            ENGLISH_PACKAGE,
         )
     log.debug("espeak-ng %s backend ready", ".".join(map(str, version)))
     return backend
