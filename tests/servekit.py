@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
@@ -20,6 +22,7 @@ from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 CFG = dataclasses.replace(TINY, depth=1, dim=64)
 LRC = "[00:01.00]Hello little song\n[00:03.50]Another line of words\n"
+FAST = ["--lease", "3", "--heartbeat", "0.5", "--poll", "0.1"]
 EMBEDDING = np.random.default_rng(0).standard_normal(512).round(4).tolist()
 
 
@@ -61,11 +64,12 @@ def weights(files: dict[str, Path]) -> list[str]:
             "--device", "cpu", "--dtype", "float32", "--threads", "1"]
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen:
+def start(args: list[str], log: Path, extra_env: dict[str, str] | None = None
+          ) -> subprocess.Popen:
     """``python -m rhythmflow ARGS`` with its output in ``log``."""
     fh = open(log, "ab")  # noqa: SIM115 (closed with the process by stop())
     proc = subprocess.Popen([sys.executable, "-m", "rhythmflow", *args], stdout=fh,
-                            stderr=subprocess.STDOUT, env=env())
+                            stderr=subprocess.STDOUT, env={**env(), **(extra_env or {})})
     proc.log_file = fh
     return proc
 
@@ -99,4 +103,88 @@ def pid_alive(pid: int) -> bool:
     try:  # a zombie (exited, not yet reaped) is gone for our purposes
         return process_state(pid) != "Z"
     except OSError:
+        return False
+
+
+class Service:
+    """``rhythmflow serve`` on a free 127.0.0.1 port plus any number of workers."""
+
+    def __init__(self, files, folder, queue: str | None = None, data: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.files, self.folder, self.queue = files, folder, queue
+        self.data = data or folder / "data"
+        self.extra_env = extra_env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+
+    def common(self) -> list[str]:
+        return ["--data-dir", str(self.data), *weights(self.files), *FAST,
+                *(["--queue", self.queue] if self.queue else [])]
+
+    def serve(self, *extra: str) -> subprocess.Popen:
+        proc = start(["serve", "--host", "127.0.0.1", "--port", str(self.port), *extra,
+                      *self.common()], self.folder / "serve.log", self.extra_env)
+        self.procs.append(proc)
+        wait_for("the server", self._up, timeout=60)
+        return proc
+
+    def worker(self, name: str) -> subprocess.Popen:
+        proc = start(["worker", *self.common()], self.folder / f"{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def _up(self) -> bool:
+        try:
+            r = httpx.get(f"{self.url}/api/health", timeout=2)  # 503 until a worker beats
+            return r.status_code in (200, 503) and "status" in r.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def get(self, path: str):
+        return httpx.get(f"{self.url}{path}", timeout=10).json()
+
+    def submit(self, **kw) -> str:
+        r = httpx.post(f"{self.url}/api/jobs", json=job_body(**kw), timeout=30)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        return self.get(f"/api/jobs/{job_id}")
+
+    def done(self, job_id: str, timeout: float = 240) -> dict:
+        return wait_for(f"job {job_id} to complete", lambda: (j := self.job(job_id))["status"]
+                        == "completed" and j, timeout=timeout, every=0.2)
+
+    def events(self, job_id: str) -> list[dict]:
+        with httpx.stream("GET", f"{self.url}/api/jobs/{job_id}/events", timeout=30) as r:
+            text = "".join(r.iter_text())
+        return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+    def statuses(self, job_id: str) -> list[str]:
+        return [e["status"] for e in self.events(job_id) if e["event"] == "status"]
+
+    def steps(self, job_id: str) -> list[int]:
+        return [e["step"] for e in self.events(job_id) if e["event"] == "sampling_step"]
+
+    def latents(self, job_id: str) -> np.ndarray:
+        return np.load(self.data / "jobs" / job_id / "latents.npy")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            proc.log_file.close()
+
+    def log(self, name: str = "serve") -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")
+
+
+def _ping(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
         return False

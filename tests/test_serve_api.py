@@ -34,7 +34,7 @@ def files(tmp_path_factory):
 def settings(files, data_dir, **kw) -> Settings:
     return Settings(data_dir=data_dir, checkpoint=files["checkpoint"], vae=files["vae"],
                     worker=False, device="cpu", dtype="float32", threads=1, heartbeat=0.2,
-                    lease=2.0, poll=0.05, **kw)
+                    lease=2.0, poll=0.05, allow_hosts=("testserver",), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_duration_is_checked_against_the_model(immediate, tmp_path):
     r = immediate.post("/api/jobs", json=job_body(duration=120))
     assert r.status_code == 422 and "base models generate exactly 95 s" in r.text
     # an official model name is known without any worker
-    s = Settings(data_dir=tmp_path, model="full", worker=False)
+    s = Settings(data_dir=tmp_path, model="full", worker=False, allow_hosts=("testserver",))
     with TestClient(create_app(s)) as client:
         r = client.post("/api/validate", json=job_body(duration=300))
         assert r.status_code == 422 and r.json()["error"]["field"] == "duration"
@@ -283,10 +283,11 @@ def test_style_audio_upload(idle, files):
 def test_api_key_guards_every_route_but_health(files, tmp_path):
     s = settings(files, tmp_path, api_key="s3cret")
     with TestClient(create_app(s)) as client:
-        assert client.get("/api/health").status_code == 200
+        assert client.get("/api/health").json()["status"] == "degraded"  # (no worker)
         for method, path in [("get", "/api/jobs"), ("post", "/api/jobs"),
                              ("post", "/api/validate"), ("get", "/api/jobs/x"),
-                             ("get", "/api/jobs/x/events"), ("post", "/api/jobs/x/cancel")]:
+                             ("get", "/api/jobs/x/events"), ("post", "/api/jobs/x/cancel"),
+                             ("get", "/api/workers")]:
             r = getattr(client, method)(path)
             assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
             r = getattr(client, method)(path, headers={"Authorization": "Bearer wrong"})
@@ -308,14 +309,19 @@ def test_binding_beyond_loopback_without_a_key_warns(files, tmp_path, caplog):
 
 
 def test_health_reports_workers_model_and_queue(immediate, idle):
-    h = immediate.get("/api/health").json()
-    assert h["workers_alive"] == 1 and h["model_loaded"] is True
-    assert h["workers"][0]["runtime_class"] == "cpu-float32"
+    r = immediate.get("/api/health")
+    h = r.json()
+    assert r.status_code == 200 and h["status"] == "ok"
+    assert h["workers_alive"] == 1 and h["model_loaded"] is True and "workers" not in h
+    assert immediate.get("/api/workers").json()["workers"][0]["runtime_class"] == "cpu-float32"
     assert set(h["queue"]) == {"new", "cpu_float32"}
-    h = idle.get("/api/health").json()
+    r = idle.get("/api/health")  # no worker: degraded, with the reason
+    h = r.json()
+    assert r.status_code == 503 and "no worker alive" in h["reason"]
     assert h["workers_alive"] == 0 and h["model_loaded"] is False and h["queue"] == {"new": 0}
 
 
+@pytest.mark.slow
 def test_the_http_process_never_imports_torch(files, tmp_path):
     code = f"""
 import json, sys
@@ -324,7 +330,7 @@ from fastapi.testclient import TestClient
 from rhythmflow.serve.app import create_app
 from rhythmflow.serve.settings import Settings
 s = Settings(data_dir=Path({str(tmp_path)!r}), checkpoint=Path({str(files['checkpoint'])!r}),
-             worker=False)
+             worker=False, allow_hosts=("testserver",))
 body = json.loads({json.dumps(json.dumps(job_body()))})
 with TestClient(create_app(s)) as c:
     codes = [c.post('/api/validate', json=body).status_code,
@@ -337,7 +343,7 @@ print(json.dumps({{'codes': codes, 'torch': 'torch' in sys.modules}}))
                          env=env(), timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"codes": [200, 201, 422, 200, 200], "torch": False}
+    assert result == {"codes": [200, 201, 422, 200, 503], "torch": False}  # 503: no worker
 
 
 @pytest.fixture()
@@ -386,7 +392,7 @@ def test_deleting_a_running_job_stops_its_worker_and_leaves_nothing(threaded):
     job_id = c.post("/api/jobs", json=job_body(steps=12, seed=4)).json()["id"]
     wait_for("step 1", lambda: c.get(f"/api/jobs/{job_id}").json()["progress"]["step"] >= 1)
     assert c.delete(f"/api/jobs/{job_id}").status_code == 204
-    wait_for("the worker to let go", lambda: c.get("/api/health").json()["workers"][0][
+    wait_for("the worker to let go", lambda: c.get("/api/workers").json()["workers"][0][
         "current_job"] is None and c.worker._token is None, timeout=60)
     assert c.get(f"/api/jobs/{job_id}").status_code == 404
     assert not (c.worker.settings.jobs_dir / job_id).exists()

@@ -54,8 +54,9 @@ def _serve_parsers(sub) -> None:
             p.add_argument("--port", type=int, default=7860)
             p.add_argument("--no-worker", action="store_true", help="API only; jobs run in "
                            "separate `rhythmflow worker` processes")
-            p.add_argument("--api-key", help="key every route but /api/health requires "
-                           "(default: $RHYTHMFLOW_API_KEY)")
+            from rhythmflow.serve.commands import add_serve_arguments
+
+            add_serve_arguments(p)  # --api-key, --api-key-file, --allow-origin, --allow-host
         p.add_argument("--data-dir", type=Path, help="jobs, states and audio (default: "
                        "$RHYTHMFLOW_DATA_DIR, else ~/.local/share/rhythmflow); shared by all")
         p.add_argument("--queue", help="redis://HOST:PORT/DB for many machines (default: a "
@@ -261,11 +262,14 @@ def _run(args: argparse.Namespace) -> int:
         from rhythmflow.cli.lint import run_lint
 
         return run_lint(args)
-    if args.command in ("check", "repair"):
-        from rhythmflow.cli import check as check_cli
+    if args.command == "check":
+        from rhythmflow.cli.check import run_check
 
-        return check_cli.run_check(args) if args.command == "check" else \
-            check_cli.run_repair(args)
+        return run_check(args)
+    if args.command == "repair":
+        from rhythmflow.cli.repair import repair_file
+
+        return repair_file(args)
     if args.command == "lrc":
         from rhythmflow.cli.lrc import run_lrc
 

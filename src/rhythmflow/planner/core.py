@@ -25,7 +25,7 @@ from rhythmflow.lyrics.resources import DEFAULT_ASSETS, LyricsAssets
 from rhythmflow.machine import Gpu, Machine  # noqa: F401  (Gpu re-exported)
 from rhythmflow.planner.cost import JobEstimate, MemoryEstimate
 from rhythmflow.planner.outputs import WritePolicy
-from rhythmflow.planner.review import Review, review_of
+from rhythmflow.planner.review import Review, lint_findings, review_of
 from rhythmflow.planner.runtime import DTYPES, Runtime
 from rhythmflow.request import SOLVER_EVALS, GenerationRequest, check_device
 from rhythmflow.specs import DiTConfig
@@ -145,18 +145,13 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     duration = spec.default_seconds if request.duration is None else request.duration
     spec.check_duration(duration)
     frames = specs.frames_for(config.max_frames, duration)
-    dtype = request.dtype
-    if request.quantize == "int8":  # dynamic int8 layers quantize a float32 model
-        if dtype != "auto" and DTYPES[dtype] != "float32":
-            raise UsageError(f"quantize: int8 quantizes a float32 model; drop dtype {dtype} or "
-                             "quantize", field="quantize")
-        dtype = "float32"
+    dtype = model_dtype(request.dtype, request.quantize)
     runtime = runtime or runtime_for(machine, request.device, dtype, request.threads,
                                      request.vae_dtype)
     reasons.extend(runtime.reasons)
     lrc, keep_last, autotime, warnings = _lyrics(request, duration, config.max_frames,
                                                   lyrics_assets or DEFAULT_ASSETS)
-    lint = _lint(request, duration, spec, lyrics_assets or DEFAULT_ASSETS)
+    lint = lint_findings(request, duration, spec.name, lyrics_assets or DEFAULT_ASSETS)
     warnings += tuple(f"lint: LRC line {f['line']}: {f['kind']}: {f['message']}" for f in lint)
     edit_frames = None
     if request.edit_segments is not None:
@@ -194,7 +189,7 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     else:
         steps = runtime.default_steps
         reasons.append(f"steps {steps}: default on {runtime.kind}")
-    seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    seed = draw_seed(request)
     if request.seed is None:
         reasons.append(f"seed {seed}: drawn (recorded in the sidecar)")
     if guided:
@@ -204,6 +199,23 @@ def plan(request: GenerationRequest, machine: Machine | None = None, *,
     return Plan(request, model, config, duration, frames, runtime, steps, seed, guided, mem,
                 estimate_for(steps), tuple(reasons), warnings, lrc, keep_last, autotime, layout,
                 edit_frames, lint, review)
+
+
+def draw_seed(request: GenerationRequest) -> int:
+    """The request's seed, or one drawn now (the one place a seed is drawn; the plan records it
+    and every attempt of the job reuses it)."""
+    return request.seed if request.seed is not None else secrets.randbelow(2**31)
+
+
+def model_dtype(dtype: str, quantize: str) -> str:
+    """The dtype the DiT is loaded in: ``dtype``, except that int8 layers quantize a float32
+    model (UsageError naming ``quantize`` for another explicit dtype)."""
+    if quantize != "int8":
+        return dtype
+    if dtype != "auto" and DTYPES[dtype] != "float32":
+        raise UsageError(f"quantize: int8 quantizes a float32 model; drop dtype {dtype} or "
+                         "quantize", field="quantize")
+    return "float32"
 
 
 def resolve_runtime(device: str = "auto", dtype: str = "auto",
@@ -332,26 +344,6 @@ def _lyrics(request: GenerationRequest, duration: float, max_frames: int,
     # every line was timed to fit, so none is dropped by the base model's last-line rule; with
     # markers only it is an instrumental (no lyrics at all)
     return timed.lrc if timed.lines else "", True, timed.summary(), timed.warnings
-
-
-def _lint(request: GenerationRequest, duration: float, spec: specs.ModelSpec,
-          assets: LyricsAssets) -> tuple[dict[str, Any], ...]:
-    """The lint findings of a request's LRC (:func:`rhythmflow.lyrics.lint.lint_lrc`) for this
-    model and duration; none for plain lyrics (autotime times them to fit) or an instrumental.
-    A G2P that cannot be loaded here (missing espeak-ng or resources) skips the lint: the
-    lyrics stage reports it."""
-    from rhythmflow.errors import AssetError
-    from rhythmflow.lyrics.lint import lint_lrc
-
-    if request.lyrics is not None or not request.lrc.strip():
-        return ()
-    try:
-        report = lint_lrc(request.lrc, duration=duration, model=spec.name,
-                          keep_last_line=request.keep_last_line, assets=assets)
-    except AssetError as exc:  # DependencyError included
-        log.info("LRC lint skipped: %s", exc)
-        return ()
-    return tuple(f.to_dict() for f in report.findings)
 
 
 def _check_files(request: GenerationRequest) -> None:

@@ -1,16 +1,16 @@
 """The HTTP process: ``create_app(settings)`` builds the FastAPI app (API under ``/api``, the
 page at ``/``). It validates and stores requests and streams events; it never imports torch.
-With ``settings.worker`` its lifespan starts one ``rhythmflow worker`` subprocess and stops it
-on shutdown (Ctrl-C / SIGTERM), so nothing is left running.
+Its lifespan starts the :class:`~rhythmflow.serve.supervisor.Supervisor` (the reaper, the
+queue reconciliation and, with ``settings.worker``, one ``rhythmflow worker`` subprocess that
+it restarts when it dies) and stops it on shutdown (Ctrl-C / SIGTERM), so nothing is left
+running.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
+import sqlite3
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,66 +18,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rhythmflow.serve.apierror import ApiError, error_response
+from rhythmflow.serve.guard import BodyTooLarge, Guard
 from rhythmflow.serve.queue import JobQueue
+from rhythmflow.serve.routes import router
 from rhythmflow.serve.settings import Settings
-from rhythmflow.serve.store import Store
+from rhythmflow.serve.store import Missing, Store, disk_full
+from rhythmflow.serve.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
-STOP_GRACE = 30.0  # seconds a stopping worker gets to save its state and requeue its job
-
-
-class ApiError(Exception):
-    """An answer ``{"error": {"message", "field", "line"}}`` with an HTTP status."""
-
-    def __init__(self, status: int, message: str, field: str | None = None,
-                 line: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field, self.line = status, message, field, line
-
-
-def error_response(status: int, message: str, field: str | None = None,
-                   line: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "field": field, "line": line}},
-                        status_code=status)
-
-
-def _die_with_parent() -> None:  # runs in the child before exec (Linux): no orphan worker
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def start_worker_process(settings: Settings) -> subprocess.Popen:
-    """``python -m rhythmflow worker`` with the service's settings; it dies with this process."""
-    cmd = [sys.executable, "-m", "rhythmflow", "worker", *settings.worker_args()]
-    log.info("starting the worker: %s", " ".join(cmd))
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    return subprocess.Popen(cmd, preexec_fn=preexec)  # noqa: PLW1509 (no threads yet)
-
-
-def stop_worker_process(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
-    """SIGTERM (the worker saves its state and requeues its job), then SIGKILL after ``grace``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log.warning("the worker did not stop within %.0f s; killing it", grace)
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def create_app(settings: Settings, *, queue: JobQueue | None = None,
                store: Store | None = None) -> FastAPI:
     """The service. ``queue``/``store`` default to the ones ``settings`` name (tests pass an
     immediate-mode queue)."""
-    from rhythmflow.serve.routes import router
-
     store = store or Store(settings.db_path)
     queue = queue or JobQueue(settings.queue, settings.data_dir)
     if not settings.loopback and not settings.api_key:
@@ -87,24 +45,52 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        recover(store, queue)
-        proc = start_worker_process(settings) if settings.worker else None
-        app.state.worker_process = proc
+        supervisor = Supervisor(settings, store, queue)
+        supervisor.start()
+        app.state.supervisor = supervisor
         try:
             yield
         finally:
-            if proc is not None:
-                import anyio
+            import anyio
 
-                await anyio.to_thread.run_sync(stop_worker_process, proc)
+            await anyio.to_thread.run_sync(supervisor.close)
 
     app = FastAPI(title="rhythmflow", summary="DiffRhythm song generation: jobs, progress, "
                   "audio", lifespan=lifespan)
     app.state.settings, app.state.store, app.state.queue = settings, store, queue
+    _handlers(app)
+    app.include_router(router)
+    if (STATIC / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    """Every error in the API's envelope, none with a server path in it."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.field, exc.line)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return error_response(413, str(exc), exc.field, headers={"Connection": "close"})
+
+    @app.exception_handler(Missing)
+    async def _missing(_request: Request, exc: Missing) -> JSONResponse:
+        return error_response(404, f"no job {exc.args[0] if exc.args else ''}".strip())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        status = exc.status_code
+        if status == 400 and ("maximum size" in detail or "Too many" in detail):
+            status = 413 if "maximum size" in detail else 422
+            detail = (f"a multipart field is larger than {app.state.settings.limits.body_bytes}"
+                      " bytes" if "maximum size" in detail else f"{detail}: send at most one "
+                      "file (style_audio) and 64 fields")
+        return error_response(status, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,23 +99,29 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
         return error_response(422, f"{'.'.join(loc)}: {first.get('msg', 'invalid request')}",
                               loc[-1] if loc else None)
 
-    app.include_router(router)
-    if (STATIC / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
-    return app
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(OSError)
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        if disk_full(exc):
+            log.warning("%s %s: the data folder is full", request.method, request.url.path)
+            if request.method in ("GET", "HEAD"):
+                return error_response(503, "the data folder is full; try again later",
+                                      headers={"Retry-After": "30"})
+            return error_response(507, "the data folder is full: nothing was stored; try "
+                                  "again once space is freed", headers={"Retry-After": "30"})
+        log.error("%s %s: storage error %s: %s", request.method, request.url.path,
+                  type(exc).__name__, exc)
+        return error_response(503, "the job store is not available right now; try again",
+                              headers={"Retry-After": "5"})
 
 
-def recover(store: Store, queue: JobQueue) -> int:
-    """Put every queued job on the queue again (at start-up): a message taken by a worker that
-    died before claiming its job would otherwise be lost. A duplicate message is harmless (a
-    job is claimed once); returns how many were enqueued."""
-    jobs = store.queued()
-    for job in jobs:
-        queue.enqueue(job["id"], job["runtime_class"] if job["has_state"] else None)
-    if jobs:
-        log.info("%d queued job(s) put back on the queue", len(jobs))
-    return len(jobs)
-
-
-def api_key_from_env(value: str | None) -> str | None:
-    return value if value is not None else os.environ.get("RHYTHMFLOW_API_KEY") or None
+def api_key_from_env(value: str | None, file: str | os.PathLike | None = None) -> str | None:
+    """The API key: ``value`` (--api-key), else the first line of ``file`` (--api-key-file,
+    else $RHYTHMFLOW_API_KEY_FILE), else $RHYTHMFLOW_API_KEY."""
+    if value:
+        return value
+    file = file or os.environ.get("RHYTHMFLOW_API_KEY_FILE")
+    if file:
+        text = Path(file).read_text(encoding="utf-8").strip()
+        return text.splitlines()[0].strip() if text else None
+    return os.environ.get("RHYTHMFLOW_API_KEY") or None

@@ -14,8 +14,11 @@ audio is an upload the server stored.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,35 +63,117 @@ def facts(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, Any] |
     return None
 
 
-def _user_request(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    uploaded = body.pop("_style_audio", None)  # put there by the server from a multipart upload
+@dataclass(frozen=True)
+class ServerAttachments:
+    """What the server attached to a job (never read from a request body): the file name of
+    the uploaded style audio inside the job's own folder. Stored apart from the client's
+    fields (the job row's ``attachments``), so no client field can become a server path."""
+
+    style_audio: str | None = None  # a plain file name in jobs/<id>/
+
+    def __post_init__(self) -> None:
+        if self.style_audio is not None:
+            safe_child(Path("."), self.style_audio)  # a plain name, never a path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {} if self.style_audio is None else {"style_audio": self.style_audio}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ServerAttachments:
+        return cls(style_audio=(d or {}).get("style_audio"))
+
+    def style_audio_path(self, job_dir: Path) -> Path | None:
+        return None if self.style_audio is None else safe_child(job_dir, self.style_audio)
+
+
+def _fold(name: str) -> str:
+    """A field name as compared: NFKC (look-alikes such as full-width letters become plain)
+    and casefolded."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def client_fields() -> tuple[str, ...]:
+    """The request fields a client may send."""
+    from rhythmflow.request import GenerationRequest
+
+    return tuple(f.name for f in dataclasses.fields(GenerationRequest)
+                 if f.name not in SERVER_SIDE)
+
+
+def check_field_names(body: dict[str, Any]) -> None:
+    """RequestError naming the first field a client may not send: a private name (leading
+    underscore, after NFKC + casefold), a server-only field (in any case or look-alike), a
+    look-alike or odd-case spelling of a client field, or an unknown one."""
+    allowed = client_fields()
+    server = {_fold(n): n for n in SERVER_SIDE}
     for name in body:
-        if name in SERVER_SIDE:
+        if not isinstance(name, str):
+            raise RequestError("field names must be text", field=str(name))
+        folded = _fold(name)
+        shown = name.encode("unicode_escape").decode("ascii")[:64]
+        if folded.startswith("_") or folded.lstrip().startswith("_"):
+            raise RequestError(f"{shown}: a private field; the server sets it, a request cannot",
+                               field=shown)
+        if folded in server or folded.strip() in server:
+            real = server.get(folded, server.get(folded.strip()))
             hint = ("upload the file as the multipart field 'style_audio'"
-                    if name == "style_audio" else "leave it out")
-            raise RequestError(f"{name}: chosen by the server (it names a file or the machine) "
-                               f"and cannot be set over HTTP; {hint}", field=name)
-    lrc = body.get("lrc")
-    if isinstance(lrc, str) and len(lrc.encode()) > limits.lrc_bytes:
-        raise RequestError(f"lrc: larger than {limits.lrc_bytes} bytes", field="lrc",
-                           too_large=True)
+                    if real == "style_audio" else "leave it out")
+            raise RequestError(f"{shown}: chosen by the server (it names a file or the machine) "
+                               f"and cannot be set over HTTP; {hint}", field=shown)
+        if name not in allowed:
+            near = [a for a in allowed if _fold(a) == folded.strip()]
+            what = f"did you mean {near[0]}?" if near else "known fields: " + ", ".join(allowed)
+            raise RequestError(f"{shown}: unknown field; {what}", field=shown)
+
+
+def check_values(body: dict[str, Any], limits: Limits) -> None:
+    """Nesting deeper than ``limits.json_depth`` and text that is not valid Unicode (a lone
+    surrogate) → RequestError naming the field."""
+    for name, value in body.items():
+        stack = [(value, 1)]
+        while stack:
+            v, depth = stack.pop()
+            if depth > limits.json_depth:
+                raise RequestError(f"{name}: nested deeper than {limits.json_depth} levels",
+                                   field=name)
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise RequestError(f"{name}: not valid Unicode text (a lone surrogate?)",
+                                       field=name) from None
+            elif isinstance(v, dict):
+                stack.extend((x, depth + 1) for x in [*v.keys(), *v.values()])
+            elif isinstance(v, list):
+                stack.extend((x, depth + 1) for x in v)
+
+
+def _user_request(body: dict[str, Any], limits: Limits,
+                  attachments: ServerAttachments) -> dict[str, Any]:
+    check_field_names(body)
+    check_values(body, limits)
+    for name, most in (("lrc", limits.lrc_bytes), ("lyrics", limits.lyrics_bytes)):
+        text = body.get(name)
+        if isinstance(text, str) and len(text.encode()) > most:
+            raise RequestError(f"{name}: larger than {most} bytes", field=name, too_large=True)
     for name, most in (("batch", limits.batch), ("steps", limits.steps)):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > most:
             raise RequestError(f"{name}: at most {most} on this server, got {value}", field=name)
     styles = [k for k in ("style_prompt", "style_embedding") if body.get(k) is not None]
-    if uploaded:
+    if attachments.style_audio is not None:
         styles.append("style_audio")
     if len(styles) != 1:
         got = f"; got {' and '.join(styles)}" if styles else ""
         raise RequestError("style_prompt: give exactly one style: style_prompt (text), "
                            f"style_embedding (512 numbers) or an uploaded style_audio file{got}",
                            field=styles[1] if len(styles) > 1 else "style_prompt")
-    return {**body, **({"style_audio": uploaded} if uploaded else {})}
+    return dict(body)
 
 
 def _plan(fields: dict[str, Any], settings: Settings, known: dict[str, Any] | None):
-    """Plan ``fields`` + the service's weights on the published worker facts."""
+    """Plan ``fields`` (the client's, plus the server's ``style_audio`` path when one was
+    uploaded) + the service's weights on the published worker facts."""
     from rhythmflow.lyrics.resources import LyricsAssets
     from rhythmflow.planner.core import Machine, plan
     from rhythmflow.planner.runtime import Runtime
@@ -114,10 +199,12 @@ def _plan(fields: dict[str, Any], settings: Settings, known: dict[str, Any] | No
     return plan(request, Machine(), runtime=runtime, check_files=False, lyrics_assets=lyrics)
 
 
-def validate(body: dict[str, Any], settings: Settings,
-             known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def validate(body: dict[str, Any], settings: Settings, known: dict[str, Any] | None = None,
+             attachments: ServerAttachments | None = None,
+             job_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(request to store, plan) for a JSON body, or UsageError / ResourceError carrying the
-    CLI's message, ``field`` and ``line``. The stored request holds only the user's fields,
+    CLI's message, ``field`` and ``line``. ``attachments``: what the server attached (an
+    uploaded style audio, a file in ``job_dir``). The stored request holds only the user's fields,
     with the plan's seed pinned, so every attempt (on any worker) makes the same song.
     ``known``: :func:`facts` of a live worker; without one the plan is provisional (and for a
     ``--checkpoint`` service only the request and its LRC are checked)."""
@@ -126,23 +213,56 @@ def validate(body: dict[str, Any], settings: Settings,
 
     if not isinstance(body, dict):
         raise RequestError("the request must be a JSON object")
-    fields = _user_request(dict(body), settings.limits)
+    attachments = attachments or ServerAttachments()
+    client = _user_request(dict(body), settings.limits, attachments)
+    audio = attachments.style_audio_path(job_dir or Path("."))
+    fields = {**client, **({"style_audio": str(audio)} if audio is not None else {})}
     p = _plan(fields, settings, known)
     if p is None:
         request = GenerationRequest.from_dict(fields)
         parse_lrc(request.lrc)
-        import secrets
+        from rhythmflow.planner.core import draw_seed
 
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        plan_dict = {"provisional": True, "model": settings.model_name, "seed": seed,
+        seed = draw_seed(request)
+        plan_dict = {"provisional": True, "model": public_model_name(settings), "seed": seed,
                      "steps": request.steps, "runtime_class": None,
                      "estimate": {"known": False}}
     else:
         seed, plan_dict = p.seed, p.to_dict()
         plan_dict.pop("request")
         plan_dict["provisional"] = known is None
-    stored = dict(GenerationRequest.from_dict(fields).to_dict(), seed=seed)
-    return {k: v for k, v in stored.items() if k not in weights(settings)}, plan_dict
+    stored = dict(GenerationRequest.from_dict(client).to_dict(), seed=seed)
+    return ({k: v for k, v in stored.items() if k not in SERVER_SIDE},
+            public(plan_dict, settings))
+
+
+def public_model_name(settings: Settings) -> str:
+    """The model's name as clients see it: a checkpoint's file name, never its path."""
+    return settings.checkpoint.name if settings.checkpoint else (settings.model or "base")
+
+
+def public(value: Any, settings: Settings) -> Any:
+    """``value`` (JSON) with every server path in its text replaced: the weights' files by
+    their names, the data folder by ``<data>``. Plans, errors and messages go out through it."""
+    swaps = [(str(p), p.name) for p in (settings.checkpoint, settings.vae,
+                                         settings.model_config) if p is not None]
+    swaps += [(str(p), "<assets>") for p in (settings.assets_dir,) if p is not None]
+    swaps += [(str(settings.data_dir.resolve()), "<data>"), (str(settings.data_dir), "<data>")]
+    swaps.sort(key=lambda s: -len(s[0]))
+
+    def scrub(v: Any) -> Any:
+        if isinstance(v, str):
+            for old, new in swaps:
+                if old and old in v:
+                    v = v.replace(old, new)
+            return v
+        if isinstance(v, dict):
+            return {k: scrub(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [scrub(x) for x in v]
+        return v
+
+    return scrub(value)
 
 
 # ---- worker side (imports torch through rhythmflow.pipeline) ------------------------------------
@@ -152,9 +272,12 @@ def worker_plan(job: dict[str, Any], settings: Settings, generator):
     from rhythmflow.planner.core import Machine, plan
     from rhythmflow.request import GenerationRequest
 
-    fields = dict(job["request"])
-    if fields.get("style_audio"):  # stored relative to the (shared) data folder
-        fields["style_audio"] = str(settings.data_dir / fields["style_audio"])
+    # the client's fields (never a path) + the server's attachments (a file in the job folder)
+    fields = {k: v for k, v in job["request"].items() if k not in SERVER_SIDE}
+    attached = ServerAttachments.from_dict(job.get("attachments"))
+    audio = attached.style_audio and attached.style_audio_path(settings.jobs_dir / job["id"])
+    if audio is not None:
+        fields["style_audio"] = str(audio)
     request = GenerationRequest.from_dict({**fields, **weights(settings)})
     # the measured machine (the probe the worker cached when it loaded): the same guidance
     # layout and estimates as the plan the HTTP side made from the facts it published
@@ -189,9 +312,7 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     on_event(events.StageStarted("write", f"writing {len(paths)} file(s)"))
     outputs = []
     for i, path in enumerate(paths):
-        write_audio(path, song.audio[i], song.sample_rate, sample_format=r.sample_format,
-                    normalize="peak" if r.loudness is None else "loudness",
-                    target_lufs=r.loudness if r.loudness is not None else -14.0)
+        write_audio(path, song.audio[i], song.sample_rate, **p.write.audio_kwargs())
         write_sidecar(path, dict(song.metadata, output=path.name, index=i, seed=song.seeds[i],
                                  job=job["id"]))
         outputs.append({"index": i, "file": path.name, "format": r.format,

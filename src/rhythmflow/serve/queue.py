@@ -86,6 +86,28 @@ class JobQueue:
                 return str(task.args[0])
         return None
 
+    def pending_ids(self, names: list[str | None]) -> set[str]:
+        """The job ids waiting on the queues of these runtime classes (None: ``new``)."""
+        ids: set[str] = set()
+        if self.immediate:
+            return ids
+        for name in {queue_name(n) for n in [None, *names]}:
+            for task in self._huey(name).pending():
+                if getattr(task, "name", None) == TASK and len(task.args) == 1:
+                    ids.add(str(task.args[0]))
+        return ids
+
+    def ping(self) -> None:
+        """Raise when the queue cannot be reached (Redis down, the queue file unreadable)."""
+        if self.immediate:
+            return
+        huey = self._huey(NEW)
+        conn = getattr(huey.storage, "conn", None)
+        if conn is not None and hasattr(conn, "ping"):
+            conn.ping()
+        else:
+            huey.pending_count()
+
     def depth(self, names: list[str] | None = None) -> dict[str, int]:
         """Messages waiting per queue (``new`` and the given runtime classes)."""
         out = {}

@@ -1,11 +1,13 @@
 """The HTTP API (JSON; FastAPI documents it at /docs). Every route but /api/health needs the API
-key when one is set (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``)."""
+key when one is set (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``); /api/health
+answers status and counts to anyone."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -19,21 +21,28 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from rhythmflow.errors import RhythmflowError
 from rhythmflow.serve import core
-from rhythmflow.serve.app import ApiError
-from rhythmflow.serve.store import TERMINAL, Conflict
+from rhythmflow.serve.apierror import ApiError
+from rhythmflow.serve.store import TERMINAL, Conflict, disk_full
+
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 SSE_MAX_SECONDS = 6 * 3600.0  # one stream never outlives this; the client reconnects
 SSE_POLL = 0.1
 
 
-def require_key(request: Request) -> None:
+def has_key(request: Request) -> bool:
+    """Whether the request carries the API key (True when the server has none)."""
     key = request.app.state.settings.api_key
     if not key:
-        return
+        return True
     auth = request.headers.get("authorization", "")
     given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    if not given or not hmac.compare_digest(given.encode(), key.encode()):
+    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+
+
+def require_key(request: Request) -> None:
+    if not has_key(request):
         raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or "
                        "'X-API-Key: <key>'")
 
@@ -46,13 +55,14 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
-def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    """The public JSON of a job row."""
+def job_view(job: dict[str, Any], settings) -> dict[str, Any]:
+    """The public JSON of a job row (no server path in it)."""
     jid = job["id"]
-    request = dict(job["request"])
-    if request.get("style_audio"):
-        request["style_audio"] = Path(request["style_audio"]).name  # no server paths out
-    return {
+    request = {k: v for k, v in job["request"].items() if k not in core.SERVER_SIDE}
+    attached = core.ServerAttachments.from_dict(job.get("attachments"))
+    if attached.style_audio:
+        request["style_audio"] = attached.style_audio  # a file name in the job's folder
+    return core.public({
         "id": jid, "status": job["status"],
         "progress": {"step": job["step"], "total_steps": job["total_steps"],
                      "elapsed": job["elapsed"], "eta": job["eta"], "stage": job["stage"]},
@@ -64,11 +74,11 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
                      "url": f"/api/jobs/{jid}/audio?index={o['index']}",
                      "metadata_url": f"/api/jobs/{jid}/metadata?index={o['index']}"}
                     for o in job["outputs"] or []],
-    }
+    }, settings)
 
 
 def _job(request: Request, job_id: str) -> dict[str, Any]:
-    job = request.app.state.store.get(job_id)
+    job = request.app.state.store.get(job_id) if len(job_id) <= 64 else None
     if job is None:
         raise ApiError(404, f"no job {job_id}")
     return job
@@ -119,7 +129,8 @@ async def _save_upload(upload, folder: Path, limits) -> Path:
 
         seconds = soundfile.info(str(path)).duration
     except Exception as exc:  # soundfile raises several types for unreadable files
-        raise ApiError(422, f"style_audio is not readable audio: {exc}",
+        why = str(exc).replace(str(path), path.name)  # no server path in the answer
+        raise ApiError(422, f"style_audio is not readable audio: {why}",
                        field="style_audio") from None
     if seconds > limits.audio_seconds:
         raise ApiError(422, f"style_audio is {seconds:.0f} s long; at most "
@@ -127,54 +138,64 @@ async def _save_upload(upload, folder: Path, limits) -> Path:
     return path
 
 
-async def _read_request(request: Request, folder: Path) -> dict[str, Any]:
-    """The body as a dict: JSON, or multipart (a ``request`` JSON field or one field per
-    request field, plus an optional ``style_audio`` file saved into ``folder``)."""
+async def _read_request(request: Request, folder: Path
+                        ) -> tuple[dict[str, Any], core.ServerAttachments]:
+    """(the client's fields, what the server attached): JSON, or multipart (a ``request`` JSON
+    field or one field per request field, plus an optional ``style_audio`` file saved into
+    ``folder``); any other Content-Type → 415. The guard counts the bytes as they come."""
     limits = request.app.state.settings.limits
-    length = int(request.headers.get("content-length") or 0)
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        if length > limits.audio_bytes + limits.body_bytes:
-            raise ApiError(413, f"the upload is larger than {limits.audio_bytes} bytes")
-        form = await request.form(max_files=1, max_fields=64)
-        body: dict[str, Any] = {}
-        for name, value in form.multi_items():
-            if hasattr(value, "read"):
-                if name != "style_audio":
-                    raise ApiError(422, f"unexpected file field '{name}'", field=name)
-                path = await _save_upload(value, folder, limits)
-                # relative to the data folder, which workers may mount elsewhere
-                body["_style_audio"] = str(path.relative_to(request.app.state.settings.data_dir))
-            elif name == "request":
-                body.update(_json(value))
-            elif (v := _form_value(name, value)) is not None:
-                body[name] = v
-        return body
-    if length > limits.body_bytes:
-        raise ApiError(413, f"the request body is larger than {limits.body_bytes} bytes")
-    raw = await request.body()
-    if len(raw) > limits.body_bytes:
-        raise ApiError(413, f"the request body is larger than {limits.body_bytes} bytes")
-    return _json(raw or b"{}")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        return _json(await request.body()), core.ServerAttachments()
+    if media != "multipart/form-data":
+        raise ApiError(415, "send the request as application/json (or multipart/form-data with "
+                       f"a style_audio file), not {media[:60] or 'no Content-Type'}")
+    form = await request.form(max_files=1, max_fields=64, max_part_size=limits.body_bytes)
+    body: dict[str, Any] = {}
+    attached = core.ServerAttachments()
+    for name, value in form.multi_items():
+        if hasattr(value, "read"):
+            if name != "style_audio":
+                raise ApiError(422, f"unexpected file field '{_shown(name)}'", field=_shown(name))
+            path = await _save_upload(value, folder, limits)
+            attached = core.ServerAttachments(style_audio=path.name)
+        elif name == "request":
+            body.update(_json(value))
+        elif (v := _form_value(name, value)) is not None:
+            body[name] = v
+    return body, attached
+
+
+def _shown(name: str) -> str:
+    return name.encode("unicode_escape").decode("ascii")[:64]
 
 
 def _json(raw: str | bytes) -> dict[str, Any]:
+    if not raw:
+        raise ApiError(422, "the body is empty: send the request as a JSON object")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(422, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(422, "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, "the request must be a JSON object")
     return body
 
 
-def _validate(request: Request, body: dict[str, Any]) -> tuple[dict, dict]:
+def _validate(request: Request, body: dict[str, Any], attached: core.ServerAttachments,
+              folder: Path) -> tuple[dict, dict]:
+    settings = request.app.state.settings
     try:
-        return core.validate(body, request.app.state.settings, _known(request))
+        return core.validate(body, settings, _known(request), attached, folder)
     except core.RequestError as exc:
-        raise ApiError(413 if exc.too_large else 422, str(exc), exc.field, exc.line) from None
+        raise ApiError(413 if exc.too_large else 422, core.public(str(exc), settings),
+                       exc.field, exc.line) from None
     except RhythmflowError as exc:  # a bad field or LRC line, ResourceError (cannot fit) …
-        raise ApiError(422, str(exc), exc.field, exc.line) from None
+        raise ApiError(422, core.public(str(exc), settings), exc.field, exc.line) from None
+    except RecursionError:
+        raise ApiError(422, "the request is nested too deeply") from None
 
 
 # ---- routes ------------------------------------------------------------------------------
@@ -189,14 +210,34 @@ async def submit(request: Request) -> dict[str, Any]:
     job_id = uuid.uuid4().hex
     folder = app.state.settings.jobs_dir / job_id
     try:
-        body = await _read_request(request, folder)
-        req, plan = await run_in_threadpool(_validate, request, body)
+        body, attached = await _read_request(request, folder)
+        req, plan = await run_in_threadpool(_validate, request, body, attached, folder)
+        await run_in_threadpool(app.state.store.create, job_id, req, plan, attached.to_dict())
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    await run_in_threadpool(app.state.store.create, job_id, req, plan)
-    await run_in_threadpool(app.state.queue.enqueue, job_id, None)
+    try:
+        await run_in_threadpool(app.state.queue.enqueue, job_id, None)
+    except Exception as exc:
+        await run_in_threadpool(_withdraw, app, job_id, exc)
     return {"id": job_id, "status": "queued", "plan": plan}
+
+
+def _withdraw(app, job_id: str, exc: Exception) -> None:
+    """The queue refused the job: remove its row (the client gets no id, nothing is left). If
+    even that fails, the job stays queued and the reconciliation enqueues it: the id is
+    answered, and the job will run."""
+    log.warning("job %s: the queue refused it (%s: %s)", job_id, type(exc).__name__, exc)
+    try:
+        app.state.store.delete(job_id)
+    except Exception:
+        log.warning("job %s stays queued; the reconciliation will enqueue it", job_id)
+        return
+    shutil.rmtree(app.state.settings.jobs_dir / job_id, ignore_errors=True)
+    if disk_full(exc):
+        raise ApiError(507, "the data folder is full: nothing was stored; try again once "
+                       "space is freed")
+    raise ApiError(503, "the job queue is unreachable: nothing was stored; try again later")
 
 
 @router.post("/validate", dependencies=authed, summary="Validate and plan without queueing")
@@ -205,8 +246,8 @@ async def validate(request: Request) -> dict[str, Any]:
     worker has measured one) or the same 422 answer. Nothing is stored."""
     folder = request.app.state.settings.data_dir / "tmp" / uuid.uuid4().hex
     try:
-        body = await _read_request(request, folder)
-        _, plan = await run_in_threadpool(_validate, request, body)
+        body, attached = await _read_request(request, folder)
+        _, plan = await run_in_threadpool(_validate, request, body, attached, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {"plan": plan}
@@ -216,22 +257,28 @@ async def validate(request: Request) -> dict[str, Any]:
 def history(request: Request, limit: int = Query(20, ge=1, le=100),
             before: str | None = None) -> dict[str, Any]:
     jobs = request.app.state.store.history(limit, before)
-    return {"jobs": [job_view(j) for j in jobs],
+    return {"jobs": [job_view(j, request.app.state.settings) for j in jobs],
             "next": jobs[-1]["id"] if len(jobs) == limit else None}
 
 
 @router.get("/jobs/{job_id}", dependencies=authed, summary="Status, progress, plan, outputs")
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return job_view(_job(request, job_id))
+    return job_view(_job(request, job_id), request.app.state.settings)
+
+
+def _current(request: Request, job_id: str) -> dict[str, Any]:
+    """The job as it is now (404 when it was deleted meanwhile)."""
+    return job_view(_job(request, job_id), request.app.state.settings)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=authed, summary="Cancel (state kept)")
 def cancel(request: Request, job_id: str) -> dict[str, Any]:
     _job(request, job_id)
     try:
-        return job_view(request.app.state.store.cancel(job_id))
+        request.app.state.store.cancel(job_id)
     except Conflict as exc:
         raise ApiError(409, str(exc)) from None
+    return _current(request, job_id)
 
 
 @router.post("/jobs/{job_id}/resume", dependencies=authed, summary="Continue a cancelled job")
@@ -241,8 +288,13 @@ def resume(request: Request, job_id: str) -> dict[str, Any]:
         job = request.app.state.store.resume(job_id)
     except Conflict as exc:
         raise ApiError(409, str(exc)) from None
-    request.app.state.queue.enqueue(job_id, job["runtime_class"] if job["has_state"] else None)
-    return job_view(request.app.state.store.get(job_id))
+    if job is not None:  # (None: deleted meanwhile)
+        try:
+            request.app.state.queue.enqueue(job_id, job["runtime_class"] if job["has_state"]
+                                            else None)
+        except Exception as exc:  # the reconciliation enqueues it once the queue is back
+            log.warning("job %s: not enqueued now (%s); the reconciliation will", job_id, exc)
+    return _current(request, job_id)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, dependencies=authed, summary="Delete a job")
@@ -288,7 +340,11 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
     ends after a final status (completed, failed, cancelled)."""
     store = request.app.state.store
     _job(request, job_id)
-    last = int(request.headers.get("last-event-id") or 0)
+    given = request.headers.get("last-event-id", "").strip()
+    if given and not (given.isascii() and given.isdigit() and len(given) <= 18):
+        raise ApiError(400, "Last-Event-ID must be the id of an event (a whole number)",
+                       field="Last-Event-ID")
+    last = int(given or 0)
 
     async def stream():
         nonlocal last
@@ -313,15 +369,53 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/health", summary="Queue depth, workers alive, model loaded (no key needed)")
-def health(request: Request) -> dict[str, Any]:
+@router.get("/health", summary="Status and counts (no key needed); 503 when degraded")
+def health(request: Request, response: Response) -> dict[str, Any]:
+    """``status`` ok, or ``degraded`` (HTTP 503) with the ``reasons``: no worker heartbeated
+    within the lease, the data folder is full, the queue or the job store is unreachable.
+    Counts only: worker and job ids are at ``/api/workers`` (behind the key)."""
     app = request.app
-    workers = app.state.store.workers_alive(within=2 * app.state.settings.lease)
+    s = app.state.settings
+    reasons: list[str] = []
+    out: dict[str, Any] = {"status": "ok"}
+    try:
+        workers = app.state.store.workers_alive(within=s.lease)
+        out["jobs"] = app.state.store.counts()
+    except Exception as exc:
+        workers = []
+        reasons.append("data folder full" if disk_full(exc) else "job store unavailable")
     classes = sorted({w["runtime_class"] for w in workers if w["runtime_class"]})
-    return {"status": "ok", "jobs": app.state.store.counts(),
-            "queue": app.state.queue.depth(classes),
-            "workers_alive": len(workers),
-            "model_loaded": any(w["model_loaded"] for w in workers),
-            "workers": [{"id": w["id"], "runtime_class": w["runtime_class"],
+    try:
+        app.state.queue.ping()
+        out["queue"] = app.state.queue.depth(classes)
+    except Exception as exc:
+        reasons.append("data folder full" if disk_full(exc) else "queue unreachable")
+    if not workers:
+        reasons.append(f"no worker alive: none heartbeated in the last {s.lease:g} s")
+    if "data folder full" not in reasons and _disk_full_now(s.data_dir):
+        reasons.append("data folder full")
+    out.update(workers_alive=len(workers),
+               model_loaded=any(w["model_loaded"] for w in workers))
+    if reasons:
+        out.update(status="degraded", reasons=reasons, reason="; ".join(reasons))
+        response.status_code = 503
+    return out
+
+
+def _disk_full_now(folder: Path, need: int = 1 << 20) -> bool:
+    """Whether the data folder has less than ``need`` bytes free."""
+    try:
+        return shutil.disk_usage(folder).free < need
+    except OSError:
+        return False
+
+
+@router.get("/workers", dependencies=authed, summary="Workers alive: ids, classes, jobs")
+def workers(request: Request) -> dict[str, Any]:
+    s = request.app.state.settings
+    alive = request.app.state.store.workers_alive(within=2 * s.lease)
+    return {"workers": [{"id": w["id"], "runtime_class": w["runtime_class"],
                          "model_loaded": bool(w["model_loaded"]),
-                         "current_job": w["current_job"]} for w in workers]}
+                         "current_job": w["current_job"],
+                         "heartbeat_age": round(time.time() - w["heartbeat_at"], 3)}
+                        for w in alive]}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rhythmflow.errors import UsageError
+from rhythmflow.request import MAX_STEPS
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -25,11 +26,13 @@ class Limits:
     """What one request may send (413 beyond the byte sizes, 422 beyond the others)."""
 
     lrc_bytes: int = 64 * 1024
+    lyrics_bytes: int = 64 * 1024
     body_bytes: int = 256 * 1024
+    json_depth: int = 16
     audio_bytes: int = 50 * 1024 * 1024
     audio_seconds: float = 600.0
     batch: int = 8
-    steps: int = 1000
+    steps: int = MAX_STEPS  # the request's own bound (a server may lower it)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class Settings:
     model / checkpoint / vae / assets_dir / offline / device / dtype / quantize / vae_dtype: the
     weights and arithmetic every worker of this service loads (requests cannot choose them).
     lease: seconds a running job stays owned without a heartbeat; heartbeat: seconds between them.
+    allow_origins / allow_hosts: the extra ``Origin`` values allowed to change state (POST,
+    DELETE) and the extra ``Host`` names answered, beyond the server's own (its bind address,
+    ``localhost``, ``127.0.0.1``).
+    reconcile: seconds between two reconciliations of the job table with the queue.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -62,6 +69,9 @@ class Settings:
     lease: float = 15.0
     heartbeat: float = 2.0
     poll: float = 0.5
+    allow_origins: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
+    reconcile: float = 5.0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 TERMINAL = ("completed", "failed", "cancelled")
-_JSON = ("request", "plan", "timings", "outputs")
+_JSON = ("request", "plan", "timings", "outputs", "attachments")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0, has_state INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT, lease_expires REAL, heartbeat_at REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT, timings TEXT, outputs TEXT,
+    error TEXT, timings TEXT, outputs TEXT, attachments TEXT,
     created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, lease_expires);
@@ -53,6 +53,27 @@ class Conflict(Exception):
     """The job is not in a state that allows this operation (HTTP 409)."""
 
 
+class Missing(KeyError):
+    """No such job (deleted meanwhile): HTTP 404."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the data folder is full (ENOSPC, SQLite's
+    "database or disk is full")."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc).lower()
+        if "no space left" in text or (isinstance(exc, sqlite3.Error) and (
+                "full" in text or "disk i/o" in text)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 class Store:
     """The job table at ``path`` (created on first use)."""
 
@@ -63,8 +84,20 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            if "attachments" not in columns:  # a table made before attachments had a column
+                db.execute("ALTER TABLE jobs ADD COLUMN attachments TEXT")
         finally:
             db.close()
+        # held open (idle) for the life of this Store: SQLite deletes the -wal and -shm files
+        # when its last connection closes, and a reader on a full disk could not create them
+        # again; with this one open, reads keep working when the data folder is full
+        self._keeper = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+        self._keeper.execute("SELECT COUNT(*) FROM jobs").fetchone()
+
+    def close(self) -> None:
+        self._keeper.close()
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -81,7 +114,8 @@ class Store:
                 yield db
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # (SQLite already rolled back a COMMIT that failed)
+                    db.execute("ROLLBACK")
                 raise
         finally:
             db.close()
@@ -125,13 +159,17 @@ class Store:
 
     # ---- the HTTP side -------------------------------------------------------------------
 
-    def create(self, job_id: str, request: dict, plan: dict) -> dict[str, Any]:
+    def create(self, job_id: str, request: dict, plan: dict,
+               attachments: dict | None = None) -> dict[str, Any]:
+        """A queued job: ``request`` holds the client's fields, ``attachments`` what the
+        server attached (:class:`~rhythmflow.serve.core.ServerAttachments` as a dict)."""
         now = time.time()
         with self._tx() as db:
             db.execute("INSERT INTO jobs (id, status, request, plan, total_steps, stage, "
-                       "created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, 'queued', ?, ?)",
+                       "attachments, created_at, updated_at) "
+                       "VALUES (?, 'queued', ?, ?, ?, 'queued', ?, ?, ?)",
                        (job_id, json.dumps(request), json.dumps(plan), plan.get("steps"),
-                        now, now))
+                        _dumps(attachments or None), now, now))
             _status_event(db, job_id, "queued", now)
         return self.get(job_id)
 
@@ -254,11 +292,13 @@ class Store:
                 _status_event(db, job_id, "queued", now, reason="lease expired")
         return [self.get(i) for i in ids]
 
-    def queued(self) -> list[dict[str, Any]]:
-        """Every queued job (id, runtime_class, has_state), oldest first."""
+    def queued(self, before: float | None = None) -> list[dict[str, Any]]:
+        """Every queued job (id, runtime_class, has_state), oldest first; ``before``: only
+        those whose row last changed before this time."""
         with self._tx(write=False) as db:
             rows = db.execute("SELECT id, runtime_class, has_state FROM jobs WHERE "
-                              "status='queued' ORDER BY rowid").fetchall()
+                              "status='queued' AND updated_at < ? ORDER BY rowid",
+                              (float("inf") if before is None else before,)).fetchall()
         return [dict(r) for r in rows]
 
     # ---- workers -------------------------------------------------------------------------
@@ -297,7 +337,7 @@ def _dumps(value: Any) -> str | None:
 def _status_of(db: sqlite3.Connection, job_id: str) -> str:
     row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
     if row is None:
-        raise KeyError(job_id)
+        raise Missing(job_id)
     return row[0]
 
 

@@ -23,9 +23,14 @@ from typing import Any
 from rhythmflow.serve import core
 from rhythmflow.serve.queue import JobQueue
 from rhythmflow.serve.settings import Settings
-from rhythmflow.serve.store import Store
+from rhythmflow.serve.store import Store, disk_full
 
 log = logging.getLogger(__name__)
+BACKOFF_MAX = 30.0  # the longest pause after a failed round (full disk, queue unreachable)
+
+
+class DiskFull(Exception):
+    """The data folder is full: the job went back to the queue; the worker waits."""
 
 
 class JobToken:
@@ -69,6 +74,7 @@ class Worker:
         self.facts: dict[str, Any] = {}
         self._token: JobToken | None = None
         self._beat_thread: threading.Thread | None = None
+        self._next_reap = 0.0
 
     # ---- model ------------------------------------------------------------------------
 
@@ -79,7 +85,7 @@ class Worker:
 
         from rhythmflow.machine.process import configure_process
         from rhythmflow.pipeline import SongGenerator
-        from rhythmflow.planner.core import Machine, runtime_class, runtime_for
+        from rhythmflow.planner.core import Machine, model_dtype, runtime_class, runtime_for
 
         s = self.settings
         self.store.worker_beat(self.id, pid=os.getpid(), host=socket.gethostname(),
@@ -87,7 +93,7 @@ class Worker:
         self._start_beats()
         # the machine probe (cached per machine) decides --dtype auto, as for generate
         machine = Machine.detect(threads=s.threads)
-        dtype = "float32" if s.quantize == "int8" and s.dtype == "auto" else s.dtype
+        dtype = model_dtype(s.dtype, s.quantize)
         rt = runtime_for(machine, s.device, dtype, s.threads, s.vae_dtype)
         for reason in rt.reasons:
             log.info("%s", reason)
@@ -185,11 +191,16 @@ class Worker:
             else:  # the worker is stopping: back on the queue, resumed by the next worker
                 status, kw = "queued", {"has_state": checkpoint.is_file()}
         except RhythmflowError as exc:
-            status, kw = "failed", {"error": str(exc), "has_state": checkpoint.is_file()}
-        except Exception as exc:
-            log.exception("job %s failed", job_id)
-            status, kw = "failed", {"error": f"internal error: {type(exc).__name__}: {exc}",
+            if disk_full(exc):
+                self._requeue_full(job_id, checkpoint, exc)
+            status, kw = "failed", {"error": core.public(str(exc), self.settings),
                                     "has_state": checkpoint.is_file()}
+        except Exception as exc:
+            if disk_full(exc):
+                self._requeue_full(job_id, checkpoint, exc)
+            log.exception("job %s failed", job_id)
+            error = core.public(f"internal error: {type(exc).__name__}: {exc}", self.settings)
+            status, kw = "failed", {"error": error, "has_state": checkpoint.is_file()}
         else:
             status, kw = "completed", {"outputs": outputs, "timings": timings,
                                        "plan": {**{k: v for k, v in plan.to_dict().items()
@@ -207,6 +218,16 @@ class Worker:
         log.info("job %s: %s", job_id, status)
         return status
 
+    def _requeue_full(self, job_id: str, checkpoint: Path, exc: Exception) -> None:
+        """The data folder is full: not the job's fault. Back on the queue (resumed from its
+        saved state later); if even that cannot be written, its lease expires and the reaper
+        requeues it. Raises DiskFull so the loop waits before the next round."""
+        log.warning("job %s: the data folder is full; requeued", job_id)
+        has_state = checkpoint.is_file()
+        if self.store.finish(job_id, self.id, "queued", has_state=has_state):
+            self.queue.enqueue(job_id, self.runtime_class if has_state else None)
+        raise DiskFull(str(exc)) from exc
+
     # ---- the loop ---------------------------------------------------------------------
 
     def reap(self) -> int:
@@ -219,30 +240,46 @@ class Worker:
 
     def run(self, max_jobs: int | None = None) -> int:
         """Take and run jobs until :attr:`stop` is set (or ``max_jobs`` ran); returns the
-        number of jobs run. Reaps stale leases every ``lease / 2`` seconds."""
+        number of jobs run. Reaps stale leases every ``lease / 2`` seconds. A round that fails
+        (a full disk, an unreachable queue or store) is logged and retried after a pause that
+        grows to ``BACKOFF_MAX`` seconds; nothing is lost meanwhile: a job taken from the queue
+        but not claimed stays queued in the table, and ``serve`` enqueues it again."""
         if self.generator is None:
             self.load()
-        done, next_reap = 0, 0.0
+        done, pause = 0, 0.0
+        self._next_reap = 0.0
         try:
             while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
-                if time.monotonic() >= next_reap:
-                    self.reap()
-                    next_reap = time.monotonic() + self.settings.lease / 2
                 try:
-                    job_id = self.queue.take(self.runtime_class)
-                except Exception:  # Redis briefly unreachable, a locked queue file: wait, retry
-                    log.exception("cannot read the queue; retrying")
-                    self.stop.wait(max(1.0, 10 * self.settings.poll))
+                    ran = self._round()
+                except Exception as exc:
+                    pause = min(BACKOFF_MAX, max(1.0, 10 * self.settings.poll, 2 * pause))
+                    what = "the data folder is full" if disk_full(exc) or isinstance(
+                        exc, DiskFull) else f"{type(exc).__name__}: {exc}"
+                    log.warning("worker round failed (%s); retrying in %.0f s", what, pause)
+                    self.stop.wait(pause)
                     continue
-                if job_id is None:
-                    self.stop.wait(self.settings.poll)
-                    continue
-                if self.process(job_id) is not None:
-                    done += 1
+                pause = 0.0
+                done += ran
         finally:
             self.stop.set()
-            self.store.worker_gone(self.id)
+            try:
+                self.store.worker_gone(self.id)
+            except Exception:
+                log.warning("could not remove this worker's row (it expires by itself)")
         return done
+
+    def _round(self) -> bool:
+        """One turn of the loop: reap when due, take one job id and run it (True when a job
+        ran, False when the queue was empty or the job not ours)."""
+        if time.monotonic() >= self._next_reap:
+            self._next_reap = time.monotonic() + self.settings.lease / 2
+            self.reap()
+        job_id = self.queue.take(self.runtime_class)
+        if job_id is None:
+            self.stop.wait(self.settings.poll)
+            return False
+        return self.process(job_id) is not None
 
 
 def _event_columns(event: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -144,6 +144,8 @@ async function validate() {
     if (seq !== state.validateSeq) return;   // a newer edit is being checked
     showIssue(null);
     plan.classList.remove("bad");
+    const chosen = (data.plan || data).steps;
+    if (chosen) $("steps").placeholder = `${chosen} (the plan's choice)`;
     plan.textContent = planText(data.plan || data, $("seed").value.trim() !== "")
       || "The request is valid.";
   } catch (e) {
