@@ -182,8 +182,8 @@ def _fake_mulan_weights(hub):
     (repo / "refs" / "main").write_text("e" * 40)
 
 
-def test_without_muq_a_cache_miss_is_a_dependency_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "muq", None)  # `import muq` fails
+def test_without_transformers_a_cache_miss_is_a_dependency_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` fails
     enc = style.MuQMuLanEncoder(offline=True)
     with pytest.raises(
         DependencyError, match=r"pip install 'rhythmflow\[mulan\]'.*weights are missing"
@@ -196,8 +196,8 @@ def test_without_muq_a_cache_miss_is_a_dependency_error(tmp_path, monkeypatch):
         style_embedding(prompt="pop", encoder=enc)
 
 
-def test_a_cache_hit_needs_neither_muq_nor_loading_the_model(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "muq", None)
+def test_a_cache_hit_needs_neither_transformers_nor_loading_the_model(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
     _fake_mulan_weights(tmp_path / "hub")
     enc = style.MuQMuLanEncoder(offline=True)
     emb = torch.full((1, 512), 0.5)

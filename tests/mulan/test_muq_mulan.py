@@ -1,4 +1,5 @@
-"""The real MuQ-MuLan path, end to end, on a tiny random MuQ-MuLan built with the real ``muq`` and
+"""rhythmflow's MuQ-MuLan encoder (its own code, rhythmflow.style.mulan) end to end against the
+real ``muq`` package, on a tiny random MuQ-MuLan built with the real ``muq`` and
 ``transformers`` classes (``tiny_mulan.py``). The reference is what DiffRhythm does:
 ``MuQMuLan.from_pretrained("OpenMuQ/MuQ-MuLan-large", cache_dir=...)`` and, for audio, librosa's
 10 s from the middle at 24 kHz. Runs in the ``rhythmflow[mulan]`` environment (``.venv-mulan``,
@@ -20,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rhythmflow.errors import AssetError, DependencyError
+from rhythmflow.errors import AssetError
 from rhythmflow.style import embed as style
 from rhythmflow.style.embed import MuQMuLanEncoder, StyleCache, style_embedding
 from rhythmflow.testing import TINY, build_tiny_vae, random_dit, save_checkpoint
@@ -174,17 +175,6 @@ def test_a_missing_tower_file_names_the_file_and_repo(repos_root, tmp_path):
     with pytest.raises(AssetError) as exc:
         MuQMuLanEncoder(assets_dir=root, offline=True).embed_text(PROMPT)
     assert "tokenizer.json" in str(exc.value) and tm.XLMR_REPO in str(exc.value)
-
-
-def test_transformers_5_is_refused_for_audio_before_loading(monkeypatch, in_hub, tmp_path):
-    import importlib.metadata as md
-
-    real = md.version
-    monkeypatch.setattr(md, "version", lambda n: "5.24.0" if n == "transformers" else real(n))
-    enc = MuQMuLanEncoder()
-    with pytest.raises(DependencyError, match="transformers>=4.40,<5"):
-        style_embedding(audio_path=_song(tmp_path / "s.wav", 12), encoder=enc, cache=False)
-    assert enc._model is None
 
 
 def test_command_lines_with_a_text_prompt_and_reference_audio(song_model, in_hub, tmp_path):

@@ -5,17 +5,15 @@ embedding used by the unconditional guidance pass.
 The cache (``<cache_root>/style/``, see :func:`rhythmflow.assets.cache_root`) is keyed by the
 content (prompt text, or the audio file's bytes), the clip rule and the encoder revision, so the
 0.7 B-parameter encoder is loaded only for a prompt or file it has not embedded before. A cache
-hit needs neither the ``muq`` package nor the model weights in memory.
+hit needs neither ``transformers`` nor the model weights in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
-import zipfile
 from pathlib import Path
 from typing import Protocol
 
@@ -130,11 +128,14 @@ def load_reference_clip(
 
 
 class MuQMuLanEncoder:
-    """MuQ-MuLan through the optional ``muq`` package (``pip install 'rhythmflow[mulan]'``).
-    Files come from :func:`rhythmflow.assets.resolve` (sub-models included); the model is
-    loaded on the first ``embed_*`` call, not at construction."""
+    """MuQ-MuLan in rhythmflow's own code (:mod:`rhythmflow.style.mulan`), which needs
+    ``transformers`` and ``tokenizers`` (``pip install 'rhythmflow[mulan]'``). Files come from
+    :func:`rhythmflow.assets.resolve`: the MuQ-MuLan config and checkpoint, the MuQ and XLM-R
+    configs and XLM-R's ``tokenizer.json`` (the towers' own weight files are not read). The
+    model is loaded on the first ``embed_*`` call, not at construction."""
 
     sample_rate = MULAN_SAMPLE_RATE
+    FILES = ("mulan-config", "muq-config", "xlmr-config", "mulan-weights", "xlmr-tokenizer")
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class MuQMuLanEncoder:
         self.device = torch.device(device)
         self._assets = {"assets_dir": assets_dir, "offline": offline}
         self._model = None
+        self._tokenizer = None
         self._revision: str | None = None
 
     @property
@@ -155,7 +157,7 @@ class MuQMuLanEncoder:
             try:
                 weights = assets.resolve("mulan-weights", **self._assets)
             except AssetError as exc:
-                self._require_muq(f"the MuQ-MuLan weights are missing too: {exc}")
+                self._require_packages(f"the MuQ-MuLan weights are missing too: {exc}")
                 raise
             parent = weights.parent
             if parent.parent.name == "snapshots":
@@ -168,93 +170,40 @@ class MuQMuLanEncoder:
         return self._revision
 
     @staticmethod
-    def _require_muq(more: str = "") -> None:
+    def _require_packages(more: str = "") -> None:
         try:
-            import muq  # noqa: F401
+            import tokenizers  # noqa: F401
+            import transformers  # noqa: F401
         except ImportError as exc:
             raise DependencyError(
                 "style from a text prompt or reference audio needs MuQ-MuLan: "
-                "`pip install 'rhythmflow[mulan]'` (package muq), or pass a style embedding "
-                f"file (.npy) instead ({exc}){'; ' + more if more else ''}"
+                "`pip install 'rhythmflow[mulan]'` (packages transformers and tokenizers), or "
+                f"pass a style embedding file (.npy) instead ({exc}){'; ' + more if more else ''}"
             ) from None
 
     def _load(self):
         if self._model is not None:
-            return self._model
-        self._require_muq()
-        from muq import MuQMuLan
+            return self._model, self._tokenizer
+        self._require_packages()
+        from rhythmflow.style.mulan_load import TextTokenizer, load_mulan
 
-        config = json.loads(assets.resolve("mulan-config", **self._assets).read_text("utf-8"))
-        weights = assets.resolve("mulan-weights", **self._assets)
-        # point the towers at the resolved local folders so nothing is looked up by name. muq
-        # (0.1.0) picks each tower's loader from the name ('muq' / 'xlm-roberta' in it); the
-        # folders keep the repo ids in their paths (HF cache or <assets-dir>/<repo_id>/), so it
-        # still chooses right.
-        towers = {
-            "audio_model": ("muq-config", "muq-weights"),
-            "text_model": ("xlmr-config", "xlmr-weights", "xlmr-tokenizer", "xlmr-sentencepiece"),
-        }
-        for key, names in towers.items():
-            folders = {assets.resolve(n, **self._assets).parent for n in names}
-            if len(folders) != 1:
-                raise AssetError(
-                    f"the files of {assets.ASSETS[names[0]].repo_id} are split between "
-                    f"{sorted(map(str, folders))}; keep them in one folder (run `rhythmflow fetch`)"
-                )
-            if isinstance(config.get(key), dict):
-                config[key]["name"] = str(folders.pop())
-        log.info("loading MuQ-MuLan from %s", weights.parent)
-        try:
-            model = MuQMuLan(config, hf_hub_cache_dir=str(assets.hf_cache_dir()))
-            state = torch.load(
-                weights, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(weights)
-            )
-        except Exception as exc:  # a damaged file surfaces as any of pickle/zip/OS/safetensors errors
-            raise AssetError(
-                f"could not load MuQ-MuLan from {weights.parent} ({type(exc).__name__}: {exc}); "
-                "a file is damaged or incomplete: run `rhythmflow fetch` to verify and re-download"
-            ) from exc
-        # strict=False as muq's own from_pretrained does, but never silently
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            log.warning(
-                "MuQ-MuLan checkpoint %s: %d missing keys %s, %d unexpected keys %s",
-                weights,
-                len(missing),
-                missing[:5],
-                len(unexpected),
-                unexpected[:5],
-            )
-        self._model = model.to(self.device).eval()
-        return self._model
+        files = [assets.resolve(name, **self._assets) for name in self.FILES]
+        log.info("loading MuQ-MuLan from %s", files[3].parent)
+        model = load_mulan(*files[:4], device=self.device)
+        self._tokenizer = TextTokenizer.for_config(files[4], model.config)
+        self._model = model
+        return self._model, self._tokenizer
 
     @torch.no_grad()
     def embed_text(self, text: str) -> torch.Tensor:
-        return self._load()(texts=[text]).float().cpu()
+        model, tokenizer = self._load()
+        ids, mask = tokenizer(text)
+        return model.embed_text(ids.to(self.device), mask.to(self.device)).float().cpu()
 
     @torch.no_grad()
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
-        self._require_muq()
-        _check_transformers_for_audio()
-        return self._load()(wavs=wav.to(self.device)).float().cpu()
-
-
-def _check_transformers_for_audio() -> None:
-    """muq 0.1.0 hands its conformer a plain dict as config; transformers 5 reads
-    ``config._attn_implementation`` from it and fails mid-forward, so refuse up front."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        installed = version("transformers")
-    except PackageNotFoundError:
-        return  # muq's own import will say what is missing
-    if int(installed.split(".")[0]) >= 5:
-        raise DependencyError(
-            f"style from reference audio: muq's audio encoder does not run with transformers "
-            f"{installed} (it needs transformers 4.x): `pip install 'transformers>=4.40,<5'` "
-            "(what `pip install 'rhythmflow[mulan]'` installs), or use a text prompt or a .npy "
-            "style embedding"
-        )
+        model, _ = self._load()
+        return model.embed_audio(wav.to(self.device)).float().cpu()
 
 
 class StyleCache:
@@ -297,7 +246,8 @@ def style_embedding(
     """Float32 ``[1, 512]`` style embedding from exactly one of ``prompt`` (text), ``audio_path``
     (wav/flac/mp3/ogg, ≥ 10 s) or ``npy`` (a saved embedding). ``encoder`` defaults to
     :class:`MuQMuLanEncoder`; ``cache`` True uses the default :class:`StyleCache`, False none.
-    Raises UsageError (bad input), DependencyError (muq missing on a cache miss), AssetError."""
+    Raises UsageError (bad input), DependencyError (transformers/tokenizers missing on a cache
+    miss), AssetError."""
     given = [x is not None for x in (prompt, audio_path, npy)]
     if sum(given) != 1:
         raise UsageError(
