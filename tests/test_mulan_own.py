@@ -12,15 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("transformers", reason="rhythmflow[mulan] is not installed")
+from rhythmflow.errors import AssetError, UsageError
+from rhythmflow.style.embed import MuQMuLanEncoder, StyleCache, style_embedding
+from rhythmflow.style.mel import LogMel, mel_filterbank
+from rhythmflow.style.mulan import MuQMuLan, split_clips
+from rhythmflow.style.mulan_load import official_state_dict, read_config
 
-from rhythmflow.errors import AssetError, UsageError  # noqa: E402
-from rhythmflow.style.embed import MuQMuLanEncoder, StyleCache, style_embedding  # noqa: E402
-from rhythmflow.style.mel import LogMel, mel_filterbank  # noqa: E402
-from rhythmflow.style.mulan import MuQMuLan, split_clips  # noqa: E402
-from rhythmflow.style.mulan_load import official_state_dict, read_config  # noqa: E402
-
-from .mulan.tiny_mulan import CORPUS, MULAN_REPO, MUQ_REPO, XLMR_REPO, mulan_config  # noqa: E402
+from .mulan.tiny_mulan import CORPUS, MULAN_REPO, MUQ_REPO, XLMR_REPO, mulan_config
 
 PROMPT = "jazzy nightclub with smooth saxophone"
 WEIGHTS = "pytorch_model.bin"
@@ -203,3 +201,29 @@ def test_mel_front_end_shapes_and_a_tone_lands_in_its_band():
     assert fb[int((bins - 1000).abs().argmin()), band] > 0.5  # the 1 kHz bin feeds that band
     silent = LogMel()(torch.zeros(1, 4800))
     assert torch.equal(silent, torch.full_like(silent, -100.0))  # amin 1e-10 → -100 dB
+
+
+def test_generate_with_a_text_style_prompt_in_the_ordinary_install(root, tmp_path, tiny_files,
+                                                                   assets_dir, monkeypatch):
+    """`rhythmflow generate --style-prompt` end to end in this environment (no muq): the tiny
+    MuQ-MuLan repos beside the release's small files, the tiny DiT and VAE."""
+    import json as _json
+
+    import soundfile as sf
+
+    from rhythmflow.cli.main import main
+
+    assets = tmp_path / "assets"
+    shutil.copytree(assets_dir, assets)
+    shutil.copytree(root, assets, dirs_exist_ok=True)
+    monkeypatch.setenv("RHYTHMFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "song.wav"
+    code = main(["generate", "--lrc", str(tiny_files["lrc"]), "--style-prompt", PROMPT,
+                 "--checkpoint", str(tiny_files["ckpt"]), "--vae", str(tiny_files["vae"]),
+                 "--assets-dir", str(assets), "--offline", "--steps", "2", "--seed", "3",
+                 "--progress", "none", "--skip-estimate", "-o", str(out)])
+    assert code == 0
+    audio, rate = sf.read(out)
+    assert rate == 44100 and audio.shape[1] == 2 and len(audio) > 0
+    meta = _json.loads(out.with_suffix(".json").read_text())
+    assert meta["request"]["style_prompt"] == PROMPT
