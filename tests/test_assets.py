@@ -133,15 +133,19 @@ def test_offline_missing_fails_fast_without_network(tmp_path, no_network):
         "ASLP-lab/DiffRhythm-vae",
         "offline",
         "rhythmflow fetch",
-        "--assets-dir",
+        "assets_dir=DIR",  # the library's words; the command line shows its flag
     ):
         assert part in msg
+    from rhythmflow.cli.commands import in_flags
+
+    assert "--assets-dir DIR" in in_flags(msg)
     with pytest.raises(AssetError) as err:
         resolve("zh-lexicon", assets_dir=tmp_path / "empty", offline=True)
-    assert "--with-chinese" in str(err.value) and "chinese_lexicon.txt" in str(err.value)
+    assert "with_chinese=1" in str(err.value) and "chinese_lexicon.txt" in str(err.value)
     with pytest.raises(AssetError) as err:
         resolve("dit-v1.0-full", offline=True)
-    assert "--model v1.0-full" in str(err.value)
+    assert "model=v1.0-full" in str(err.value)
+    assert "--model v1.0-full" in in_flags(str(err.value))
 
 
 def test_corrupt_files_are_reported_never_returned(tmp_path, assets_dir, no_network):
@@ -187,7 +191,7 @@ def test_fetch_offline_reports_each_asset(tmp_path, assets_dir, no_network):
     assert set(by_name) == set(assets.required_assets("v1.2-base", with_chinese=True))
     for name in SMALL_SPACE_ASSETS:
         assert by_name[name].status == "ok" and by_name[name].verified, name
-    for name in ("dit-v1.2-base", "vae", "mulan-weights", "xlmr-weights"):
+    for name in ("dit-v1.2-base", "vae", "mulan-weights", "xlmr-tokenizer"):
         assert by_name[name].status == "missing"
         assert ASSETS[name].repo_id in by_name[name].message
     assert not report.ok and report.exit_code == 3
@@ -204,6 +208,131 @@ def test_fetch_offline_reports_each_asset(tmp_path, assets_dir, no_network):
     assert {i.name for i in report.items if not i.verified and i.status == "ok"} == {
         "dit-v1.2-base"
     }
+
+
+# --- MuQ-MuLan files: exactly the five the encoder reads, checked against the Hub's record ---
+
+REMOVED_MULAN = ("muq-weights", "xlmr-weights", "xlmr-sentencepiece")
+
+
+def _git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _hub_cache(hub: Path, asset, content: bytes, blob: str, rev: str = "e" * 40) -> Path:
+    """What hf_hub_download leaves: snapshots/<rev>/<path> → ../../blobs/<etag>."""
+    repo = hub / f"models--{asset.repo_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "blobs" / blob).write_bytes(content)
+    link = repo / "snapshots" / rev / asset.path
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(repo / "blobs" / blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(rev)
+    return link
+
+
+def test_mulan_assets_are_the_five_files_the_encoder_reads():
+    from rhythmflow.style.embed import MuQMuLanEncoder
+
+    assert set(assets.MULAN_ASSETS) == set(MuQMuLanEncoder.FILES)
+    assert {(ASSETS[n].repo_id, ASSETS[n].path) for n in assets.MULAN_ASSETS} == {
+        ("OpenMuQ/MuQ-MuLan-large", "config.json"),
+        ("OpenMuQ/MuQ-MuLan-large", "pytorch_model.bin"),
+        ("OpenMuQ/MuQ-large-msd-iter", "config.json"),
+        ("xlm-roberta-base", "config.json"),
+        ("xlm-roberta-base", "tokenizer.json"),
+    }
+    for name in REMOVED_MULAN:
+        assert name not in ASSETS
+    for model in MODELS:
+        names = assets.required_assets(model, with_chinese=True, with_asr=True)
+        assert not set(REMOVED_MULAN) & set(names)
+        assert set(assets.MULAN_ASSETS) <= set(names)
+    assert not set(assets.MULAN_ASSETS) & set(assets.required_assets("base", with_mulan=False))
+
+
+def test_hub_record_checks_lfs_and_small_files(tmp_path, no_network):
+    hub = tmp_path / "hub"  # HF_HUB_CACHE (the isolated fixture)
+    weights = b"\x80\x02 pretend MuQ-MuLan tensors" * 100
+    good = _hub_cache(hub, ASSETS["mulan-weights"], weights, hashlib.sha256(weights).hexdigest())
+    config = b'{"architectures": ["MuQMuLan"]}'
+    small = _hub_cache(hub, ASSETS["mulan-config"], config, _git_sha1(config))
+    assert assets._hub_record(good) == ("sha256", hashlib.sha256(weights).hexdigest())
+    assert assets._hub_record(small) == ("git-sha1", _git_sha1(config))
+    assert assets.git_blob_sha1(small) == _git_sha1(config)
+    events = []
+    assert resolve("mulan-weights", on_progress=events.append) == good
+    assert [e.stage for e in events] == ["verify"]  # hashed against the blob's name...
+    events.clear()
+    assert resolve("mulan-weights", on_progress=events.append) == good
+    assert events == []  # ...once: the verified marker skips it after that
+    assert resolve("mulan-config") == small
+    # a tampered LFS blob (content changed, name kept) is refused, naming the file
+    damaged = bytearray(weights)
+    damaged[7] ^= 0x01
+    good.resolve().write_bytes(bytes(damaged))
+    with pytest.raises(AssetError) as err:
+        resolve("mulan-weights", offline=True)
+    msg = str(err.value)
+    assert "corrupt asset mulan-weights" in msg and "pytorch_model.bin" in msg
+    assert "OpenMuQ/MuQ-MuLan-large" in msg and "Hub's record" in msg
+    assert str(good.resolve()) in msg  # the blob to delete, not just the link
+    # a tampered small file (git blob sha1 record) too
+    small.resolve().write_bytes(config.replace(b"MuQ", b"MuX"))
+    with pytest.raises(AssetError, match=r"corrupt asset mulan-config.*git blob sha1"):
+        resolve("mulan-config", offline=True)
+    # files outside the blob layout (an asset folder) have no record: taken as present
+    plain = tmp_path / "root" / "xlm-roberta-base" / "config.json"
+    plain.parent.mkdir(parents=True)
+    plain.write_text("{}")
+    assert assets._hub_record(plain) is None
+    assert resolve("xlmr-config", assets_dir=tmp_path / "root") == plain
+
+
+def test_fetch_offline_reports_the_five_mulan_files(tmp_path, assets_dir, no_network):
+    hub = tmp_path / "hub"
+    weights = b"mulan weights" * 1000
+    _hub_cache(hub, ASSETS["mulan-weights"], weights, hashlib.sha256(weights).hexdigest())
+    mulan_cfg = b'{"model": "mulan"}'
+    _hub_cache(hub, ASSETS["mulan-config"], mulan_cfg, _git_sha1(mulan_cfg))
+    tok = b'{"version": "1.0", "model": {"type": "Unigram"}}'
+    _hub_cache(hub, ASSETS["xlmr-tokenizer"], tok, hashlib.sha256(b"other").hexdigest())
+    report = fetch("v1.2-base", offline=True, assets_dir=assets_dir)
+    by_name = {i.name: i for i in report.items}
+    assert set(assets.MULAN_ASSETS) <= set(by_name)
+    assert not set(REMOVED_MULAN) & set(by_name)
+    lines = {ln.split()[0]: ln for ln in report.lines() if not ln.startswith("error:")}
+    assert by_name["mulan-weights"].status == "ok" and by_name["mulan-weights"].verified
+    assert lines["mulan-weights"].endswith("(hf-cache, sha256 ok (Hub record))")
+    assert by_name["mulan-config"].status == "ok" and by_name["mulan-config"].check == "hub-git-sha1"
+    assert lines["mulan-config"].endswith("(hf-cache, git sha1 ok (Hub record))")
+    assert by_name["xlmr-tokenizer"].status == "corrupt"
+    assert "tokenizer.json" in by_name["xlmr-tokenizer"].message
+    for name in ("muq-config", "xlmr-config"):
+        assert by_name[name].status == "missing" and lines[name].endswith("MISSING")
+    # the offline error lists every missing MuQ-MuLan file, and only those, with one command
+    msg = by_name["muq-config"].message
+    listed = set(re.findall(r"^  (\S+)", msg, re.M))
+    assert listed == {"OpenMuQ/MuQ-large-msd-iter/config.json", "xlm-roberta-base/config.json"}
+    assert "rhythmflow fetch" in msg and "sentencepiece" not in msg
+    # with nothing in the cache the error names all five
+    shutil.rmtree(hub)
+    with pytest.raises(AssetError) as err:
+        resolve("xlmr-tokenizer", offline=True)
+    listed = set(re.findall(r"^  (\S+)", str(err.value), re.M))
+    assert listed == {f"{ASSETS[n].repo_id}/{ASSETS[n].path}" for n in assets.MULAN_ASSETS}
+    assert "2.8 GB" in str(err.value)
+
+
+def test_download_is_checked_against_the_hub_record(tmp_path, fake_hub):
+    data = b"pretend weights" * 50
+    fake_hub.put(ASSETS["mulan-weights"], data)  # the fake Hub's ETag is the sha256
+    report = fetch("v1.2-base", with_mulan=True)
+    item = next(i for i in report.items if i.name == "mulan-weights")
+    assert item.status == "ok" and item.source == "download" and item.check == "hub-sha256"
+    assert item.local_path.resolve().name == hashlib.sha256(data).hexdigest()
+    assert item.local_path.read_bytes() == data
 
 
 class _FakeHub:

@@ -3,9 +3,11 @@
 Order: explicit path → local asset root (``assets_dir`` / ``RHYTHMFLOW_ASSETS_DIR``, laid out as
 ``<root>/<repo_id>/<path in repo>``; Space files may also sit at ``<root>/<path in repo>``, as in
 ../shared/assets) → Hugging Face cache → download. Offline (``offline=True`` / ``HF_HUB_OFFLINE``)
-never opens a connection. Known sha256 sums are checked once per file; a marker keyed by (real
-path, size, mtime) under :func:`cache_root` avoids re-hashing; ``fetch`` always re-hashes. A
-corrupt file raises AssetError and is never returned. Nothing is written relative to the cwd.
+never opens a connection. Known sha256 sums are checked once per file — the table's pinned sum,
+else, for a file ``hf_hub_download`` put in the cache, the Hub's own record (the blob's name: the
+sha256 of a Git LFS file, the git blob sha1 of a small one); a marker keyed by (real path, size,
+mtime) under :func:`cache_root` avoids re-hashing; ``fetch`` always re-hashes. A corrupt file
+raises AssetError and is never returned. Nothing is written relative to the cwd.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def _space(name: str, path: str, sha256: str | None = None, size: str = "small")
 
 
 _G2P = "diffrhythm/g2p/sources/g2p_chinese_model/"
+#: the lyric check's default recogniser (rhythmflow.asr.whisper): multilingual (English and
+#: Chinese), 74 M parameters — base rather than tiny, as sung words are hard to recognise
+ASR_REPO = "openai/whisper-base"
+_ASR_FILES = {"model.safetensors": "290 MB", "tokenizer.json": "2 MB", "vocab.json": "1 MB"}
 _MULAN, _MUQ, _XLMR = "OpenMuQ/MuQ-MuLan-large", "OpenMuQ/MuQ-large-msd-iter", "xlm-roberta-base"
 
 # fmt: off
@@ -52,15 +58,15 @@ ASSETS: dict[str, Asset] = {
           for s in specs.MODELS.values()),
         Asset("vae", specs.VAE_REPO, "model", specs.VAE_FILE,
               "cbf5e34d649b48fae7e5c5c2266bbbce97b647d52e7dcd584325a28a8338c81a", "625 MB"),
+        # MuQ-MuLan (rhythmflow.style.mulan): the five files MuQMuLanEncoder reads. The towers'
+        # own weights (MuQ's model.safetensors, XLM-R's) and XLM-R's sentencepiece model are
+        # never read (pytorch_model.bin holds every tensor), so they are not fetched. No pinned
+        # sums: a Hub download is checked against the Hub's own record (see _hub_record).
         Asset("mulan-config", _MULAN, "model", "config.json"),
         Asset("mulan-weights", _MULAN, "model", "pytorch_model.bin", None, "2.8 GB"),
-        # sub-models MuQ-MuLan builds itself (audio tower and text tower)
         Asset("muq-config", _MUQ, "model", "config.json"),
-        Asset("muq-weights", _MUQ, "model", "model.safetensors", None, "1.2 GB"),
         Asset("xlmr-config", _XLMR, "model", "config.json"),
-        Asset("xlmr-weights", _XLMR, "model", "model.safetensors", None, "1.1 GB"),
         Asset("xlmr-tokenizer", _XLMR, "model", "tokenizer.json", None, "9 MB"),
-        Asset("xlmr-sentencepiece", _XLMR, "model", "sentencepiece.bpe.model", None, "5 MB"),
         _space("g2p-vocab", "diffrhythm/g2p/g2p/vocab.json",
                "0f5c44e05f79df8ae4fd77d7772950436a8bacc83d134fdf0ae3c72412b5676a"),
         _space("negative-style", "src/negative_prompt.npy",
@@ -83,6 +89,12 @@ ASSETS: dict[str, Asset] = {
                "dc8b048a20cf61d04b5a36bc6939db74095719b8099269a1269023ee3e6535b4"),
         _space("zh-bpmf2pinyin", "diffrhythm/g2p/sources/bpmf_2_pinyin.txt",
                "bf24a3306ffbef6b1fbfc1780e25933361bc4d6587b8eb331b13241b8d892ba2"),
+        *(Asset("asr-whisper-" + f.rsplit(".", 1)[0].replace("_", "-"), ASR_REPO, "model", f,
+                None, _ASR_FILES.get(f, "small"))
+          for f in ("config.json", "generation_config.json", "model.safetensors",
+                    "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "vocab.json", "merges.txt", "normalizer.json", "added_tokens.json",
+                    "special_tokens_map.json")),
     ]
 }
 # fmt: on
@@ -90,8 +102,10 @@ ASSETS: dict[str, Asset] = {
 #: ``--model`` choice (names and aliases of :mod:`rhythmflow.specs`) → DiT asset name.
 MODELS: dict[str, str] = {m: "dit-" + specs.get_spec(m).name for m in specs.MODEL_NAMES}
 COMMON_ASSETS = ("vae", "g2p-vocab", "negative-style")
-MULAN_ASSETS = tuple(n for n in ASSETS if n.split("-")[0] in {"mulan", "muq", "xlmr"})
+#: what a text or audio style prompt needs (rhythmflow.style.embed.MuQMuLanEncoder.FILES)
+MULAN_ASSETS = ("mulan-config", "muq-config", "xlmr-config", "mulan-weights", "xlmr-tokenizer")
 CHINESE_ASSETS = tuple(n for n in ASSETS if n.startswith("zh-"))
+ASR_ASSETS = tuple(n for n in ASSETS if n.startswith("asr-"))
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,8 @@ def _fetch_command(asset: Asset) -> str:
     model = next((m for m, a in MODELS.items() if a == asset.name), None)
     if model:
         return f"rhythmflow fetch model={model}"
+    if asset.name in ASR_ASSETS:
+        return "rhythmflow fetch with_asr=1"
     return "rhythmflow fetch with_chinese=1" if asset.name in CHINESE_ASSETS else "rhythmflow fetch"
 
 
@@ -159,8 +175,25 @@ def file_sha256(
     path: str | os.PathLike, name: str = "", on_progress: ProgressFn | None = None
 ) -> str:
     """Hex sha256 of a file, read in 8 MB pieces; ``on_progress`` gets "verify" events."""
+    return _file_digest(path, "sha256", name, on_progress)
+
+
+def git_blob_sha1(
+    path: str | os.PathLike, name: str = "", on_progress: ProgressFn | None = None
+) -> str:
+    """Git's object id of a file: sha1 of ``b"blob <size>\\0"`` + content (what the Hub reports
+    as the ETag of a file not stored with Git LFS)."""
+    return _file_digest(path, "git-sha1", name, on_progress)
+
+
+def _file_digest(path: str | os.PathLike, algo: str, name: str,
+                 on_progress: ProgressFn | None) -> str:
     path = Path(path).expanduser()
-    total, done, h = path.stat().st_size, 0, hashlib.sha256()
+    total, done = path.stat().st_size, 0
+    if algo == "git-sha1":
+        h = hashlib.sha1(f"blob {total}\0".encode(), usedforsecurity=False)
+    else:
+        h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(8 << 20):
             h.update(chunk)
@@ -170,14 +203,33 @@ def file_sha256(
     return h.hexdigest()
 
 
+_HEX = frozenset("0123456789abcdef")
+#: how each kind of check shows in ``fetch``'s report
+CHECK_LABELS = {"sha256": "sha256 ok", "hub-sha256": "sha256 ok (Hub record)",
+                "hub-git-sha1": "git sha1 ok (Hub record)"}
+
+
+def _hub_record(path: str | os.PathLike) -> tuple[str, str] | None:
+    """The Hub's own record of a file ``hf_hub_download`` put in the Hugging Face cache, as
+    ``(algo, hex)``: the cache keeps ``snapshots/<rev>/<path>`` as a link to ``blobs/<etag>``,
+    and the etag is the file's sha256 for a Git LFS file (64 hex digits: "sha256") or its git
+    blob sha1 otherwise (40: "git-sha1"). None for a file outside that layout (an asset folder,
+    or a cache made without symlinks), which has no record to check against."""
+    real = Path(path).resolve()
+    blob = real.name.lower()
+    if real.parent.name != "blobs" or not set(blob) <= _HEX:
+        return None
+    return {64: ("sha256", blob), 40: ("git-sha1", blob)}.get(len(blob))
+
+
 def _marker(real: Path) -> Path:
     key = hashlib.sha256(str(real).encode()).hexdigest()[:32]
     return cache_root() / "verified" / f"{key}.json"
 
 
-def _stamp(real: Path, sha256: str) -> dict:
+def _stamp(real: Path, digest: str, algo: str = "sha256") -> dict:
     st = real.stat()
-    return {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+    return {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, algo: digest}
 
 
 def verify_file(
@@ -193,21 +245,30 @@ def verify_file(
     a verified marker with the same real path, size and mtime skips the hashing."""
     if sha256 is None:
         return False
+    return _verify(path, sha256, "sha256", name=name, force=force, on_progress=on_progress)
+
+
+def _verify(path: str | os.PathLike, expected: str, algo: str, *, name: str, force: bool,
+            on_progress: ProgressFn | None, source: str = "") -> bool:
+    """verify_file for ``algo`` "sha256" or "git-sha1"; ``source`` says where ``expected`` came
+    from in a mismatch message."""
+    expected = expected.lower()
     real = Path(path).resolve()
-    marker, stamp = _marker(real), _stamp(real, sha256)
+    marker, stamp = _marker(real), _stamp(real, expected, algo)
     if not force:
         try:
             if json.loads(marker.read_text(encoding="utf-8")) == stamp:
                 return True
         except (OSError, ValueError):
             pass
-    actual = file_sha256(real, name or real.name, on_progress)
-    if actual != sha256.lower():
+    actual = _file_digest(real, algo, name or real.name, on_progress)
+    if actual != expected:
+        kind = "git blob sha1" if algo == "git-sha1" else "sha256"
         raise _CorruptAssetError(
-            f"corrupt asset {name or real.name}: {path} has sha256 {actual}, expected {sha256}; "
-            f"the file is damaged or incomplete"
+            f"corrupt asset {name or real.name}: {path} has {kind} {actual}, expected "
+            f"{expected}{source}; the file is damaged or incomplete"
         )
-    if _stamp(real, sha256) != stamp:  # changed while hashing: verified, but no marker
+    if _stamp(real, expected, algo) != stamp:  # changed while hashing: verified, but no marker
         return True
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -335,20 +396,29 @@ def _locate(
     offline: bool,
     force_verify: bool,
     on_progress: ProgressFn | None,
-) -> tuple[Path, str, bool]:
-    """(path, source, verified) for ``asset``; source is "assets-dir", "hf-cache" or "download"."""
+) -> tuple[Path, str, str]:
+    """(path, source, check) for ``asset``; source is "assets-dir", "hf-cache" or "download";
+    check is a key of :data:`CHECK_LABELS` ("" when nothing was known to check against)."""
     root = assets_dir if assets_dir is not None else os.environ.get("RHYTHMFLOW_ASSETS_DIR")
 
-    def check(p: Path, force: bool = force_verify) -> bool:
+    def check(p: Path, force: bool = force_verify) -> str:
+        # a pinned sum wins; else the Hub's record of a file hf_hub_download put in the cache
+        record = ("sha256", asset.sha256) if asset.sha256 else _hub_record(p)
+        if record is None:
+            return ""
+        algo, expected = record
+        source = "" if asset.sha256 else " (the Hugging Face Hub's record of it)"
         try:
-            return verify_file(
-                p, asset.sha256, name=asset.name, force=force, on_progress=on_progress
-            )
+            _verify(p, expected, algo, name=asset.name, force=force, on_progress=on_progress,
+                    source=source)
         except _CorruptAssetError as exc:
+            # the hub reuses a blob already in the cache: deleting only the link fixes nothing
+            it = f"{p.resolve()} (the cached file it links to)" if p.is_symlink() else "it"
             raise _CorruptAssetError(
                 f"{exc} (it is '{asset.path}' from the Hugging Face {asset.repo_type} repo "
-                f"'{asset.repo_id}'; to fix: delete it, then {_hint(asset)})"
+                f"'{asset.repo_id}'; to fix: delete {it}, then {_hint(asset)})"
             ) from None
+        return algo if asset.sha256 else "hub-" + algo
 
     if root:
         root = Path(root).expanduser()
@@ -411,20 +481,23 @@ def resolve(
 
 
 def required_assets(
-    model: str, *, with_chinese: bool = False, with_mulan: bool = True
+    model: str, *, with_chinese: bool = False, with_mulan: bool = True, with_asr: bool = False
 ) -> list[str]:
-    """Asset names a generation run with ``model`` (a key of :data:`MODELS`) needs."""
+    """Asset names a generation run with ``model`` (a key of :data:`MODELS`) needs
+    (``with_asr``: and the lyric check's Whisper)."""
     if model not in MODELS:
         raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
     names = [MODELS[model], *COMMON_ASSETS]
     names += list(MULAN_ASSETS) if with_mulan else []
+    names += list(ASR_ASSETS) if with_asr else []
     return names + (list(CHINESE_ASSETS) if with_chinese else [])
 
 
 @dataclass
 class FetchItem:
     """status "ok" | "missing" | "corrupt"; source "assets-dir" | "hf-cache" | "download";
-    verified False when no checksum is known."""
+    verified False when no checksum is known; check: how it was verified ("sha256": the pinned
+    sum, "hub-sha256" / "hub-git-sha1": the Hub's record in the cache, "" none)."""
 
     name: str
     repo_id: str
@@ -434,6 +507,7 @@ class FetchItem:
     source: str | None = None
     verified: bool = False
     message: str = ""
+    check: str = ""
 
 
 @dataclass
@@ -460,7 +534,7 @@ class FetchReport:
         """Human-readable summary, one line per asset then one per problem."""
         out = []
         for i in self.items:
-            check = "sha256 ok" if i.verified else "no checksum"
+            check = CHECK_LABELS.get(i.check, "sha256 ok") if i.verified else "no checksum"
             where = (
                 f"{i.local_path} ({i.source}, {check})" if i.status == "ok" else i.status.upper()
             )
@@ -476,25 +550,28 @@ def fetch(
     assets_dir: str | os.PathLike | None = None,
     on_progress: ProgressFn | None = None,
     with_mulan: bool = True,
+    with_asr: bool = False,
 ) -> FetchReport:
     """Download (or, offline, check) every asset a run with ``model`` needs, re-hashing every
     file that has a known checksum. Never raises for a missing or corrupt file: each outcome is
     in the report (``report.ok``, ``report.exit_code`` 0 or 3, ``report.lines()``). Raises
     UsageError for an unknown model."""
-    names = required_assets(model, with_chinese=with_chinese, with_mulan=with_mulan)
+    names = required_assets(model, with_chinese=with_chinese, with_mulan=with_mulan,
+                            with_asr=with_asr)
     offline = env_offline() if offline is None else offline
     report = FetchReport(model, offline)
     for name in names:
         asset = ASSETS[name]
         item = FetchItem(name, asset.repo_id, asset.path, "ok")
         try:
-            item.local_path, item.source, item.verified = _locate(
+            item.local_path, item.source, item.check = _locate(
                 asset,
                 assets_dir=assets_dir,
                 offline=offline,
                 force_verify=True,
                 on_progress=on_progress,
             )
+            item.verified = bool(item.check)
         except _CorruptAssetError as exc:
             item.status, item.message = "corrupt", str(exc)
         except AssetError as exc:

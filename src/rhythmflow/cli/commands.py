@@ -12,20 +12,10 @@ from pathlib import Path
 from rhythmflow import errors, events
 from rhythmflow.audio.io import write_audio, write_sidecar
 from rhythmflow.cli.console import ProgressView
+from rhythmflow.cli.lrc import read_text, write_sung_lrc
 from rhythmflow.request import GenerationRequest
 
 log = logging.getLogger("rhythmflow")
-
-
-def _read_text(path: Path, what: str) -> str:
-    from rhythmflow.lyrics import decode_lrc
-
-    try:
-        return decode_lrc(path.read_bytes(), f"{what} {path}")  # UTF-8, or UTF-16 (BOM or not)
-    except FileNotFoundError:
-        raise errors.UsageError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 #: request field → the generate flag that sets it (where it is not ``--field-name``)
@@ -41,9 +31,9 @@ def flag_of(field: str) -> str:
 #: the names a library message may set as ``name=value``: request fields and the settings of a
 #: run that are not part of the request (output, assets_dir, offline, with_chinese)
 _SETTABLE = "|".join(sorted({f.name for f in dataclasses.fields(GenerationRequest)}
-                            | {"output", "assets_dir", "offline", "with_chinese"},
+                            | {"output", "assets_dir", "offline", "with_chinese", "with_asr"},
                             key=len, reverse=True))
-_SETTING = re.compile(rf"(?<![\w-])({_SETTABLE})=(\S+?)(?=[,;:)\s]|\.(?:\s|$)|$)")
+_SETTING = re.compile(rf"(?<![\w-])({_SETTABLE})=(\S+?)(?=[,;:)`\s]|\.(?:\s|$)|$)")
 
 
 def in_flags(message: str, field: str | None = None) -> str:
@@ -55,7 +45,7 @@ def in_flags(message: str, field: str | None = None) -> str:
 
     def flag(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
-        return flag_of(name) if value == "1" and name in ("offline", "with_chinese") \
+        return flag_of(name) if value == "1" and name in ("offline", "with_chinese", "with_asr") \
             else f"{flag_of(name)} {value}"
 
     return _SETTING.sub(flag, message)
@@ -67,7 +57,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         raise errors.UsageError("--ref-song / --edit-segments are only used with --edit")
     if args.edit and (args.ref_song is None or args.edit_segments is None):
         raise errors.UsageError("--edit needs --ref-song FILE and --edit-segments JSON")
-    lrc = _read_text(args.lrc, "lyrics file") if args.lrc else ""
+    lrc = read_text(args.lrc, "lyrics file") if args.lrc else ""
     lyrics = None
     if args.lyrics is not None:
         from rhythmflow.cli.lrc import read_lyrics_file
@@ -93,7 +83,10 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         sample_format=args.sample_format, loudness=args.loudness, time_budget=args.time_budget,
         timeout=args.timeout, anytime=args.anytime, estimate=not args.skip_estimate,
         quantize=args.quantize, device=args.device, dtype=args.dtype, threads=args.threads,
-        chunked=args.chunked, vae_dtype=args.vae_dtype)
+        chunked=args.chunked, vae_dtype=args.vae_dtype, takes=args.takes, check=args.check,
+        repair=args.repair, repair_rounds=args.repair_rounds,
+        repair_threshold=args.repair_threshold, asr_command=args.asr_command,
+        asr_model=opt(args.asr_model))
 
 
 def _print_plan(p, as_json: bool) -> None:
@@ -118,7 +111,8 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     from rhythmflow.sampling.keep import StoppedAfterSampling, check_cancel, keep_and_reraise
 
     request = request_from_args(args)
-    outputs = resolve_outputs(args.output, args.format, request.sample_format, request.batch)
+    outputs = resolve_outputs(args.output, args.format, request.sample_format,
+                              max(request.batch, request.takes))
     if args.save_state is not None:  # a Ctrl-C or timeout must be able to keep the work
         state_path = Path(args.save_state).expanduser()
         if state_path.is_dir():
@@ -147,11 +141,20 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     save_state = args.save_state or outputs[0].with_name(outputs[0].stem + ".resume.pt")
     gen = SongGenerator.for_plan(p, assets_dir=args.assets_dir, offline=offline, on_event=view)
     song = run(p, gen, view, cancel=cancel, resume_state=state, save_state=save_state)
+    reviewed = None
+    if p.review.active:
+        from rhythmflow.cli.check import review_song
+
+        try:  # a failed check or repair keeps the finished sampling for --resume
+            song, items, order = review_song(args, p, gen, song, view, cancel)
+        except BaseException as exc:
+            keep_and_reraise(exc, song.state, save_state)
+        reviewed = (items, order)
     view(events.StageStarted("write", f"writing {len(outputs)} file(s)"))
     try:  # a Ctrl-C or a failed write keeps the finished sampling for --resume
         if cancel.is_set():
             raise StoppedAfterSampling("cancelled before writing the song")
-        _write(args, p, song, outputs, view)
+        _write(args, p, song, outputs, view, reviewed)
     except BaseException as exc:
         keep_and_reraise(exc, song.state, save_state)
     if args.resume and Path(args.resume).resolve() == Path(save_state).resolve():
@@ -159,15 +162,33 @@ def run_generate(args: argparse.Namespace, view: ProgressView, cancel) -> int:
     return errors.EXIT_OK
 
 
-def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: ProgressView) -> None:
-    for i, path in enumerate(outputs):
+def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: ProgressView,
+           reviewed=None) -> None:
+    """Write each item (takes: best first) with its sidecar and ``.lrc`` (and, after a review,
+    its latents and the check / repair / takes entries)."""
+    order, extra, takes = list(range(len(outputs))), [{} for _ in outputs], None
+    if reviewed is not None:
+        from rhythmflow.cli.check import print_takes, review_metadata, write_latents
+
+        items, order = reviewed
+        extra, takes = review_metadata(items, order, outputs, song.seeds)
+        if p.review.takes > 1:
+            print_takes(takes)
+    for k, path in enumerate(outputs):
+        i = order[k]
         write_audio(path, song.audio[i], song.sample_rate, **p.write.audio_kwargs())
-        meta = dict(song.metadata, output=str(path), index=i, seed=song.seeds[i],
-                    command=vars(args))
+        meta = dict(song.metadata, output=str(path), index=k, seed=song.seeds[i],
+                    command=vars(args), **extra[k])
+        if reviewed is not None:
+            meta["latents_file"] = str(write_latents(path, song.latents[i]))
+            if p.review.takes > 1:
+                meta["takes"] = takes
         if p.autotime is not None:  # the LRC the song was conditioned on, beside it
             from rhythmflow.cli.lrc import write_autotimed
 
             meta["autotime"] = write_autotimed(path, p.autotime, args.lyrics)
+        elif meta["lines"]:  # an instrumental has none
+            meta["lrc_file"] = str(write_sung_lrc(path, meta["lines"], args.lrc))
         write_sidecar(path, meta)
         if view.mode == "json":  # stdout stays one JSON object per line
             print(json.dumps(events.to_dict(events.Result(
@@ -182,7 +203,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     def on_progress(event) -> None:
         log.debug("%s", event)
 
-    report = fetch(args.model, with_chinese=args.with_chinese,
+    report = fetch(args.model, with_chinese=args.with_chinese, with_asr=args.with_asr,
                    offline=True if args.offline else None, assets_dir=args.assets_dir,
                    on_progress=on_progress)
     for line in report.lines():

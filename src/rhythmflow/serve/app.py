@@ -40,7 +40,8 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
     queue = queue or JobQueue(settings.queue, settings.data_dir)
     if not settings.loopback and not settings.api_key:
         log.warning("WARNING: serving on %s without an API key: anyone who can reach this "
-                    "address can submit jobs; set --api-key or RHYTHMFLOW_API_KEY",
+                    "address can submit jobs; give the server an API key (RHYTHMFLOW_API_KEY or "
+                    "RHYTHMFLOW_API_KEY_FILE)",
                     settings.host)
 
     @asynccontextmanager
@@ -71,7 +72,8 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.field, exc.line)
+        return error_response(exc.status, exc.message, exc.field, exc.line,
+                              errors=exc.errors)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:

@@ -103,14 +103,15 @@ class Guard:
         allowed = host in self.hosts or "*" in self.hosts or (
             _is_ip(host) and host == _split_host(str(server[0])))
         if not allowed:
-            return 421, (f"this server does not answer to the host name {host[:100]!r}; start "
-                         "it with --allow-host NAME to allow it")
+            return 421, (f"this server does not answer to the host name {host[:100]!r}; its "
+                         "operator can add it to the allowed hosts (RHYTHMFLOW_ALLOW_HOST)")
         method = scope.get("method", "GET")
         if method in STATE_CHANGING:
             origin = headers.get("origin")
             if origin is not None and not self._own_origin(origin, headers, scope):
                 return 403, (f"requests from the origin {origin[:100]!r} may not change jobs; "
-                             "start the server with --allow-origin ORIGIN to allow it")
+                             "the server's operator can add it to the allowed origins "
+                             "(RHYTHMFLOW_ALLOW_ORIGIN)")
         return None
 
     def _own_origin(self, origin: str, headers: dict[str, str], scope) -> bool:
