@@ -280,16 +280,15 @@ def test_nan_weights_stop_with_numerical_error(files, tmp_path, capsys):
     assert not (tmp_path / "n.wav").exists()
 
 
-def test_style_prompt_without_mulan_says_how_to_install(files, tmp_path, capsys):
-    import importlib.util
-
-    if importlib.util.find_spec("muq") is not None:
-        pytest.skip("muq is installed here")
-    args = base_args(files, tmp_path / "p.wav", "--progress", "none")
+def test_style_prompt_without_the_mulan_files_says_how_to_fetch(files, tmp_path, capsys,
+                                                               monkeypatch):
+    monkeypatch.setenv("RHYTHMFLOW_CACHE_DIR", str(tmp_path / "cache"))  # no cached embedding
+    args = base_args(files, tmp_path / "p.wav", "--progress", "none", "--offline")
     i = args.index("--style-embedding")
     args[i:i + 2] = ["--style-prompt", "jazzy nightclub vibe"]
     assert main(args) == errors.EXIT_ASSET
-    assert "rhythmflow[mulan]" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "OpenMuQ/MuQ-MuLan-large/pytorch_model.bin" in err and "rhythmflow fetch" in err
 
 
 def test_quantize_int8_runs_and_is_recorded(files, tmp_path):

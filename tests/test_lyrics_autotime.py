@@ -256,7 +256,7 @@ def test_dense_lyrics_shrink_pauses_before_dropping() -> None:
 
 
 def test_nothing_fits_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="none of the lyrics fit in 5 s.*--duration"):
+    with pytest.raises(UsageError, match="none of the lyrics fit in 5 s.*duration=25"):
         time_lyrics("\n".join(VERSE), 5)
 
 
@@ -291,7 +291,7 @@ def test_empty_lyrics_are_a_typed_error(text) -> None:
 
 
 def test_lrc_input_is_refused_with_a_hint() -> None:
-    with pytest.raises(LrcError, match="line 2.*already timed LRC.*--lrc"):
+    with pytest.raises(LrcError, match=r"line 2.*already timed LRC.*timed lyrics \(lrc\)"):
         time_lyrics("Hello\n[00:12.00]world\n", 95)
 
 

@@ -44,12 +44,12 @@ def test_resolve_outputs_names(tmp_path, output, fmt, sample, batch, expected):
 
 
 @pytest.mark.parametrize(("output", "fmt", "sample", "batch", "message"), [
-    ("song.wav", "flac", "int16", 1, "names a wav file but --format is flac"),
+    ("song.wav", "flac", "int16", 1, "names a wav file but format is flac"),
     ("song.flac", None, "float32", 1, "float32 cannot be stored in flac"),
     ("song.mp3", None, "int24", 1, "int24 cannot be stored in mp3"),
     ("song.m4a", None, "int16", 1, r"\.m4a is not an audio format"),
     ("take.2", None, "int16", 1, r"\.2 is not an audio format"),
-    ("song.wav", None, "int16", 0, "--batch must be"),
+    ("song.wav", None, "int16", 0, "batch must be"),
     ("missing/song.wav", None, "int16", 1, "does not exist"),
     (".", None, "int16", 1, "is a folder"),
 ])
@@ -66,7 +66,7 @@ def test_resolve_outputs_tries_the_folder_for_real():
 
 @pytest.mark.parametrize(("output", "extra", "message"), [
     ("x.ogg", ["--sample-format", "float32"], "float32 cannot be stored in ogg"),
-    ("x.wav", ["--format", "flac"], "names a wav file but --format is flac"),
+    ("x.wav", ["--format", "flac"], "names a wav file but format is flac"),
     ("x.flac", ["--sample-format", "float32"], "float32 cannot be stored in flac"),
     ("sub", [], "is a folder"),
     ("x.wav", ["--save-state", "/sys/state.pt"], "cannot write to the output folder /sys"),

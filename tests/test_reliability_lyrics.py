@@ -50,7 +50,7 @@ def test_lrc_to_track_infinite_length_is_a_usage_error() -> None:
 @pytest.mark.parametrize("text", ["Chorus:\nla la la\n", "[ti:Only tags]\n[ar:Someone]\n",
                                   "[00:10.00]\n[00:20.00]\n"])
 def test_text_without_a_timed_lyric_is_refused(text) -> None:
-    with pytest.raises(LrcError, match="no timed lyric line.*omit --lrc"):
+    with pytest.raises(LrcError, match="no timed lyric line.*leave lrc empty"):
         check_lrc(text)
     assert check_lrc("  \n") == ([], [])  # an empty text is an instrumental
 
@@ -95,7 +95,7 @@ def test_cli_sings_utf16_and_fullwidth_lyrics(files, tmp_path, encode) -> None:
 def test_cli_refuses_a_file_without_timed_lyrics(files, tmp_path, capsys) -> None:
     out = tmp_path / "s.wav"
     assert main(_with_lrc(files, out, b"just some words\nno timestamps\n")) == errors.EXIT_USAGE
-    assert "omit --lrc" in capsys.readouterr().err
+    assert "leave lrc empty" in capsys.readouterr().err
     assert not list(tmp_path.glob("s*"))
 
 

@@ -26,8 +26,11 @@ CHANGED = {
     "format": "flac", "sample_format": "int24", "loudness": -14.0, "time_budget": 600.0,
     "timeout": 1800.0, "anytime": True, "estimate": False, "quantize": "int8", "device": "cpu",
     "dtype": "bfloat16", "threads": 4, "chunked": False, "vae_dtype": "bfloat16",
+    "takes": 3, "check": True, "repair": True, "repair_rounds": 4, "repair_threshold": 0.3,
+    "asr_command": "whisper-cli -f {wav} -l {lang}", "asr_model": None,
 }
-ALTERNATIVES = {"lyrics": {"lrc": "", "lyrics": "[verse]\nhello"}, "style_prompt": {
+ALTERNATIVES = {"asr_model": {"asr_command": None, "asr_model": "whisper-base/"},
+                "lyrics": {"lrc": "", "lyrics": "[verse]\nhello"}, "style_prompt": {
     "style_embedding": None, "style_prompt": "jazz"}, "style_embedding_file": {
     "style_embedding": None, "style_embedding_file": "s.npy"}, "style_audio": {
     "style_embedding": None, "style_audio": "a.wav"}, "negative_style": {

@@ -103,15 +103,15 @@ def test_decode_estimate_uses_the_measured_convolution_rates():
     e = estimate_job(cfg, 2048, steps=8, evals_per_step=1, gflops=684.0, vae_gflops=AMX_VAE,
                      vae_dtype="bfloat16")
     assert e.decode == pytest.approx(b16)
-    p32 = plan(GenerationRequest(lrc=TINY_LRC, duration=95, vae_dtype="float32"), AMX,
+    p32 = plan(GenerationRequest(lrc=TINY_LRC, style_prompt="test style", duration=95, vae_dtype="float32"), AMX,
                check_files=False)
-    p16 = plan(GenerationRequest(lrc=TINY_LRC, duration=95), AMX, check_files=False)
+    p16 = plan(GenerationRequest(lrc=TINY_LRC, style_prompt="test style", duration=95), AMX, check_files=False)
     assert (p32.runtime.vae_dtype, p16.runtime.vae_dtype) == ("float32", "bfloat16")
     assert p16.to_dict()["vae_dtype"] == "bfloat16"
     # a low-precision decode changes the bytes: only such workers resume such jobs
     assert (p32.runtime_class, p16.runtime_class) == ("cpu-bfloat16", "cpu-bfloat16-vae-bfloat16")
     # the plan names the class as the worker that runs it does (int8 layers included)
-    q8 = plan(GenerationRequest(lrc=TINY_LRC, duration=95, quantize="int8"), AMX,
+    q8 = plan(GenerationRequest(lrc=TINY_LRC, style_prompt="test style", duration=95, quantize="int8"), AMX,
               check_files=False)
     assert q8.runtime_class == "cpu-float32-int8"
     assert p32.estimate.decode == pytest.approx(f32) and p16.estimate.decode == pytest.approx(b16)
@@ -157,7 +157,7 @@ def test_the_calibrated_estimate_times_the_forwards_the_run_makes(layout, share_
         calls.append(rows)
         return {1: 1.0, 2: 1.5}[rows]
 
-    r = GenerationRequest(lrc=TINY_LRC, duration=95, steps=4, batch=2)
+    r = GenerationRequest(lrc=TINY_LRC, style_prompt="test style", duration=95, steps=4, batch=2)
     p = dataclasses.replace(plan(r, AMX, check_files=False), guidance_layout=layout)
     gen = type("Gen", (), {"model": None})()
     stages = []

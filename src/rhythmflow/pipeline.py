@@ -250,10 +250,13 @@ class SongGenerator:
 
 def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cancel=None,
         resume_state=None, save_state: str | os.PathLike | None = None,
-        checkpoint: str | os.PathLike | None = None) -> Song:
+        checkpoint: str | os.PathLike | None = None, on_sample=None) -> Song:
     """Execute plan ``p`` on a loaded generator. Raises SamplingTimeout / SamplingCancelled
     (with the state saved to ``save_state`` when given) unless ``anytime`` finished the song.
-    ``checkpoint``: a file the sampler state is saved to after every step."""
+    ``checkpoint``: a file the sampler state is saved to after every step. ``on_sample``:
+    called after each step's event with the sampler's own
+    :class:`~rhythmflow.sampling.progress.SampleEvent` (it carries the state ``x``; read it,
+    never modify it), e.g. to decode a preview."""
     from rhythmflow.machine.host import available_memory
     from rhythmflow.sampling import (
         Deadline,
@@ -321,6 +324,8 @@ def run(p: Plan, gen: SongGenerator, on_event: EventSink | None = None, *, cance
     def on_step(e) -> None:
         emit(on_event, events.SamplingStep(e.step, e.total, e.t, e.elapsed, e.eta,
                                            e.sec_per_step, e.evaluations))
+        if on_sample is not None:
+            on_sample(e)
 
     spec = SamplerSpec(solver=r.solver, cfg_strength=r.cfg_strength,
                        guidance_interval=r.guidance_interval, guidance_layout=p.guidance_layout,
@@ -381,6 +386,8 @@ def _calibrated_estimate(p: Plan, gen: SongGenerator, stage, calibrate=None) -> 
 
 def _metadata(p: Plan, gen: SongGenerator, result, track, timings, seeds: list[int], *,
               resumed: bool) -> dict:
+    from rhythmflow.lyrics.check import sung_lines
+
     r = p.request
     return {
         "rhythmflow": __version__, "model": gen.identity, "runtime": gen.runtime.describe(),
@@ -393,6 +400,9 @@ def _metadata(p: Plan, gen: SongGenerator, result, track, timings, seeds: list[i
         "seed": p.seed, "seeds": seeds, "status": result.status,
         "evaluations": result.evaluations, "timings": timings, "autotime": p.autotime,
         "vae_decode": {**gen.vae.geometry().to_dict(), "decoder": gen.vae.decoder_kind},
+        # each sung line as conditioned; "line" is its line in the song's .lrc: the LRC the
+        # plan timed (plain lyrics), else one line per sung line (lyrics.check.sung_lrc)
+        "lines": [x.to_dict() for x in sung_lines(track, renumber=p.autotime is None)],
         "lyrics": {"placed": len(track.placed), "dropped": [
             {"line": d.line.line, "text": d.line.text, "reason": d.reason}
             for d in track.dropped], "truncated": [t.line for t in track.truncated]},

@@ -122,3 +122,29 @@ def check_lrc_outputs(outputs: list[Path], lyrics: Path) -> None:
         if lrc_path(out).resolve() == Path(lyrics).resolve():
             raise errors.UsageError(f"the LRC written beside {out} would overwrite the --lyrics "
                                     f"file {lyrics}; choose another -o")
+
+
+def read_text(path: Path, what: str) -> str:
+    """The text of a lyrics file (UTF-8, or UTF-16 with or without BOM); UsageError if unreadable."""
+    from rhythmflow.lyrics import decode_lrc
+
+    try:
+        return decode_lrc(path.read_bytes(), f"{what} {path}")  # UTF-8, or UTF-16 (BOM or not)
+    except FileNotFoundError:
+        raise errors.UsageError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def write_sung_lrc(output: Path, lines: list[dict], source: Path | None = None) -> Path:
+    """Write ``<stem>.lrc`` beside ``output``: the lines the song was conditioned on, one per
+    line (after any drop), as the sidecar's ``lines`` number them. Where that is the ``--lrc``
+    file itself (``source``), ``<stem>.sung.lrc`` instead: the user's file is never replaced."""
+    from rhythmflow.audio.io import atomic_write_bytes
+    from rhythmflow.lyrics.check import SungLine, sung_lrc
+
+    target = lrc_path(output)
+    if source is not None and target.resolve() == Path(source).resolve():
+        target = target.with_suffix(".sung.lrc")
+    text = sung_lrc([SungLine.from_dict(x) for x in lines])
+    return atomic_write_bytes(target, text.encode("utf-8"))

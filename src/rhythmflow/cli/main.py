@@ -77,6 +77,9 @@ def _serve_parsers(sub) -> None:
         p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
         p.add_argument("--poll", type=float, default=0.5, help="seconds between queue polls")
         _common(p)
+    from rhythmflow.serve.commands import add_keys_parser
+
+    add_keys_parser(sub, _common)  # `rhythmflow keys add NAME`: a key for `serve --keys`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +256,10 @@ def _run(args: argparse.Namespace) -> int:
         finally:  # main() may be called in-process (tests, notebooks): leave no handler behind
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if args.command == "keys":
+        from rhythmflow.serve.commands import run_keys
+
+        return run_keys(args)
     if args.command in ("serve", "worker"):
         from rhythmflow.serve import commands as serve_commands
 

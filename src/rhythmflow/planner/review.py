@@ -9,6 +9,7 @@ program (``asr_command``), a local Whisper folder (``asr_model``) or the pinned 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,3 +84,24 @@ def recognizer_label(kind: str | None, request: GenerationRequest) -> str:
     if kind == "model":
         return f"the Whisper model in {request.asr_model}"
     return "the pinned Whisper checkpoint (rhythmflow fetch with_asr=1)"
+
+
+def lint_findings(request: GenerationRequest, duration: float, model: str,
+                  assets) -> tuple[dict[str, Any], ...]:
+    """The lint findings of a request's LRC (:func:`rhythmflow.lyrics.lint.lint_lrc`) for this
+    model and duration; none for plain lyrics (autotime times them to fit) or an instrumental.
+    A G2P that cannot be loaded here (missing espeak-ng or resources) skips the lint: the
+    lyrics stage reports it."""
+    from rhythmflow.errors import AssetError
+    from rhythmflow.lyrics.lint import lint_lrc
+
+    if request.lyrics is not None or not request.lrc.strip():
+        return ()
+    try:
+        report = lint_lrc(request.lrc, duration=duration, model=model,
+                          keep_last_line=request.keep_last_line, assets=assets)
+    except AssetError as exc:  # DependencyError included
+        # one line: the lyrics stage reports the missing files in full
+        logging.getLogger(__name__).info("LRC lint skipped: %s", str(exc).splitlines()[0])
+        return ()
+    return tuple(f.to_dict() for f in report.findings)

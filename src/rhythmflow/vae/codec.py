@@ -314,11 +314,12 @@ def probe_vae(vae: TorchScriptVAE, source: str | os.PathLike, *, asset: bool = F
     from rhythmflow.errors import AssetError
 
     def fail(what: str) -> None:
-        fix = ("delete it and run `rhythmflow fetch` again" if asset else
-               "give the DiffRhythm VAE (vae_model.pt from ASLP-lab/DiffRhythm-vae) as vae, "
-               "or leave vae out to use the official one")
-        cls = AssetError if asset else CheckpointError
-        raise cls(f"{source} is not the DiffRhythm VAE: {what}; {fix}")
+        if asset:
+            raise AssetError(f"{source} is not the DiffRhythm VAE: {what}; delete it and run "
+                             "`rhythmflow fetch` again")
+        raise CheckpointError(f"vae: {source} is not the DiffRhythm VAE: {what}; give the "
+                              "DiffRhythm VAE (vae_model.pt from ASLP-lab/DiffRhythm-vae), or "
+                              "leave vae out to use the official one", field="vae")
 
     n = PROBE_FRAMES
     z = torch.zeros(1, LATENT_DIM, n, device=vae.device, dtype=vae.dtype)
