@@ -90,7 +90,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
 
 
 def _print_plan(p, as_json: bool) -> None:
-    from rhythmflow.planner.core import describe
+    from rhythmflow.cli.describe import describe
 
     if as_json:
         d = p.to_dict()
