@@ -176,7 +176,54 @@ def test_a_bad_request_is_refused_and_nothing_is_queued(idle, change, status, fi
         assert r.status_code == status, r.text
         err = r.json()["error"]
         assert err["field"] == field and err["line"] == line and err["message"]
+        assert err["errors"][0] == {"field": field, "message": err["message"], "line": line}
     assert idle.get("/api/jobs").json()["jobs"] == [] and depth(idle) == 0
+
+
+def test_every_problem_is_listed_at_once_and_nothing_is_queued(idle):
+    """One pass finds them all: each bad LRC line (by its 1-based line), the missing style, a
+    bad field value, an unknown field. The envelope's message/field/line stay the first's."""
+    lrc = "[00:01.00]ok\n[00:75.00]bad seconds\n[00:03.00]fine\n[00:0x]bad stamp\n"
+    body = {"lrc": lrc, "steps": 0, "format": "aiff", "mood": "happy"}
+    for route in ("/api/validate", "/api/jobs"):
+        r = idle.post(route, json=body)
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        found = [(e["field"], e["line"]) for e in err["errors"]]
+        assert sorted(found, key=str) == sorted([("mood", None), ("style_prompt", None),
+                                                 ("steps", None), ("format", None),
+                                                 ("lrc", 2), ("lrc", 4)], key=str)
+        assert (err["field"], err["line"], err["message"]) == (
+            err["errors"][0]["field"], err["errors"][0]["line"], err["errors"][0]["message"])
+        assert err["field"] == "mood"  # field names are checked first, as before
+        by = {(e["field"], e["line"]): e["message"] for e in err["errors"]}
+        assert by[("lrc", 2)] == _lrc_message("[00:01.00]ok\n[00:75.00]bad seconds")
+        assert by[("lrc", 4)].startswith("LRC line 4: ")
+        assert by[("steps", None)].startswith("steps: ")
+        assert "give exactly one style" in by[("style_prompt", None)]
+    assert idle.get("/api/jobs").json()["jobs"] == [] and depth(idle) == 0
+
+
+def test_a_bad_lrc_line_and_a_missing_style_are_both_reported(idle):
+    """The page's case: typing a bad line while the style is still empty."""
+    r = idle.post("/api/validate", json={"lrc": "[00:01.00]ok\n[00:75.00]bad seconds"})
+    assert r.status_code == 422
+    errors = r.json()["error"]["errors"]
+    assert [(e["field"], e["line"]) for e in errors] == [("style_prompt", None), ("lrc", 2)]
+    # a single problem is listed too, the same as the envelope
+    r = idle.post("/api/validate", json=job_body(steps=0))
+    err = r.json()["error"]
+    assert err["errors"] == [{"field": "steps", "message": err["message"], "line": None}]
+
+
+def test_a_size_limit_makes_it_a_413_listed_first(idle):
+    r = idle.post("/api/jobs", json={"lrc": "[00:01.00]" + "x" * 3000, "steps": 0})
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert [(e["field"], e["line"]) for e in err["errors"]] == [
+        ("lrc", None), ("style_prompt", None), ("steps", None)]
+    assert err["field"] == "lrc" and "larger than" in err["message"]
+    assert depth(idle) == 0
 
 
 def test_duration_is_checked_against_the_model(immediate, tmp_path):

@@ -169,6 +169,17 @@ def expect_plan(page) -> str:
     return plan.inner_text()
 
 
+def wait_js(page, expression: str) -> None:
+    """Until ``expression`` is truthy in the page, polled with ``page.evaluate`` (Playwright's
+    ``wait_for_function`` evaluates a string in the page, which its Content-Security-Policy
+    refuses: no 'unsafe-eval'). Bounded by WAIT_MS."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true within {WAIT_MS / 1000:.0f} s: {expression}")
+        time.sleep(0.05)
+
+
 def progress_step(page) -> tuple[int, int] | None:
     m = re.search(r"Step (\d+)/(\d+)", page.inner_text("#progress-text"))
     return (int(m[1]), int(m[2])) if m else None
@@ -180,7 +191,7 @@ def wait_status(page, status: str) -> None:
 
 def wait_audio_decoded(page) -> None:
     """Until the first result's player knows its duration (the browser decoded the file)."""
-    page.wait_for_function("(document.querySelector('#results audio') || {}).duration > 0")
+    wait_js(page, "(document.querySelector('#results audio') || {}).duration > 0")
 
 
 def api_json(server, path: str) -> dict:
@@ -195,6 +206,8 @@ def test_lrc_errors_are_shown_on_their_line_and_the_plan_once_fixed(page, files)
     sync_api.expect(issue).to_contain_text(re.compile(r"\bline 2\b", re.I), timeout=WAIT_MS)
     sync_api.expect(page.locator("#lyrics-input")).to_have_attribute("aria-invalid", "true")
     sync_api.expect(page.locator("#gutter .bad")).to_have_text("2")
+    sync_api.expect(page.locator("#line-notes .note.bad[data-line='2']")).to_contain_text(
+        "impossible timestamp")
     sync_api.expect(page.locator("#plan")).not_to_contain_text("Estimated")
     page.click("#lyrics-issues button")  # "Go to line 2" selects that line in the editor
     selected = page.evaluate("(() => { const t = document.querySelector('#lyrics-input');"
@@ -204,12 +217,88 @@ def test_lrc_errors_are_shown_on_their_line_and_the_plan_once_fixed(page, files)
     sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
     assert page.locator("#gutter .bad").count() == 0
     sync_api.expect(page.locator("#plan")).to_contain_text("7 steps", timeout=WAIT_MS)
-    page.fill("#steps", "0")  # a settings field's error is shown too, naming the field
-    sync_api.expect(issue).to_contain_text("steps", timeout=WAIT_MS)
+    page.fill("#steps", "0")  # a settings field's error is shown at that field, never the lyrics
+    sync_api.expect(page.locator("#steps-issue")).to_contain_text("steps", timeout=WAIT_MS)
     sync_api.expect(page.locator("#steps")).to_have_attribute("aria-invalid", "true")
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
     page.fill("#steps", "7")
     expect_plan(page)
     sync_api.expect(page.locator("#steps")).not_to_have_attribute("aria-invalid", "true")
+    sync_api.expect(page.locator("#steps-issue")).to_be_empty()
+
+
+def test_every_problem_is_shown_at_its_own_field(page, files):
+    """A bad LRC line typed while the style is still empty: the line's error in the gutter at
+    that line (marker and note) and in the list under the editor, the style's error at the
+    style field — neither under the other; fixing both clears both."""
+    page.fill("#lyrics-input", BAD_LRC)
+    row = page.locator("#gutter .ln[data-line='2']")
+    sync_api.expect(row).to_have_class(re.compile(r"\bbad\b"), timeout=WAIT_MS)
+    sync_api.expect(row).to_have_attribute("title", re.compile(r"LRC line 2: .*00:75"))
+    sync_api.expect(page.locator("#gutter .bad")).to_have_count(1)
+    note = page.locator("#line-notes .note.bad")
+    sync_api.expect(note).to_have_count(1)
+    sync_api.expect(note).to_have_attribute("data-line", "2")
+    sync_api.expect(note).to_contain_text("impossible timestamp [00:75.00]")
+    assert note.is_visible()
+    style = page.locator("#style-issues")
+    sync_api.expect(style).to_contain_text("give exactly one style")
+    sync_api.expect(page.locator("#style-prompt")).to_have_attribute("aria-invalid", "true")
+    lyrics = page.locator("#lyrics-issues")
+    sync_api.expect(lyrics.locator(".error-line")).to_have_count(1)
+    sync_api.expect(lyrics).to_contain_text("LRC line 2")
+    sync_api.expect(lyrics).not_to_contain_text("style")  # never one field's message under another
+    sync_api.expect(style).not_to_contain_text("LRC")
+    sync_api.expect(page.locator("#plan")).to_contain_text("Fix the 2 problems")
+    # a second bad line is marked too, at its own line
+    page.fill("#lyrics-input", BAD_LRC + "[00:0x]bad stamp\n")
+    sync_api.expect(page.locator("#gutter .bad")).to_have_count(2, timeout=WAIT_MS)
+    sync_api.expect(page.locator("#gutter .ln[data-line='4']")).to_have_class(
+        re.compile(r"\bbad\b"))
+    sync_api.expect(page.locator("#line-notes .note.bad[data-line='4']")).to_contain_text(
+        "malformed timestamp")
+    # fix both: every mark goes, the plan comes
+    page.fill("#lyrics-input", LRC)
+    page.fill("#style-prompt", "upbeat indie pop")  # a valid request (planned, never generated)
+    sync_api.expect(page.locator("#gutter .bad")).to_have_count(0, timeout=WAIT_MS)
+    sync_api.expect(page.locator("#line-notes .note.bad")).to_have_count(0)
+    sync_api.expect(style).to_be_empty()
+    sync_api.expect(page.locator("#style-prompt")).not_to_have_attribute("aria-invalid", "true")
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
+    sync_api.expect(page.locator("#lyrics-input")).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_lint_warnings_are_marked_in_the_gutter_apart_from_errors(page, files):
+    """The plan's lint findings (warnings, not errors) are marked by line, in their own style;
+    the request stays valid and the plan is shown."""
+    choose_style(page, files)
+    lint_lrc = "[00:01.00]Hello little song\n[00:01.00]Same time again\n[00:06.00]The end\n"
+    page.fill("#lyrics-input", lint_lrc)
+    expect_plan(page)
+    warn = page.locator("#gutter .warn")
+    sync_api.expect(warn.first).to_be_visible(timeout=WAIT_MS)
+    sync_api.expect(page.locator("#gutter .ln[data-line='2']")).to_have_class(
+        re.compile(r"\bwarn\b"))
+    sync_api.expect(page.locator("#gutter .bad")).to_have_count(0)
+    note = page.locator("#line-notes .note.warn[data-line='2']")
+    sync_api.expect(note).to_contain_text("duplicate")
+    sync_api.expect(page.locator("#lyrics-issues .warn-line").first).to_contain_text("Lint")
+    sync_api.expect(page.locator("#lyrics-issues .error-line")).to_have_count(0)
+    sync_api.expect(page.locator("#lyrics-input")).not_to_have_attribute("aria-invalid", "true")
+    colors = page.evaluate("""() => {
+        const probe = document.createElement('span');
+        probe.style.color = 'var(--error)';
+        document.body.append(probe);
+        const error = getComputedStyle(probe).color;
+        probe.remove();
+        return [error, ...['#gutter .warn', '#line-notes .note.warn']
+            .map((s) => getComputedStyle(document.querySelector(s)).color)];
+    }""")
+    assert colors[0] not in colors[1:]  # a warning is not drawn as an error
+    page.fill("#lyrics-input", LRC)  # (its last line may still be marked: the 95 s model drops it)
+    sync_api.expect(page.locator("#gutter .ln[data-line='2']")).not_to_have_class(
+        re.compile(r"\bwarn\b"), timeout=WAIT_MS)
+    sync_api.expect(page.locator("#line-notes .note[data-line='2']")).to_have_count(0)
 
 
 def test_plain_lyrics_and_reference_audio_are_planned(page, files, tmp_path):
@@ -239,11 +328,11 @@ def test_cancel_resume_finish_play_and_history_after_reload(page, files, server)
     # a long job: watch its progress change, then cancel it
     fill_song(page, files, steps=LONG_STEPS, seed=5)
     page.click("#generate")
-    page.wait_for_function(
+    wait_js(page,
         "/Step [1-9]\\d*\\/\\d+/.test(document.querySelector('#progress-text').textContent)")
     first = progress_step(page)
     assert first is not None and first[1] == LONG_STEPS
-    page.wait_for_function(
+    wait_js(page,
         f"(() => {{ const m = /Step (\\d+)\\//.exec(document.querySelector('#progress-text')"
         f".textContent); return m && Number(m[1]) > {first[0]}; }})()")
     long_id = page.inner_text("#job-id").removeprefix("Job ").strip()
@@ -256,7 +345,7 @@ def test_cancel_resume_finish_play_and_history_after_reload(page, files, server)
 
     # resume it: it goes on from where it stopped (never backwards), then cancel it again
     page.click("#resume")
-    page.wait_for_function(
+    wait_js(page,
         f"(() => {{ const m = /Step (\\d+)\\//.exec(document.querySelector('#progress-text')"
         f".textContent); return m && Number(m[1]) > {stopped['progress']['step']}; }})()")
     page.click("#cancel")
@@ -265,7 +354,7 @@ def test_cancel_resume_finish_play_and_history_after_reload(page, files, server)
     # a short job that finishes: player, download link, waveform
     fill_song(page, files, steps=3, seed=11)
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#job-id').textContent !== "
+    wait_js(page, "document.querySelector('#job-id').textContent !== "
                            f"'Job {long_id}'")
     wait_status(page, "completed")
     done_id = page.inner_text("#job-id").removeprefix("Job ").strip()
@@ -282,7 +371,7 @@ def test_cancel_resume_finish_play_and_history_after_reload(page, files, server)
     href = page.locator("#results a[download]").first.get_attribute("href")
     assert href and f"/api/jobs/{done_id}/audio" in href
     audio.evaluate("a => { a.muted = true; return a.play(); }")
-    page.wait_for_function("(document.querySelector('#results audio') || {}).currentTime > 0")
+    wait_js(page, "(document.querySelector('#results audio') || {}).currentTime > 0")
 
     # history comes from the server: both jobs are there after a reload, newest first
     page.reload()

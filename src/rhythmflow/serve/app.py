@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rhythmflow.serve.apierror import ApiError, error_response
 from rhythmflow.serve.guard import BodyTooLarge, Guard
 from rhythmflow.serve.queue import JobQueue
-from rhythmflow.serve.routes import router
+from rhythmflow.serve.routes import RetryLater, router, top
 from rhythmflow.serve.settings import Settings
 from rhythmflow.serve.store import Missing, Store, disk_full
 from rhythmflow.serve.supervisor import Supervisor
@@ -38,7 +38,7 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
     immediate-mode queue)."""
     store = store or Store(settings.db_path)
     queue = queue or JobQueue(settings.queue, settings.data_dir)
-    if not settings.loopback and not settings.api_key:
+    if not settings.loopback and not settings.all_keys:
         log.warning("WARNING: serving on %s without an API key: anyone who can reach this "
                     "address can submit jobs; give the server an API key (RHYTHMFLOW_API_KEY or "
                     "RHYTHMFLOW_API_KEY_FILE)",
@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None,
     app.state.settings, app.state.store, app.state.queue = settings, store, queue
     _handlers(app)
     app.include_router(router)
+    app.include_router(top)
     if (STATIC / "index.html").is_file():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     app.add_middleware(Guard, settings=settings)
@@ -74,6 +75,11 @@ def _handlers(app: FastAPI) -> None:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.field, exc.line,
                               errors=exc.errors)
+
+    @app.exception_handler(RetryLater)
+    async def _retry_later(_request: Request, exc: RetryLater) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.field, exc.line,
+                              headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:

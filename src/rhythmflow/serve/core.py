@@ -32,13 +32,44 @@ SERVER_SIDE = ("model", "checkpoint", "model_config", "vae", "device", "dtype", 
                "style_embedding_file", "ref_song", "edit_segments", "style_audio")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: the ``field`` at fault (None: the request as a whole),
+    the ``message`` (it names the field or the LRC line), the 1-based LRC ``line`` when there
+    is one, and ``too_large`` for a size limit (HTTP 413)."""
+
+    field: str | None
+    message: str
+    line: int | None = None
+    too_large: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "message": self.message, "line": self.line}
+
+
 class RequestError(UsageError):
-    """A request the service refuses: HTTP 422, or 413 when ``too_large``."""
+    """A request the service refuses: HTTP 422, or 413 when ``too_large``. ``problems``: every
+    problem found (the first is the one ``message``/``field``/``line`` name); a single
+    problem when built from a message."""
 
     def __init__(self, message: str, field: str | None = None, line: int | None = None,
-                 too_large: bool = False) -> None:
+                 too_large: bool = False, problems: tuple[Problem, ...] = ()) -> None:
         super().__init__(message, field=field, line=line)
         self.too_large = too_large
+        self.problems = problems or (Problem(field, message, line, too_large),)
+
+    @classmethod
+    def of(cls, problems: list[Problem]) -> RequestError:
+        """One error for several problems: the size limits first (the answer is a 413 when
+        any is one), then in the order they were found."""
+        ordered = sorted(problems, key=lambda p: not p.too_large)
+        first = ordered[0]
+        return cls(first.message, first.field, first.line, first.too_large, tuple(ordered))
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """``[{"field", "message", "line"}, ...]``: what a 422/413 answer lists."""
+        return [p.to_dict() for p in self.problems]
 
 
 def weights(settings: Settings) -> dict[str, Any]:
@@ -100,74 +131,149 @@ def client_fields() -> tuple[str, ...]:
                  if f.name not in SERVER_SIDE)
 
 
-def check_field_names(body: dict[str, Any]) -> None:
-    """RequestError naming the first field a client may not send: a private name (leading
-    underscore, after NFKC + casefold), a server-only field (in any case or look-alike), a
-    look-alike or odd-case spelling of a client field, or an unknown one."""
+def field_name_problems(body: dict[str, Any]) -> list[Problem]:
+    """Every field a client may not send: a private name (leading underscore, after NFKC +
+    casefold), a server-only field (in any case or look-alike), a look-alike or odd-case
+    spelling of a client field, or an unknown one."""
     allowed = client_fields()
     server = {_fold(n): n for n in SERVER_SIDE}
+    out = []
     for name in body:
         if not isinstance(name, str):
-            raise RequestError("field names must be text", field=str(name))
+            out.append(Problem(str(name), "field names must be text"))
+            continue
         folded = _fold(name)
         shown = name.encode("unicode_escape").decode("ascii")[:64]
         if folded.startswith("_") or folded.lstrip().startswith("_"):
-            raise RequestError(f"{shown}: a private field; the server sets it, a request cannot",
-                               field=shown)
-        if folded in server or folded.strip() in server:
+            out.append(Problem(shown, f"{shown}: a private field; the server sets it, a "
+                               "request cannot"))
+        elif folded in server or folded.strip() in server:
             real = server.get(folded, server.get(folded.strip()))
             hint = ("upload the file as the multipart field 'style_audio'"
                     if real == "style_audio" else "leave it out")
-            raise RequestError(f"{shown}: chosen by the server (it names a file or the machine) "
-                               f"and cannot be set over HTTP; {hint}", field=shown)
-        if name not in allowed:
+            out.append(Problem(shown, f"{shown}: chosen by the server (it names a file or the "
+                               f"machine) and cannot be set over HTTP; {hint}"))
+        elif name not in allowed:
             near = [a for a in allowed if _fold(a) == folded.strip()]
             what = f"did you mean {near[0]}?" if near else "known fields: " + ", ".join(allowed)
-            raise RequestError(f"{shown}: unknown field; {what}", field=shown)
+            out.append(Problem(shown, f"{shown}: unknown field; {what}"))
+    return out
 
 
-def check_values(body: dict[str, Any], limits: Limits) -> None:
+def check_field_names(body: dict[str, Any]) -> None:
+    """RequestError naming every field a client may not send (:func:`field_name_problems`)."""
+    if problems := field_name_problems(body):
+        raise RequestError.of(problems)
+
+
+def value_problems(body: dict[str, Any], limits: Limits) -> list[Problem]:
     """Nesting deeper than ``limits.json_depth`` and text that is not valid Unicode (a lone
-    surrogate) → RequestError naming the field."""
+    surrogate): one problem per field at fault."""
+    out = []
     for name, value in body.items():
         stack = [(value, 1)]
         while stack:
             v, depth = stack.pop()
             if depth > limits.json_depth:
-                raise RequestError(f"{name}: nested deeper than {limits.json_depth} levels",
-                                   field=name)
+                out.append(Problem(name, f"{name}: nested deeper than {limits.json_depth} "
+                                   "levels"))
+                break
             if isinstance(v, str):
                 try:
                     v.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise RequestError(f"{name}: not valid Unicode text (a lone surrogate?)",
-                                       field=name) from None
+                    out.append(Problem(name, f"{name}: not valid Unicode text (a lone "
+                                       "surrogate?)"))
+                    break
             elif isinstance(v, dict):
                 stack.extend((x, depth + 1) for x in [*v.keys(), *v.values()])
             elif isinstance(v, list):
                 stack.extend((x, depth + 1) for x in v)
+    return out
+
+
+def check_values(body: dict[str, Any], limits: Limits) -> None:
+    """RequestError naming every field :func:`value_problems` finds."""
+    if problems := value_problems(body, limits):
+        raise RequestError.of(problems)
+
+
+#: at most this many problems of one LRC text are listed (each costs a parse of the text)
+MAX_LRC_PROBLEMS = 50
+
+
+def lrc_problems(text: str) -> list[Problem]:
+    """Every malformed line of an LRC text (the reader stops at the first: each bad line is
+    blanked and the text read again), with the reader's message and 1-based line."""
+    from rhythmflow.errors import LrcError
+    from rhythmflow.lyrics.lrc import parse_lrc, split_lines
+
+    lines = split_lines(text)
+    out: list[Problem] = []
+    while len(out) < MAX_LRC_PROBLEMS:
+        try:
+            parse_lrc("\n".join(lines))
+            break
+        except LrcError as exc:
+            out.append(Problem("lrc", str(exc), exc.line))
+            if exc.line is None or not 1 <= exc.line <= len(lines) or not lines[exc.line - 1]:
+                break  # not a line that can be blanked: the rest is unknown
+            lines[exc.line - 1] = ""
+    return out
 
 
 def _user_request(body: dict[str, Any], limits: Limits,
                   attachments: ServerAttachments) -> dict[str, Any]:
-    check_field_names(body)
-    check_values(body, limits)
+    """The client's fields, or RequestError listing every problem found in one pass: field
+    names, nesting and Unicode, size limits, the server's batch/steps limits, the style
+    requirement, each field's value, their combinations and each malformed LRC line. A field
+    is blamed once (its first problem)."""
+    from rhythmflow.request import _CHECKS, GenerationRequest
+
+    problems = field_name_problems(body) + value_problems(body, limits)
+    blamed = {p.field for p in problems}
     for name, most in (("lrc", limits.lrc_bytes), ("lyrics", limits.lyrics_bytes)):
         text = body.get(name)
-        if isinstance(text, str) and len(text.encode()) > most:
-            raise RequestError(f"{name}: larger than {most} bytes", field=name, too_large=True)
+        if name not in blamed and isinstance(text, str) and len(text.encode()) > most:
+            problems.append(Problem(name, f"{name}: larger than {most} bytes", too_large=True))
+            blamed.add(name)
     for name, most in (("batch", limits.batch), ("steps", limits.steps)):
         value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > most:
-            raise RequestError(f"{name}: at most {most} on this server, got {value}", field=name)
+        if (name not in blamed and isinstance(value, int) and not isinstance(value, bool)
+                and value > most):
+            problems.append(Problem(name, f"{name}: at most {most} on this server, got {value}"))
+            blamed.add(name)
     styles = [k for k in ("style_prompt", "style_embedding") if body.get(k) is not None]
     if attachments.style_audio is not None:
         styles.append("style_audio")
     if len(styles) != 1:
         got = f"; got {' and '.join(styles)}" if styles else ""
-        raise RequestError("style_prompt: give exactly one style: style_prompt (text), "
-                           f"style_embedding (512 numbers) or an uploaded style_audio file{got}",
-                           field=styles[1] if len(styles) > 1 else "style_prompt")
+        field = styles[1] if len(styles) > 1 else "style_prompt"
+        problems.append(Problem(field, "style_prompt: give exactly one style: style_prompt "
+                                "(text), style_embedding (512 numbers) or an uploaded "
+                                f"style_audio file{got}"))
+        blamed.update(("style_prompt", "style_embedding", "style_audio"))
+    good = {}
+    for name in _CHECKS:  # the request's field order, as its constructor checks them
+        if name in blamed or name not in body:
+            continue
+        value = body[name]
+        try:
+            _CHECKS[name](name, value)
+        except UsageError as exc:
+            problems.append(Problem(exc.field or name, str(exc), exc.line))
+            blamed.add(name)
+        else:
+            good[name] = value
+    try:  # the combinations of the fields that are fine on their own
+        GenerationRequest.from_dict(good)
+    except UsageError as exc:
+        if exc.field not in blamed:
+            problems.append(Problem(exc.field, str(exc), exc.line))
+    if "lrc" in good and isinstance(good["lrc"], str):
+        problems += lrc_problems(good["lrc"])
+    if problems:
+        raise RequestError.of(problems)
     return dict(body)
 
 
@@ -221,12 +327,18 @@ def validate(body: dict[str, Any], settings: Settings, known: dict[str, Any] | N
     if p is None:
         request = GenerationRequest.from_dict(fields)
         parse_lrc(request.lrc)
+        from rhythmflow.lyrics.resources import LyricsAssets
         from rhythmflow.planner.core import draw_seed
+        from rhythmflow.planner.review import lint_findings
 
         seed = draw_seed(request)
+        # the LRC lint without the model (its song length is unknown until a worker reads
+        # the checkpoint): the request's duration, else the family's longest song
+        lyrics = LyricsAssets.of(settings.assets_dir, True if settings.offline else None)
+        lint = lint_findings(request, request.duration, None, lyrics)
         plan_dict = {"provisional": True, "model": public_model_name(settings), "seed": seed,
                      "steps": request.steps, "runtime_class": None,
-                     "estimate": {"known": False}}
+                     "estimate": {"known": False}, "lint": list(lint)}
     else:
         seed, plan_dict = p.seed, p.to_dict()
         plan_dict.pop("request")
@@ -287,11 +399,12 @@ def worker_plan(job: dict[str, Any], settings: Settings, generator):
 
 
 def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel,
-            checkpoint: Path, out_dir: Path, still_owned=lambda: True):
+            checkpoint: Path, out_dir: Path, still_owned=lambda: True, previews=None):
     """Run one job with a loaded ``generator``: resume from ``checkpoint`` when it exists, save
     the state there after every step, then — only while ``still_owned()`` — write the audio
     files, sidecars and ``latents.npy`` into ``out_dir`` (each atomically). Returns (plan,
-    outputs, timings). Raises what ``run`` raises (SamplingCancelled when ``cancel`` fired)."""
+    outputs, timings). Raises what ``run`` raises (SamplingCancelled when ``cancel`` fired).
+    ``previews(plan)``: the ``on_sample`` hook for this plan (None: no previews)."""
     import numpy as np
 
     from rhythmflow import events
@@ -304,7 +417,8 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     state = SamplerState.load(checkpoint) if checkpoint.is_file() else None
     # no save_state: the checkpoint already holds the last completed step, and a worker that
     # lost its lease must not write the state on its way out
-    song = run(p, generator, on_event, cancel=cancel, resume_state=state, checkpoint=checkpoint)
+    song = run(p, generator, on_event, cancel=cancel, resume_state=state, checkpoint=checkpoint,
+               on_sample=previews(p) if previews is not None else None)
     if not still_owned():
         raise LostLease("the lease was taken over before the files were written")
     r = p.request

@@ -1,17 +1,19 @@
-"""The HTTP API (JSON; FastAPI documents it at /docs). Every route but /api/health needs the API
-key when one is set (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``); /api/health
-answers status and counts to anyone."""
+"""The HTTP API (JSON; FastAPI documents it at /docs). Every route but /api/health needs an API
+key when one is set (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``): a key sees and
+controls its own jobs (an admin key all of them); /api/health answers status and counts to
+anyone, /metrics to an admin key (or anyone with ``--metrics-public``)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import hashlib
 import json
 import logging
+import math
+import re
 import shutil
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,68 +22,92 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from rhythmflow.errors import RhythmflowError
-from rhythmflow.serve import core
+from rhythmflow.serve import core, options
 from rhythmflow.serve.apierror import ApiError
-from rhythmflow.serve.store import TERMINAL, Conflict, disk_full
+from rhythmflow.serve.keys import ANONYMOUS, ApiKey, identify
+from rhythmflow.serve.store import (
+    TERMINAL,
+    Conflict,
+    IdempotencyConflict,
+    OverLimit,
+    disk_full,
+)
+from rhythmflow.serve.views import job_view, positions, preview_data
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 SSE_MAX_SECONDS = 6 * 3600.0  # one stream never outlives this; the client reconnects
 SSE_POLL = 0.1
+SSE_POSITION_EVERY = 1.0  # seconds between two looks at a queued job's place
+PREVIEW_NAME = re.compile(r"step-\d{4,6}\.ogg")
+
+
+class RetryLater(ApiError):
+    """An ApiError answered with ``Retry-After`` (429: a key's limit)."""
+
+    def __init__(self, status: int, message: str, retry_after: int) -> None:
+        super().__init__(status, message)
+        self.retry_after = retry_after
+
+
+def caller(request: Request) -> ApiKey | None:
+    """The key the request carries (:data:`ANONYMOUS` when the server has none), or None."""
+    keys = request.app.state.settings.all_keys
+    if not keys:
+        return ANONYMOUS
+    auth = request.headers.get("authorization", "")
+    given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    return identify(keys, given)
 
 
 def has_key(request: Request) -> bool:
-    """Whether the request carries the API key (True when the server has none)."""
-    key = request.app.state.settings.api_key
-    if not key:
-        return True
-    auth = request.headers.get("authorization", "")
-    given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+    """Whether the request carries a valid API key (True when the server has none)."""
+    return caller(request) is not None
 
 
-def require_key(request: Request) -> None:
-    if not has_key(request):
+def require_key(request: Request) -> ApiKey:
+    key = caller(request)
+    if key is None:
         raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or "
                        "'X-API-Key: <key>'")
+    request.state.key = key
+    return key
 
 
 router = APIRouter(prefix="/api")
+top = APIRouter()  # outside /api: /metrics
 authed = [Depends(require_key)]
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
-def job_view(job: dict[str, Any], settings) -> dict[str, Any]:
-    """The public JSON of a job row (no server path in it)."""
-    jid = job["id"]
-    request = {k: v for k, v in job["request"].items() if k not in core.SERVER_SIDE}
-    attached = core.ServerAttachments.from_dict(job.get("attachments"))
-    if attached.style_audio:
-        request["style_audio"] = attached.style_audio  # a file name in the job's folder
-    return core.public({
-        "id": jid, "status": job["status"],
-        "progress": {"step": job["step"], "total_steps": job["total_steps"],
-                     "elapsed": job["elapsed"], "eta": job["eta"], "stage": job["stage"]},
-        "plan": job["plan"], "request": request, "timings": job["timings"],
-        "error": job["error"], "attempts": job["attempts"],
-        "cancel_requested": bool(job["cancel_requested"]), "resumable": bool(job["has_state"]),
-        "created_at": _iso(job["created_at"]), "updated_at": _iso(job["updated_at"]),
-        "outputs": [{"index": o["index"], "format": o["format"], "seed": o["seed"],
-                     "url": f"/api/jobs/{jid}/audio?index={o['index']}",
-                     "metadata_url": f"/api/jobs/{jid}/metadata?index={o['index']}"}
-                    for o in job["outputs"] or []],
-    }, settings)
+def _owner(key: ApiKey) -> str | None:
+    """The ``owner`` a key's jobs carry (None: a server without keys)."""
+    return None if key is ANONYMOUS else key.name
 
 
 def _job(request: Request, job_id: str) -> dict[str, Any]:
+    """The job row; 404 when there is none or it belongs to another key (not an admin)."""
     job = request.app.state.store.get(job_id) if len(job_id) <= 64 else None
-    if job is None:
+    key = getattr(request.state, "key", None) or require_key(request)
+    if job is None or not (key.admin or job.get("owner") == _owner(key)):
         raise ApiError(404, f"no job {job_id}")
     return job
+
+
+def _positions(request: Request) -> dict[str, dict[str, Any]]:
+    s = request.app.state.settings
+    store = request.app.state.store
+    workers = [w for w in store.workers_alive(within=2 * s.lease) if w["model_loaded"]]
+    return positions(store.queue_snapshot(), len(workers))
+
+
+def _view(request: Request, job: dict[str, Any]) -> dict[str, Any]:
+    """A job as GET answers it: with its queue place and its webhook deliveries."""
+    store = request.app.state.store
+    pos = _positions(request).get(job["id"]) if job["status"] == "queued" else None
+    hooks = store.deliveries(job["id"]) if (job.get("options") or {}).get("webhook_url") \
+        else None
+    return job_view(job, request.app.state.settings, pos, hooks)
 
 
 def _known(request: Request) -> dict[str, Any] | None:
@@ -189,11 +215,13 @@ def _validate(request: Request, body: dict[str, Any], attached: core.ServerAttac
     settings = request.app.state.settings
     try:
         return core.validate(body, settings, _known(request), attached, folder)
-    except core.RequestError as exc:
+    except core.RequestError as exc:  # every problem found: "errors" lists them
         raise ApiError(413 if exc.too_large else 422, core.public(str(exc), settings),
-                       exc.field, exc.line) from None
-    except RhythmflowError as exc:  # a bad field or LRC line, ResourceError (cannot fit) …
-        raise ApiError(422, core.public(str(exc), settings), exc.field, exc.line) from None
+                       exc.field, exc.line, core.public(exc.errors, settings)) from None
+    except RhythmflowError as exc:  # a plan's refusal (ResourceError: cannot fit …): one
+        message = core.public(str(exc), settings)
+        raise ApiError(422, message, exc.field, exc.line, [
+            {"field": exc.field, "message": message, "line": exc.line}]) from None
     except RecursionError:
         raise ApiError(422, "the request is nested too deeply") from None
 
@@ -201,26 +229,113 @@ def _validate(request: Request, body: dict[str, Any], attached: core.ServerAttac
 # ---- routes ------------------------------------------------------------------------------
 
 @router.post("/jobs", status_code=201, dependencies=authed, summary="Submit a job")
-async def submit(request: Request) -> dict[str, Any]:
+async def submit(request: Request, response: Response) -> dict[str, Any]:
     """Body: a generation request as JSON (``lrc``, ``style_prompt`` | ``style_embedding``,
     ``steps``, ``cfg_strength``, ``seed``, ``duration``, ``batch``, ``format`` …), or multipart
     with a ``style_audio`` file. Validated and planned before anything is queued:
-    422/413 ``{"error": {"message", "field", "line"}}``, nothing queued."""
+    422/413 ``{"error": {"message", "field", "line", "errors"}}`` (``errors``: every problem
+    found, each ``{"field", "message", "line"}``), nothing queued. Service options beside the
+    request: ``webhook_url``, ``webhook_events``, ``preview_every``. ``Idempotency-Key``: the
+    first submit answers 201, a repeat with the same body 200 with the same job, another body
+    409. 429 with ``Retry-After`` when the key has ``max_queued`` jobs waiting."""
     app = request.app
+    key: ApiKey = request.state.key
+    idem = _idempotency_key(request)
     job_id = uuid.uuid4().hex
     folder = app.state.settings.jobs_dir / job_id
     try:
         body, attached = await _read_request(request, folder)
+        fingerprint = _fingerprint(body, attached.style_audio_path(folder)) if idem else ""
+        if idem is not None:
+            seen = await run_in_threadpool(app.state.store.find_idempotent, _owner(key), idem)
+            if seen is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                return _repeat(seen, fingerprint, response)
+        body, opts = _options(request, body)
         req, plan = await run_in_threadpool(_validate, request, body, attached, folder)
-        await run_in_threadpool(app.state.store.create, job_id, req, plan, attached.to_dict())
+        job, created = await run_in_threadpool(_insert, app, key, job_id, req, plan, attached,
+                                               opts, (idem, fingerprint) if idem else None)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    if not created:  # a concurrent submit with the same key was first
+        shutil.rmtree(folder, ignore_errors=True)
+        return _repeat(job, fingerprint, response)
     try:
         await run_in_threadpool(app.state.queue.enqueue, job_id, None)
     except Exception as exc:
         await run_in_threadpool(_withdraw, app, job_id, exc)
     return {"id": job_id, "status": "queued", "plan": plan}
+
+
+def _options(request: Request, body: dict[str, Any]) -> tuple[dict, options.JobOptions]:
+    """(the body without the service options, the options) or 422 naming the field."""
+    try:
+        return options.split(body, request.app.state.settings)
+    except options.OptionError as exc:
+        raise ApiError(422, str(exc), exc.field, None, [
+            {"field": exc.field, "message": str(exc), "line": None}]) from None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    value = value.strip()
+    if not (1 <= len(value) <= 255 and value.isascii() and value.isprintable()):
+        raise ApiError(422, "Idempotency-Key: 1 to 255 printable ASCII characters",
+                       field="Idempotency-Key")
+    return value
+
+
+def _fingerprint(body: dict[str, Any], upload: Path | None) -> str:
+    """The body as parsed JSON (key order and spacing do not matter) + the upload's bytes."""
+    h = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=True).encode())
+    if upload is not None and upload.is_file():
+        with open(upload, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _repeat(job: dict[str, Any], fingerprint: str, response: Response) -> dict[str, Any]:
+    """The answer to a repeated Idempotency-Key: 200 with the job, or 409 for another body."""
+    if job.get("idem_hash") != fingerprint:
+        raise ApiError(409, "Idempotency-Key: this key was used with another body (job "
+                       f"{job['id']}); use a new key for a new job", field="Idempotency-Key")
+    response.status_code = 200
+    return {"id": job["id"], "status": job["status"], "plan": job["plan"]}
+
+
+def _insert(app, key: ApiKey, job_id: str, req: dict, plan: dict,
+            attached: core.ServerAttachments, opts: options.JobOptions,
+            idem: tuple[str, str] | None) -> tuple[dict[str, Any], bool]:
+    try:
+        return app.state.store.insert(
+            job_id, req, plan, attached.to_dict(), owner=_owner(key), priority=key.priority,
+            max_queued=key.max_queued, max_running=key.max_running, options=opts.to_dict(),
+            idem=idem)
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "Idempotency-Key: this key was used with another body (job "
+                       f"{exc.args[0]}); use a new key for a new job",
+                       field="Idempotency-Key") from None
+    except OverLimit:
+        wait = _retry_after(app, key)
+        raise RetryLater(429, f"the key {key.name} has {key.max_queued} job(s) waiting, its "
+                         f"max_queued; try again in about {wait} s", wait) from None
+
+
+def _retry_after(app, key: ApiKey) -> int:
+    """Seconds until the key's first waiting job is expected to start (1 … 3600; 10 when
+    nothing is known)."""
+    store, s = app.state.store, app.state.settings
+    snap = store.queue_snapshot()
+    workers = [w for w in store.workers_alive(within=2 * s.lease) if w["model_loaded"]]
+    pos = positions(snap, len(workers))
+    mine = [pos[j["id"]]["estimated_start"] for j in snap["queued"]
+            if j["owner"] == _owner(key) and pos[j["id"]]["estimated_start"] is not None]
+    return int(min(3600, max(1, math.ceil(min(mine))))) if mine else 10
 
 
 def _withdraw(app, job_id: str, exc: Exception) -> None:
@@ -247,6 +362,7 @@ async def validate(request: Request) -> dict[str, Any]:
     folder = request.app.state.settings.data_dir / "tmp" / uuid.uuid4().hex
     try:
         body, attached = await _read_request(request, folder)
+        body, _ = _options(request, body)
         _, plan = await run_in_threadpool(_validate, request, body, attached, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -256,19 +372,24 @@ async def validate(request: Request) -> dict[str, Any]:
 @router.get("/jobs", dependencies=authed, summary="History, newest first")
 def history(request: Request, limit: int = Query(20, ge=1, le=100),
             before: str | None = None) -> dict[str, Any]:
-    jobs = request.app.state.store.history(limit, before)
-    return {"jobs": [job_view(j, request.app.state.settings) for j in jobs],
+    key: ApiKey = request.state.key
+    jobs = request.app.state.store.history(limit, before, owner=_owner(key),
+                                           everyone=key.admin)
+    pos = _positions(request) if any(j["status"] == "queued" for j in jobs) else {}
+    return {"jobs": [job_view(j, request.app.state.settings, pos.get(j["id"])) for j in jobs],
             "next": jobs[-1]["id"] if len(jobs) == limit else None}
 
 
 @router.get("/jobs/{job_id}", dependencies=authed, summary="Status, progress, plan, outputs")
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return job_view(_job(request, job_id), request.app.state.settings)
+    """The job; a queued one with ``queue_position`` (1 = next) and ``estimated_start``
+    (seconds from now); with a webhook, ``webhooks`` [{event, delivery, attempts, status}]."""
+    return _view(request, _job(request, job_id))
 
 
 def _current(request: Request, job_id: str) -> dict[str, Any]:
     """The job as it is now (404 when it was deleted meanwhile)."""
-    return job_view(_job(request, job_id), request.app.state.settings)
+    return _view(request, _job(request, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=authed, summary="Cancel (state kept)")
@@ -350,14 +471,22 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
         nonlocal last
         deadline = time.monotonic() + SSE_MAX_SECONDS
         yield ": rhythmflow events\n\n"
-        final = False
+        final, shown, next_look = False, None, 0.0
         while time.monotonic() < deadline and not await request.is_disconnected():
             batch = await run_in_threadpool(store.events_after, job_id, last)
             for ev in batch:
                 last = ev["seq"]
-                yield f"id: {ev['seq']}\nevent: {ev['type']}\ndata: {json.dumps(ev['data'])}\n\n"
+                data = (preview_data(job_id, ev["data"]) if ev["type"] == "preview"
+                        else ev["data"])
+                yield f"id: {ev['seq']}\nevent: {ev['type']}\ndata: {json.dumps(data)}\n\n"
             if final:  # the events written before the job turned final have been sent
                 return
+            if time.monotonic() >= next_look:  # a queued job's place, sent when it changes
+                next_look = time.monotonic() + SSE_POSITION_EVERY
+                update = await run_in_threadpool(_position_update, request, job_id)
+                if update is not None and update["queue_position"] != shown:
+                    shown = update["queue_position"]
+                    yield f"event: status\ndata: {json.dumps(update)}\n\n"
             if not batch:
                 job = await run_in_threadpool(store.get, job_id)
                 if job is None or job["status"] in TERMINAL:
@@ -367,6 +496,37 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _position_update(request: Request, job_id: str) -> dict[str, Any] | None:
+    """A ``status`` event with the place of a queued job (None when it is not queued)."""
+    job = request.app.state.store.get(job_id)
+    if job is None or job["status"] != "queued":
+        return None
+    pos = _positions(request).get(job_id)
+    return None if pos is None else {"event": "status", "id": job_id, "status": "queued", **pos}
+
+
+@router.get("/jobs/{job_id}/previews/{name}", dependencies=authed,
+            summary="A preview (Ogg Vorbis) that an SSE `preview` event announced")
+def preview(request: Request, job_id: str, name: str) -> FileResponse:
+    _job(request, job_id)
+    path = request.app.state.settings.jobs_dir / job_id / "previews" / name
+    if not PREVIEW_NAME.fullmatch(name) or not path.is_file():
+        raise ApiError(404, f"job {job_id} has no preview {name[:40]!r}")
+    return FileResponse(path, media_type="audio/ogg")
+
+
+@top.get("/metrics", summary="Prometheus metrics (an admin key, or --metrics-public)")
+def metrics(request: Request) -> Response:
+    from rhythmflow.serve.metrics import exposition
+
+    s = request.app.state.settings
+    if not s.metrics_public and not require_key(request).admin:
+        raise ApiError(403, "/metrics needs an admin key (or a server started with "
+                       "--metrics-public)")
+    text, media = exposition(request.app.state.store, request.app.state.queue, s)
+    return Response(text, media_type=media)
 
 
 @router.get("/health", summary="Status and counts (no key needed); 503 when degraded")
@@ -413,9 +573,13 @@ def _disk_full_now(folder: Path, need: int = 1 << 20) -> bool:
 @router.get("/workers", dependencies=authed, summary="Workers alive: ids, classes, jobs")
 def workers(request: Request) -> dict[str, Any]:
     s = request.app.state.settings
+    key: ApiKey = request.state.key
     alive = request.app.state.store.workers_alive(within=2 * s.lease)
+    mine = set() if key.admin else {j["id"] for j in request.app.state.store.history(
+        100, owner=_owner(key), everyone=False) if j["status"] == "running"}
     return {"workers": [{"id": w["id"], "runtime_class": w["runtime_class"],
                          "model_loaded": bool(w["model_loaded"]),
-                         "current_job": w["current_job"],
+                         "current_job": w["current_job"] if key.admin
+                         or w["current_job"] in mine else None,
                          "heartbeat_age": round(time.time() - w["heartbeat_at"], 3)}
                         for w in alive]}

@@ -1,6 +1,7 @@
 // rhythmflow page: plain JavaScript modules, no build step. Talks only to the JSON API under api/.
 // Contract used here (see the README's HTTP API section):
-//   POST api/validate  -> 200 {plan} | 422 {error: {message, field, line}}
+//   POST api/validate  -> 200 {plan (its lint: [{line, kind, message}])}
+//                       | 422/413 {error: {message, field, line, errors: [{field, message, line}]}}
 //   POST api/jobs      -> 201 {id}   (JSON, or multipart: "request" JSON part + "style_audio" file)
 //   GET  api/jobs/{id}, api/jobs/{id}/events (SSE, JSON events with an "event" field, last: status),
 //   POST api/jobs/{id}/cancel|resume, GET api/jobs/{id}/audio?index=i, GET api/jobs, GET api/health
@@ -25,19 +26,67 @@ const state = {
 // ---- the form ----------------------------------------------------------------------------
 const lyricsInput = $("lyrics-input");
 const gutter = $("gutter");
-let badLine = null;
+const lineNotes = $("line-notes");
+// the lyrics' problems by 1-based line (from the last check): line → {errors, warnings}
+let marks = new Map();
+const measure = document.createElement("canvas").getContext("2d");
 
 function lyricsMode() { return document.querySelector("input[name=lyrics-mode]:checked").value; }
 function styleMode() { return document.querySelector("input[name=style-mode]:checked").value; }
 
+// The gutter: one row per line of the editor, its number, and a marker (CSS) on the lines with
+// an error (.bad) or a lint warning (.warn); the row's title holds the messages.
 function drawGutter() {
   const n = Math.max(1, lyricsInput.value.split("\n").length);
-  const lines = [];
+  const rows = document.createDocumentFragment();
   for (let i = 1; i <= n; i++) {
-    lines.push(i === badLine ? `<span class="bad" title="error on this line">${i}</span>` : String(i));
+    const row = document.createElement("span");
+    row.className = "ln";
+    row.dataset.line = String(i);
+    row.textContent = String(i);
+    const m = marks.get(i);
+    if (m) {
+      row.classList.add(m.errors.length ? "bad" : "warn");
+      row.title = [...m.errors, ...m.warnings].join("\n");
+    }
+    rows.append(row);
   }
-  gutter.innerHTML = lines.join("\n");
+  gutter.replaceChildren(rows);
   gutter.scrollTop = lyricsInput.scrollTop;
+  drawNotes();
+}
+
+// A note on each marked line, just after its text (clipped to the editor), saying what is wrong.
+function drawNotes() {
+  lineNotes.replaceChildren();
+  if (!marks.size) return;
+  const cs = getComputedStyle(lyricsInput);
+  const lh = parseFloat(cs.lineHeight) || 21;
+  const padTop = parseFloat(cs.paddingTop) || 0;
+  const padLeft = parseFloat(cs.paddingLeft) || 0;
+  const width = lyricsInput.clientWidth;
+  Object.assign(lineNotes.style, { left: `${lyricsInput.offsetLeft}px`,
+    top: `${lyricsInput.offsetTop}px`, width: `${width}px`,
+    height: `${lyricsInput.clientHeight}px` });
+  measure.font = cs.font || `${cs.fontSize} ${cs.fontFamily}`;
+  const lines = lyricsInput.value.split("\n");
+  for (const [line, m] of marks) {
+    if (line > lines.length) continue;
+    const top = padTop + (line - 1) * lh - lyricsInput.scrollTop;
+    if (top + lh < 0 || top > lyricsInput.clientHeight) continue;
+    const end = measure.measureText(lines[line - 1].replace(/\t/g, "        ")).width;
+    const left = Math.max(padLeft, padLeft + end + 20 - lyricsInput.scrollLeft);
+    if (left > width - 120) continue;   // never over the text: the marker and the list say it
+    const note = document.createElement("div");
+    note.className = `note ${m.errors.length ? "bad" : "warn"}`;
+    note.dataset.line = String(line);
+    // the position names the line: "LRC line 2: …" / "line 2 …" is said once, in the list
+    note.textContent = [...m.errors, ...m.warnings]
+      .map((t) => t.replace(/^(LRC )?line \d+:?\s*/i, "")).join("  ·  ");
+    Object.assign(note.style, { top: `${top}px`, left: `${left}px`, height: `${lh}px`,
+                                lineHeight: `${lh}px` });
+    lineNotes.append(note);
+  }
 }
 
 function numberField(id) {
@@ -84,40 +133,81 @@ function requestBody() {
   return { form };
 }
 
-// request field → the control that sets it (marked aria-invalid while the server refuses it)
-const CONTROLS = { lrc: "lyrics-input", lyrics: "lyrics-input", style_prompt: "style-prompt",
-                   style_embedding: "style-embedding", style_audio: "style-audio", steps: "steps",
-                   cfg_strength: "cfg-strength", seed: "seed", duration: "duration",
-                   format: "format" };
+// Where each request field's problems are shown: the lyrics in the editor's gutter and the list
+// under it; the style under the style choice (at the control of the chosen mode); a setting
+// under its control; anything else (a field the page never sends, the request as a whole)
+// above the plan. Each such control is marked aria-invalid while the server refuses it.
+const LYRICS_FIELDS = new Set(["lrc", "lyrics"]);
+const STYLE_FIELDS = new Set(["style_prompt", "style_embedding", "style_audio"]);
+const SETTINGS = { steps: "steps", cfg_strength: "cfg-strength", seed: "seed",
+                   duration: "duration", format: "format" };
+const STYLE_CONTROLS = { prompt: "style-prompt", audio: "style-audio", embedding: "style-embedding" };
 
-function showIssue(err) {
-  const box = $("lyrics-issues");
-  box.textContent = "";
-  badLine = err && err.line ? err.line : null;
-  drawGutter();
-  for (const id of new Set(Object.values(CONTROLS))) $(id).removeAttribute("aria-invalid");
-  if (!err) return;
-  if (CONTROLS[err.field]) $(CONTROLS[err.field]).setAttribute("aria-invalid", "true");
+function issueLine(className, text, line) {
   const div = document.createElement("div");
-  div.className = "error-line";
-  // the server's message often names its line or field already ("LRC line 3: …", "steps …")
-  const text = String(err.message);
-  const named = err.line ? new RegExp(`\\bline ${err.line}\\b`, "i").test(text)
-    : err.field && text.replace(/^'/, "").startsWith(err.field);
-  const label = err.line ? `Line ${err.line}` : err.field;
-  const where = label && !named ? `${label}: ` : "";
+  div.className = className;
+  if (line) div.dataset.line = String(line);
   const msg = document.createElement("span");
-  msg.textContent = `${where}${err.message}`;
+  msg.textContent = text;
   div.append(msg);
-  if (err.line) {
+  if (line) {
     const go = document.createElement("button");
     go.type = "button";
     go.className = "link";
-    go.textContent = `Go to line ${err.line}`;
-    go.addEventListener("click", () => selectLine(err.line));
+    go.textContent = `Go to line ${line}`;
+    go.addEventListener("click", () => selectLine(line));
     div.append(go);
   }
-  box.append(div);
+  return div;
+}
+
+// Shows every problem at its field (errors: [{field, message, line}]) and the lint's warnings
+// (lint: [{line, kind, message}]) by line in the gutter; none of either clears the marks.
+function showProblems(errors = [], lint = []) {
+  const controls = ["lyrics-input", ...Object.values(STYLE_CONTROLS), ...Object.values(SETTINGS)];
+  for (const id of controls) $(id).removeAttribute("aria-invalid");
+  for (const el of document.querySelectorAll(".field-issue")) el.textContent = "";
+  $("lyrics-issues").textContent = "";
+  $("form-issues").textContent = "";
+  marks = new Map();
+  const mark = (line, kind, text) => {
+    if (!marks.has(line)) marks.set(line, { errors: [], warnings: [] });
+    marks.get(line)[kind].push(text);
+  };
+  const lyricsRows = [];
+  const invalid = (id) => $(id).setAttribute("aria-invalid", "true");
+  const say = (el, text) => { el.textContent = el.textContent ? `${el.textContent}\n${text}` : text; };
+  for (const e of errors) {
+    if (LYRICS_FIELDS.has(e.field)) {
+      invalid("lyrics-input");
+      if (e.line) mark(e.line, "errors", e.message);
+      lyricsRows.push({ cls: "error-line", line: e.line, text: e.message });
+    } else if (STYLE_FIELDS.has(e.field)) {
+      invalid(STYLE_CONTROLS[styleMode()]);
+      say($("style-issues"), e.message);
+    } else if (SETTINGS[e.field]) {
+      invalid(SETTINGS[e.field]);
+      say($(`${SETTINGS[e.field]}-issue`), e.message);
+    } else {
+      // the server's message names its field already ("mood: unknown field …")
+      const named = e.field && String(e.message).startsWith(e.field);
+      $("form-issues").append(issueLine("error-line",
+        `${e.field && !named ? `${e.field}: ` : ""}${e.message}`, null));
+    }
+  }
+  for (const w of lint) {
+    if (!Number.isInteger(w.line)) continue;
+    mark(w.line, "warnings", `${w.kind}: ${w.message}`);
+    lyricsRows.push({ cls: "warn-line", line: w.line, text: `Lint, ${w.kind}: ${w.message}` });
+  }
+  lyricsRows.sort((a, b) => (a.line || 0) - (b.line || 0));
+  for (const r of lyricsRows) {
+    // "LRC line 3: …" names its line; otherwise say which
+    const named = !r.line || new RegExp(`\\bline ${r.line}\\b`, "i").test(r.text);
+    $("lyrics-issues").append(issueLine(r.cls, `${named ? "" : `Line ${r.line}: `}${r.text}`,
+                                        r.line));
+  }
+  drawGutter();
 }
 
 function selectLine(n) {
@@ -133,7 +223,7 @@ async function validate() {
   const seq = ++state.validateSeq;
   const plan = $("plan");
   if (!lyricsInput.value.trim() && !styleChosen()) {   // nothing to check yet
-    showIssue(null);
+    showProblems();
     plan.classList.remove("bad");
     plan.textContent = "Type lyrics to see the plan and its time estimate.";
     return;
@@ -142,17 +232,18 @@ async function validate() {
     const body = requestBody();
     const data = await api("api/validate", { method: "POST", ...body });
     if (seq !== state.validateSeq) return;   // a newer edit is being checked
-    showIssue(null);
+    const p = data.plan || data;
+    showProblems([], Array.isArray(p.lint) ? p.lint : []);
     plan.classList.remove("bad");
-    const chosen = (data.plan || data).steps;
-    if (chosen) $("steps").placeholder = `${chosen} (the plan's choice)`;
-    plan.textContent = planText(data.plan || data, $("seed").value.trim() !== "")
-      || "The request is valid.";
+    if (p.steps) $("steps").placeholder = `${p.steps} (the plan's choice)`;
+    plan.textContent = planText(p, $("seed").value.trim() !== "") || "The request is valid.";
   } catch (e) {
     if (seq !== state.validateSeq) return;
     plan.classList.add("bad");
-    plan.textContent = "Fix the problem above to see the plan.";
-    showIssue({ message: e.message, field: e.field, line: e.line });
+    const n = e.errors.length;
+    plan.textContent = n > 1 ? `Fix the ${n} problems marked above to see the plan.`
+      : "Fix the problem marked above to see the plan.";
+    showProblems(e.errors);
   }
 }
 
@@ -198,8 +289,14 @@ async function submit(ev) {
     loadHistory();
     $("job-title").focus();
   } catch (e) {
-    $("form-error").textContent = e.message;
-    if (e.line || e.field) showIssue({ message: e.message, field: e.field, line: e.line });
+    if (e.status === 422 || e.status === 413) {   // refused: each problem at its field
+      showProblems(e.errors);
+      $("form-error").textContent = e.errors.length > 1
+        ? `Not queued: fix the ${e.errors.length} problems marked above.`
+        : `Not queued: ${e.message}`;
+    } else {
+      $("form-error").textContent = e.message;
+    }
   } finally {
     btn.disabled = false;
   }
@@ -505,7 +602,8 @@ async function loadHealth() {
 // ---- wiring ------------------------------------------------------------------------------
 function init() {
   lyricsInput.addEventListener("input", () => { drawGutter(); scheduleValidate(); });
-  lyricsInput.addEventListener("scroll", () => { gutter.scrollTop = lyricsInput.scrollTop; });
+  lyricsInput.addEventListener("scroll", () => { gutter.scrollTop = lyricsInput.scrollTop; drawNotes(); });
+  new ResizeObserver(() => drawNotes()).observe(lyricsInput);
   lyricsInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("compose").requestSubmit();
   });

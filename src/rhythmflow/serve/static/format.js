@@ -36,8 +36,9 @@ function gigabytes(n) {
   return `${(n / 1e9).toFixed(n < 1e10 ? 1 : 0)} GB`;
 }
 
-// The plan as lines: a summary, then its warnings. The server draws a seed on every check when
-// none is chosen, so the seed is shown only when `seedChosen`.
+// The plan as lines: a summary, then its warnings (the LRC lint's are left out: the page marks
+// them at their lines). The server draws a seed on every check when none is chosen, so the
+// seed is shown only when `seedChosen`.
 export function planText(plan, seedChosen) {
   const bits = [];
   const est = estimateText(plan.estimate);
@@ -51,6 +52,7 @@ export function planText(plan, seedChosen) {
     bits.push(`memory ${gigabytes(mem.total)} of ${gigabytes(mem.available)}`);
   }
   if (seedChosen && plan.seed !== undefined && plan.seed !== null) bits.push(`seed ${plan.seed}`);
-  const warnings = (plan.warnings || []).map((w) => `Warning: ${w}`);
+  const warnings = (plan.warnings || []).filter((w) => !String(w).startsWith("lint: "))
+    .map((w) => `Warning: ${w}`);
   return [bits.join(" · "), ...warnings].join("\n");
 }

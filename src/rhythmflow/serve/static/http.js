@@ -1,5 +1,6 @@
 // HTTP for the page: JSON calls with the API key, the key dialog, and a job's event stream.
-// Errors arrive as {"error": {"message", "field", "line"}} and become ApiError.
+// Errors arrive as {"error": {"message", "field", "line"}} and become ApiError; a refused
+// request (422/413) adds "errors": every problem found, each {"field", "message", "line"}.
 
 const KEY_STORE = "rhythmflow.apiKey";
 const $ = (id) => document.getElementById(id);
@@ -20,6 +21,11 @@ export class ApiError extends Error {
     this.status = status;
     this.field = err.field || null;
     this.line = Number.isInteger(err.line) ? err.line : null;
+    // every problem, each {field, message, line}; the one above when the answer lists none
+    this.errors = Array.isArray(err.errors) && err.errors.length
+      ? err.errors.map((e) => ({ field: e.field || null, message: String(e.message || ""),
+                                 line: Number.isInteger(e.line) ? e.line : null }))
+      : [{ field: this.field, message: this.message, line: this.line }];
   }
 }
 
