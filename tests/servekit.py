@@ -188,3 +188,44 @@ def _ping(client) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A throw-away ``redis-server`` on 127.0.0.1 and a free port (no persistence); returns
+    (the process, its ``redis://`` URL). Stop it with ``proc.terminate()``."""
+    import shutil
+
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise AssertionError("redis-server is missing: install the Debian package redis-server "
+                             "(scripts/setup.sh test does)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    wait_for("redis", lambda: _ping(client), timeout=30)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def sse_blocks(text: str) -> list[tuple[str, dict]]:
+    """``(event type, data)`` of every block of a Server-Sent Events text."""
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines()
+                      if ": " in line and not line.startswith(":"))
+        if "data" in fields:
+            out.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return out
+
+
+def service_settings(files: dict[str, Path], data_dir: Path, **kw: Any):
+    """The settings of an in-process (TestClient) service on the tiny files: no worker, short
+    lease and heartbeat, ``testserver`` an allowed host."""
+    from rhythmflow.serve.settings import Settings
+
+    return Settings(data_dir=data_dir, checkpoint=files["checkpoint"], vae=files["vae"],
+                    worker=False, device="cpu", dtype="float32", threads=1, heartbeat=0.2,
+                    lease=2.0, poll=0.05, allow_hosts=("testserver",), **kw)

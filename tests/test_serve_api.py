@@ -23,7 +23,7 @@ from rhythmflow.serve.queue import JobQueue
 from rhythmflow.serve.settings import Limits, Settings
 from rhythmflow.serve.store import Store
 from rhythmflow.serve.worker import Worker
-from tests.servekit import LRC, build_files, env, job_body, wait_for
+from tests.servekit import LRC, build_files, env, job_body, service_settings, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,7 @@ def files(tmp_path_factory):
 
 
 def settings(files, data_dir, **kw) -> Settings:
-    return Settings(data_dir=data_dir, checkpoint=files["checkpoint"], vae=files["vae"],
-                    worker=False, device="cpu", dtype="float32", threads=1, heartbeat=0.2,
-                    lease=2.0, poll=0.05, allow_hosts=("testserver",), **kw)
+    return service_settings(files, data_dir, **kw)
 
 
 @pytest.fixture(scope="module")

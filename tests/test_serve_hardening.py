@@ -16,7 +16,7 @@ from rhythmflow.serve.app import api_key_from_env, create_app
 from rhythmflow.serve.commands import settings_from_args
 from rhythmflow.serve.settings import Settings
 from rhythmflow.serve.store import Store
-from tests.servekit import LRC, Service, build_files, job_body, wait_for
+from tests.servekit import LRC, Service, build_files, job_body, service_settings, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,7 @@ def files(tmp_path_factory):
 
 
 def settings(files, data_dir, **kw) -> Settings:
-    return Settings(data_dir=data_dir, checkpoint=files["checkpoint"], vae=files["vae"],
-                    worker=False, device="cpu", dtype="float32", threads=1, heartbeat=0.2,
-                    lease=2.0, poll=0.05, allow_hosts=("testserver",), **kw)
+    return service_settings(files, data_dir, **kw)
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ on a throw-away Redis, and a server stopped with SIGTERM and started again. Ever
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,11 +15,10 @@ import pytest
 
 from tests.servekit import (
     Service,
-    _ping,
     build_files,
-    free_port,
     pid_alive,
     process_state,
+    start_redis,
     stop,
     wait_for,
 )
@@ -132,19 +130,8 @@ def freeze_outside_a_store_write(proc: subprocess.Popen, db: Path, tries: int = 
 
 @pytest.fixture()
 def redis_url(tmp_path):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is missing: install the Debian package redis-server "
-                    "(scripts/setup.sh test does)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    wait_for("redis", lambda: _ping(client), timeout=30)
-    yield f"redis://127.0.0.1:{port}/0"
+    proc, url = start_redis(tmp_path)
+    yield url
     proc.terminate()
     proc.wait(timeout=30)
 
