@@ -23,7 +23,8 @@ by side in this one run. The time estimate before sampling is off (``estimate=Fa
 add one timed evaluation per variant. ``--frames N`` (< 2048) runs the same architecture with
 ``max_frames = N`` so the script can be tried small; ``--tiny`` uses the tiny DiT and a width-4
 Oobleck (a test of the script, not a measurement). Full size, 8 steps: a few GB of temporary
-disk and ~10-20 minutes on a 2-core CPU (the float16 and float32 DiTs are the slow ones).
+disk and 43 minutes on a busy 2-vCPU AMX Xeon (docs/PERFORMANCE.md; the float16 and float32
+DiTs take most of it); ``--frames 64 --steps 2``: about 3 minutes there.
 """
 
 from __future__ import annotations

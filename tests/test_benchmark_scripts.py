@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -83,3 +85,30 @@ def test_song_script_runs_a_song_end_to_end_with_tiny_assets(tmp_path):
     assert song["rc"] == 0 and song["wav"] and song["steps"] == 2
     assert set(song["timings"]) >= {"load", "sample", "decode", "total"}
     assert "| decode |" in proc.stdout and "% of sampling + decode" in proc.stdout
+
+
+@pytest.mark.slow
+def test_song_dtype_script_compares_the_three_precisions_on_tiny_assets(tmp_path):
+    """benchmarks/song_dtype.py on tiny assets: the three variants planned and run through the
+    API on the same weights and noise, the reference decoded by TorchScript, the errors."""
+    import json
+
+    out = tmp_path / "dtype.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "song_dtype.py"), "--tiny", "--frames", "32",
+         "--steps", "2", "--no-probe", "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert list(rows) == ["reference", "bfloat16", "float32"]
+    assert [(r["dtype"], r["vae_dtype"]) for r in rows.values()] == [
+        ("float16", "float32"), ("bfloat16", "bfloat16"), ("float32", "float32")]
+    assert rows["reference"]["vae_decoder"] == "torchscript"
+    assert rows["float32"]["vae_decoder"].startswith("eager-oobleck")
+    assert all(r["finite"] and (r["frames"], r["steps"]) == (32, 2) for r in rows.values())
+    assert rows["reference"]["audio_rel_rms"] == 0 == rows["float32"]["audio_rel_rms_vs_float32"]
+    assert 0 < rows["float32"]["audio_rel_rms"] < rows["bfloat16"]["audio_rel_rms"] < 0.5
+    assert res["machine"]["cpu"] in proc.stdout and res["isa_class"] in proc.stdout
+    assert "audio rel. RMS" in proc.stdout and " torchscript |" in proc.stdout

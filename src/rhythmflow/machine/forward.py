@@ -5,7 +5,7 @@ probe's time budget, and cached with it.
 
 * **Guidance layout** (:func:`measure_layouts`): one guided evaluation as one forward on the
   doubled batch ("batched") against two batch-1 forwards ("split"), on ONE full-width decoder
-  layer (dim 2048, 32 heads, SwiGLU 8192; the effect is per layer: docs/PERFORMANCE.md) in the
+  layer (dim 2048, 32 heads, SwiGLU 8192; the effect is per layer: docs/performance-log.md) in the
   chosen CPU dtype, with the residual stream in float32 as ``DiT.forward`` runs it. Lengths are
   measured in the order of :data:`LAYOUT_FRAMES` as alternating pairs (batched then split; a
   second pair split then batched), the first pair always and every later one only when its

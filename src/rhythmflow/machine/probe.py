@@ -8,7 +8,7 @@ land on one candidate; one that is very slow on a tiny scout product is scaled f
 than repeated. It records, per candidate, seconds per layer, the speed-up over float32, the
 relative RMS error of the product against float32, and the *error class* that error puts it in
 (what the full-size velocity error of that class is, measured once on the full-size model, see
-docs/PERFORMANCE.md). In the dtype ``auto`` picks it then measures the guidance layout per length
+docs/performance-log.md). In the dtype ``auto`` picks it then measures the guidance layout per length
 and the fixed per-forward overhead (:mod:`rhythmflow.machine.forward`). The whole probe aims at
 :data:`TOTAL_BUDGET` seconds on a quiet machine: the layout pairs that do not fit are skipped.
 The result is cached as JSON under the user's cache folder

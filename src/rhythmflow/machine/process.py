@@ -16,7 +16,7 @@ def apply_threads(threads: int) -> None:
 
 def configure_process(threads: int) -> None:
     """The process-wide settings a generation wants: torch's thread count and glibc malloc
-    tuning that keeps freed activations (docs/PERFORMANCE.md). Only entry points call this (the
+    tuning that keeps freed activations (docs/performance-log.md). Only entry points call this (the
     CLI, the server, a worker, or a user's own script) — library calls never change them."""
     apply_threads(threads)
     keep_freed_memory()

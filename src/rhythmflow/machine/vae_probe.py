@@ -33,7 +33,7 @@ SCOUT_SLOWER = 8.0
 #: and the casts stay float32). Fitted on the full-size decoder at the fixed 256/32 windows,
 #: 2-core AMX Xeon (``benchmarks/run.py --policy``): a whole 95 s decode took 54.3 s in float32
 #: and 25.9 s in bfloat16 with a probe convolution ratio of 6.8 (0.55 with an earlier decoder at
-#: a ratio of 4.1; docs/PERFORMANCE.md).
+#: a ratio of 4.1; docs/performance-log.md).
 RESIDUAL_TIME_SHARE = 0.6
 #: Decoder FLOP rate / the probe convolution's float32 rate: 0.64 (214 / 333 GFLOP/s) and 0.95
 #: (193 / 203) in two runs on that CPU — the short probe keeps its fastest round, so a quiet

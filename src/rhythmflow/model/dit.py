@@ -150,7 +150,7 @@ class DiT(nn.Module):
         h = h + self.input_embed.conv_pos_embed(h)
         cos, sin = rope_tables(n, self.config.head_dim, self.config.rope_theta, x.device, h.dtype)
         # The residual stream stays float32 in a low-precision model: measured on the full-size
-        # model in bfloat16 (docs/PERFORMANCE.md, AMX section) it lowers the velocity error from
+        # model in bfloat16 (docs/performance-log.md, AMX section) it lowers the velocity error from
         # 1.30 % to 0.87 % at no measurable cost (element-wise adds beside the GEMMs).
         h = h.float()
         for i, block in enumerate(self.transformer_blocks):

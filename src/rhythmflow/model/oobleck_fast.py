@@ -12,7 +12,7 @@ Optional reduced precision (``residual_dtype``): the residual units' convolution
 inputs and weights (float32 accumulation in oneDNN); everything else stays float32. ``plan``
 chooses it by measurement (:mod:`rhythmflow.machine.vae_probe`) and :func:`eager_decoder` keeps it only
 when its audio error on the loaded weights is within :data:`VAE_LOW_PRECISION_LIMIT`; the
-full-size figures are in ``benchmarks/vae_decode.py`` (docs/PERFORMANCE.md).
+full-size figures are in ``benchmarks/vae_decode.py`` (docs/performance-log.md).
 
 Shapes: b - batch, d - latent channels, n - latent frames, ch - channels, t - time steps.
 """
@@ -135,7 +135,7 @@ class FastOobleckDecoder(nn.Module):
     them. The input, upsampling and output convolutions, the other Snakes and the residual
     stream always stay float32: measured on the full-size architecture, each upsampling
     convolution in bfloat16 adds 0.4-0.65 % audio error (and was not faster) and the input one
-    0.7 %, the residual units together far less (docs/PERFORMANCE.md)."""
+    0.7 %, the residual units together far less (docs/performance-log.md)."""
 
     #: ``forward`` takes ``keep=`` (``rhythmflow.vae`` passes each window's kept frames)
     crops_to_keep = True

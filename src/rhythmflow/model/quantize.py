@@ -12,7 +12,7 @@ Two kernels (``kernel=``), chosen per CPU by :func:`default_kernel`:
   fbgemm's AVX2 kernel without VNNI accumulates pairs in int16 and would saturate on 8 bits.
 * ``"onednn"`` — the same operator prepacked for oneDNN, 8-bit activations: on a CPU with AMX
   its int8 ``brg_matmul:amx`` kernel runs; no int16 step, so the full 8 bits are safe. Measured
-  on an AMX Xeon (docs/PERFORMANCE.md, "int8 on AMX"): faster than fbgemm and than bfloat16 per
+  on an AMX Xeon (docs/performance-log.md, "int8 on AMX"): faster than fbgemm and than bfloat16 per
   product, and the per-product error falls from 2.3 % to 1.35 % (the 8th bit).
 
 By default :mod:`rhythmflow.model.smoothquant` first rescales input channels (SmoothQuant,
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 _ENGINES = ("x86", "fbgemm")
 KERNELS = ("fbgemm", "onednn")
 #: SmoothQuant defaults: migration strength and calibration statistic. Measured on the random
-#: full-width model (docs/PERFORMANCE.md): per-channel RMS with alpha 0.25 lowered the velocity
+#: full-width model (docs/performance-log.md): per-channel RMS with alpha 0.25 lowered the velocity
 #: error by 15-17 % at 512 and 2048 frames; the paper's max with alpha 0.5, calibrated on 128
 #: frames, helped at 512 frames but not at 2048 (maxima of few tokens are noisy estimates).
 SMOOTH_ALPHA = 0.25

@@ -16,7 +16,7 @@ Every fold is exact in real arithmetic (float32 rounding only). The activation r
 calibrated on a few forwards of random inputs (:func:`calibrate`): the paper's per-channel
 maximum, or the per-channel RMS, a steadier estimate from few tokens (``--quantize int8``
 uses RMS with alpha 0.25, :data:`rhythmflow.model.quantize.SMOOTH_ALPHA`). Trained weights have
-the outlier channels SmoothQuant addresses, random weights do not (docs/PERFORMANCE.md).
+the outlier channels SmoothQuant addresses, random weights do not (docs/performance-log.md).
 """
 
 from __future__ import annotations

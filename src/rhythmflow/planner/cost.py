@@ -7,7 +7,7 @@ Time counts what the user waits for — loading, lyrics, style, sampling, VAE de
   *calibration* on the loaded model (:func:`calibrate`: two short timed forwards, fixed cost +
   seconds per FLOP, extrapolated with the analytic FLOP count) or, before anything is loaded,
   from the machine's measured matrix-multiply rate × :data:`DIT_EFFICIENCY` (the forward/GEMM
-  ratio measured in ``docs/PERFORMANCE.md``) plus a measured fixed cost per forward
+  ratio measured in ``docs/performance-log.md``) plus a measured fixed cost per forward
   (:func:`forward_overhead`: dispatch and small kernels, which dominate tiny models and are
   negligible at full size), counted once per forward (a split guided evaluation runs two).
 * decode = the VAE's FLOPs (:data:`VAE_FLOP_PER_FRAME` per decoded latent frame, the fixed
@@ -36,13 +36,13 @@ log = logging.getLogger(__name__)
 GB = 1024**3
 OVERHEAD_BYTES = int(0.5 * GB)  # interpreter, torch, lyrics front end
 
-#: forward FLOP rate / GEMM FLOP rate, measured at full size (docs/PERFORMANCE.md: 0.85-1.04)
+#: forward FLOP rate / GEMM FLOP rate, measured at full size (docs/performance-log.md: 0.85-1.04)
 DIT_EFFICIENCY = 0.9
 #: Oobleck decoder FLOPs per latent frame (64 ch, strides 2·4·4·8·8, 128×(1,2,4,8,16) channels)
 VAE_FLOP_PER_FRAME = 5.04e9
 #: decode FLOP rate / GEMM rate when the decoder's convolutions were not measured: the
 #: TorchScript decode measured 0.22-0.25 of float32 GEMMs on CPUs, the eager decoder 1.31-1.45x
-#: faster (docs/PERFORMANCE.md)
+#: faster (docs/performance-log.md)
 VAE_EFFICIENCY = 0.33
 #: reading + casting checkpoint weights (memory-mapped)
 LOAD_BYTES_PER_SECOND = 1.0e9

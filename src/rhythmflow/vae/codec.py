@@ -265,7 +265,7 @@ def load_vae(
     ``"torchscript"`` always uses the file's TorchScript. ``residual_dtype=torch.bfloat16``
     (eager decoder only; what ``plan`` chooses as ``vae_dtype`` where measured faster) runs the
     residual units' convolutions in bfloat16 (1.7-2.0x on an AMX CPU, 0.35 % audio error on
-    random full-size weights; docs/PERFORMANCE.md) — if its audio error on a probe window of
+    random full-size weights; docs/performance-log.md) — if its audio error on a probe window of
     *these* weights is within the limit, else float32 (logged)."""
     if decoder not in ("auto", "torchscript"):
         raise UsageError(f"VAE decoder must be 'auto' or 'torchscript'; got {decoder!r}")

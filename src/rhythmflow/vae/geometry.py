@@ -12,7 +12,7 @@ from rhythmflow.errors import UsageError
 
 #: Latent frames each side over which the official (Oobleck) decoder's output still depends on
 #: its input: measured on the full-size architecture, a decode changes by < 1e-6 beyond 9 frames
-#: from a window edge (docs/PERFORMANCE.md). Each inner window edge drops ``overlap // 2`` = 16.
+#: from a window edge (docs/performance-log.md). Each inner window edge drops ``overlap // 2`` = 16.
 RECEPTIVE_MARGIN = 16
 DEFAULT_OVERLAP = 2 * RECEPTIVE_MARGIN
 #: The fixed decode window (frames). Measured on the full-size decoder (2-core AMX Xeon, float32):
