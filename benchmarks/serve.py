@@ -16,6 +16,11 @@ between the end of the step and storing its event (the sampler state saved after
 the step's end being the sample stage's start (its ``stage_started``) plus the event's
 ``elapsed``.
 Both clocks are this machine's ``time.time()``.
+
+Previews: the same job through the API with the server's default previews (``preview_every``
+absent: as many as fit the worker's budget) and with ``preview_every: 0`` (none), alternating;
+the share is the seconds the worker spent making previews (each ``preview`` event records its
+own) over the job's worker time (``timings.total`` less the model load). Target ≤ 10 %.
 """
 
 from __future__ import annotations
@@ -209,6 +214,42 @@ def direct_job(gen: SongGenerator, request: dict, files: dict, out: Path) -> tup
     return time.perf_counter() - t0, cpu_seconds(me) - cpu0
 
 
+def preview_job(client: Client, request: dict, db: Path, timeout: float) -> dict:
+    """One API job; its wall seconds, worker seconds and the previews' own seconds."""
+    t0 = time.perf_counter()
+    job_id = client.json("POST", "/api/jobs", request)["id"]
+    for _ in client.events(job_id, timeout):
+        pass
+    seconds = time.perf_counter() - t0
+    job = client.json("GET", f"/api/jobs/{job_id}")
+    if job["status"] != "completed":
+        raise RuntimeError(f"job {job_id} ended {job['status']}: {job['error']}")
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT data FROM events WHERE job_id=? AND type='preview'",
+                           (job_id,)).fetchall()
+    took = [json.loads(r[0])["took"] for r in rows]
+    worker = job["timings"]["total"] - job["timings"].get("load", 0.0)
+    return {"seconds": seconds, "worker": worker, "previews": len(took), "took": sum(took)}
+
+
+def preview_rows(client: Client, request: dict, db: Path, repeats: int, timeout: float
+                 ) -> tuple[list[list], list[float]]:
+    rows, shares = [], []
+    for i in range(repeats):
+        order = ("default", "none") if i % 2 == 0 else ("none", "default")
+        got = {}
+        for side in order:
+            body = request if side == "default" else dict(request, preview_every=0)
+            got[side] = preview_job(client, body, db, timeout)
+        d, n = got["default"], got["none"]
+        share = 100 * d["took"] / d["worker"]
+        shares.append(share)
+        rows.append([i + 1, " → ".join(order), d["previews"], d["took"], d["worker"],
+                     f"{share:.1f} %", n["worker"],
+                     f"{100 * (d['worker'] - n['worker']) / n['worker']:+.1f} %"])
+    return rows, shares
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -259,6 +300,7 @@ def main() -> None:
             rows.append([i + 1, " → ".join(order), got["direct"], got["api"], f"{over:+.1f} %",
                          got["outside"], got["direct_cpu"], got["api_cpu"], f"{cpu_over:+.1f} %"])
         same = np.array_equal(sf.read(tmp / "direct_0.wav")[0], sf.read(tmp / "api_0.wav")[0])
+        prev_rows, shares = preview_rows(client, request, db, args.repeats, args.timeout)
     finally:
         stop_server(proc)
 
@@ -282,6 +324,11 @@ def main() -> None:
                 ["from", "events", "median", "p95", "max"], lat_rows))
     worst = max(stepped or recorded or [float("nan")])
     print(f"\nworst event latency {worst:.3f} s (target ≤ 0.5 s)")
+    print(table("Previews at the server's default (preview_every absent) vs none",
+                ["pair", "order", "previews", "preview s", "job s (worker)", "share",
+                 "job s without", "difference"], prev_rows))
+    print(f"\nmedian preview share {statistics.median(shares):.1f} % of the job's worker time "
+          "(target ≤ 10 %); 'difference': the job with previews vs without, noise included")
 
 
 if __name__ == "__main__":

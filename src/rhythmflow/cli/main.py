@@ -76,6 +76,9 @@ def _serve_parsers(sub) -> None:
                        "without a heartbeat before another worker resumes it")
         p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
         p.add_argument("--poll", type=float, default=0.5, help="seconds between queue polls")
+        from rhythmflow.serve.commands import add_recognizer_arguments
+
+        add_recognizer_arguments(p)  # --asr-command / --asr-model: check and repair jobs
         _common(p)
     from rhythmflow.serve.commands import add_keys_parser
 

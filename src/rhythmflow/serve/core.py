@@ -29,7 +29,7 @@ FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg":
 # chosen by the service (they name files or the machine's resources), never by a request
 SERVER_SIDE = ("model", "checkpoint", "model_config", "vae", "device", "dtype", "vae_dtype",
                "threads", "quantize", "chunked", "estimate", "negative_style",
-               "style_embedding_file", "ref_song", "edit_segments", "style_audio")
+               "style_embedding_file", "ref_song", "style_audio", "asr_command", "asr_model")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ def weights(settings: Settings) -> dict[str, Any]:
     return {"model": model, "model_config": _str(settings.model_config),
             "checkpoint": _str(settings.checkpoint), "vae": _str(settings.vae),
             "quantize": settings.quantize, "device": settings.device, "dtype": settings.dtype,
-            "vae_dtype": settings.vae_dtype, "threads": settings.threads, "estimate": False}
+            "vae_dtype": settings.vae_dtype, "threads": settings.threads, "estimate": False,
+            "asr_command": settings.asr_command, "asr_model": _str(settings.asr_model)}
 
 
 def _str(p: Path | None) -> str | None:
@@ -96,22 +97,34 @@ def facts(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, Any] |
 
 @dataclass(frozen=True)
 class ServerAttachments:
-    """What the server attached to a job (never read from a request body): the file name of
-    the uploaded style audio inside the job's own folder. Stored apart from the client's
+    """What the server attached to a job (never read from a request body): the file names of
+    the uploaded style audio and of the edit reference (``ref_song``: the song of the job
+    ``ref_job`` names, copied in) inside the job's own folder. Stored apart from the client's
     fields (the job row's ``attachments``), so no client field can become a server path."""
 
     style_audio: str | None = None  # a plain file name in jobs/<id>/
+    ref_song: str | None = None  # a plain file name in jobs/<id>/
+    ref_job: str | None = None  # the job whose song ref_song is
 
     def __post_init__(self) -> None:
-        if self.style_audio is not None:
-            safe_child(Path("."), self.style_audio)  # a plain name, never a path
+        for name in (self.style_audio, self.ref_song):
+            if name is not None:
+                safe_child(Path("."), name)  # a plain name, never a path
 
     def to_dict(self) -> dict[str, Any]:
-        return {} if self.style_audio is None else {"style_audio": self.style_audio}
+        return {k: v for k, v in (("style_audio", self.style_audio), ("ref_song", self.ref_song),
+                                  ("ref_job", self.ref_job)) if v is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ServerAttachments:
-        return cls(style_audio=(d or {}).get("style_audio"))
+        d = d or {}
+        return cls(style_audio=d.get("style_audio"), ref_song=d.get("ref_song"),
+                   ref_job=d.get("ref_job"))
+
+    def paths(self, job_dir: Path) -> dict[str, str]:
+        """The request fields of the attached files: ``style_audio`` / ``ref_song`` paths."""
+        return {k: str(safe_child(job_dir, v)) for k, v in (("style_audio", self.style_audio),
+                                                           ("ref_song", self.ref_song)) if v}
 
     def style_audio_path(self, job_dir: Path) -> Path | None:
         return None if self.style_audio is None else safe_child(job_dir, self.style_audio)
@@ -222,15 +235,17 @@ def lrc_problems(text: str) -> list[Problem]:
     return out
 
 
-def _user_request(body: dict[str, Any], limits: Limits,
-                  attachments: ServerAttachments) -> dict[str, Any]:
+def _user_request(body: dict[str, Any], limits: Limits, attachments: ServerAttachments,
+                  more: list[Problem] | tuple = ()) -> dict[str, Any]:
     """The client's fields, or RequestError listing every problem found in one pass: field
     names, nesting and Unicode, size limits, the server's batch/steps limits, the style
-    requirement, each field's value, their combinations and each malformed LRC line. A field
-    is blamed once (its first problem)."""
+    requirement, ``more`` (what the server cannot do), each field's value, their combinations
+    and each malformed LRC line. A field is blamed once (its first problem)."""
     from rhythmflow.request import _CHECKS, GenerationRequest
 
     problems = field_name_problems(body) + value_problems(body, limits)
+    problems += [p for p in [*more, *edit_problems(body, attachments)]
+                 if p.field not in {q.field for q in problems}]
     blamed = {p.field for p in problems}
     for name, most in (("lrc", limits.lrc_bytes), ("lyrics", limits.lyrics_bytes)):
         text = body.get(name)
@@ -265,8 +280,8 @@ def _user_request(body: dict[str, Any], limits: Limits,
             blamed.add(name)
         else:
             good[name] = value
-    try:  # the combinations of the fields that are fine on their own
-        GenerationRequest.from_dict(good)
+    try:  # the combinations of the fields that are fine on their own (+ the attached files)
+        GenerationRequest.from_dict({**good, **attachments.paths(Path("."))})
     except UsageError as exc:
         if exc.field not in blamed:
             problems.append(Problem(exc.field, str(exc), exc.line))
@@ -320,9 +335,9 @@ def validate(body: dict[str, Any], settings: Settings, known: dict[str, Any] | N
     if not isinstance(body, dict):
         raise RequestError("the request must be a JSON object")
     attachments = attachments or ServerAttachments()
-    client = _user_request(dict(body), settings.limits, attachments)
-    audio = attachments.style_audio_path(job_dir or Path("."))
-    fields = {**client, **({"style_audio": str(audio)} if audio is not None else {})}
+    client = _user_request(dict(body), settings.limits, attachments,
+                           recognizer_problems(body, settings))
+    fields = {**client, **attachments.paths(job_dir or Path("."))}
     p = _plan(fields, settings, known)
     if p is None:
         request = GenerationRequest.from_dict(fields)
@@ -343,9 +358,68 @@ def validate(body: dict[str, Any], settings: Settings, known: dict[str, Any] | N
         seed, plan_dict = p.seed, p.to_dict()
         plan_dict.pop("request")
         plan_dict["provisional"] = known is None
-    stored = dict(GenerationRequest.from_dict(client).to_dict(), seed=seed)
+    stored = dict(GenerationRequest.from_dict(fields).to_dict(), seed=seed)
     return ({k: v for k, v in stored.items() if k not in SERVER_SIDE},
             public(plan_dict, settings))
+
+
+def recognizer_problems(body: dict[str, Any], settings: Settings) -> list[Problem]:
+    """``check`` / ``repair`` asked of a server without a speech recogniser."""
+    if settings.has_recognizer:
+        return []
+    return [Problem(name, f"{name}: this server has no speech recogniser to check the sung "
+                    "lines with (the operator sets one: the service's asr_command or "
+                    "asr_model setting); "
+                    f"leave {name} out (takes are still ranked by style)")
+            for name in ("check", "repair") if body.get(name) is True]
+
+
+def edit_problems(body: dict[str, Any], attachments: ServerAttachments) -> list[Problem]:
+    """``edit_segments`` comes with ``ref_job`` (the song it edits), and the other way round."""
+    if "edit_segments" in body and attachments.ref_song is None:
+        return [Problem("edit_segments", "edit_segments: give ref_job too, the finished job "
+                        "whose song is edited")]
+    if attachments.ref_song is not None and body.get("edit_segments") is None:
+        return [Problem("edit_segments", "edit_segments: ref_job edits a song; give the "
+                        "[start, end] seconds to sample again, e.g. [[10.5, 14.2]]")]
+    return []
+
+
+def attach_reference(body: dict[str, Any], attached: ServerAttachments, folder: Path,
+                     find, jobs_dir: Path) -> tuple[dict[str, Any], ServerAttachments]:
+    """(the body without ``ref_job``, the attachments with the referenced song) or
+    RequestError naming ``ref_job``. ``find(id)``: the job row when the caller may see it
+    (None otherwise). The job's best take (output 0) is copied into ``folder`` as the edit
+    reference; an edit job without a style of its own also gets the job's uploaded style
+    audio."""
+    import shutil
+
+    if "ref_job" not in body:
+        return body, attached
+    body = dict(body)
+    ref = body.pop("ref_job")
+    if not isinstance(ref, str) or not ref.isascii() or not ref.isalnum() or len(ref) > 64:
+        raise RequestError("ref_job: the id of a finished job whose song is edited", "ref_job")
+    job = find(ref)
+    if job is None:  # unknown or another key's: the same answer
+        raise RequestError(f"ref_job: no job {ref} among the jobs this key can see", "ref_job")
+    if job["status"] != "completed" or not job.get("outputs"):
+        raise RequestError(f"ref_job: job {ref} is {job['status']}; its song can be edited "
+                           "once it has completed", "ref_job")
+    source = safe_child(jobs_dir / ref, job["outputs"][0]["file"])
+    if not source.is_file():
+        raise RequestError(f"ref_job: the song of job {ref} is gone from the data folder",
+                           "ref_job")
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"ref_song{source.suffix}"
+    shutil.copyfile(source, folder / name)
+    style = attached.style_audio
+    prior = ServerAttachments.from_dict(job.get("attachments")).style_audio
+    if (style is None and prior is not None
+            and all(body.get(k) is None for k in ("style_prompt", "style_embedding"))):
+        shutil.copyfile(safe_child(jobs_dir / ref, prior), folder / prior)
+        style = prior
+    return body, ServerAttachments(style_audio=style, ref_song=name, ref_job=ref)
 
 
 def public_model_name(settings: Settings) -> str:
@@ -359,6 +433,8 @@ def public(value: Any, settings: Settings) -> Any:
     swaps = [(str(p), p.name) for p in (settings.checkpoint, settings.vae,
                                          settings.model_config) if p is not None]
     swaps += [(str(p), "<assets>") for p in (settings.assets_dir,) if p is not None]
+    swaps += [(str(p), "<asr>") for p in (settings.asr_command, settings.asr_model)
+              if p is not None]
     swaps += [(str(settings.data_dir.resolve()), "<data>"), (str(settings.data_dir), "<data>")]
     swaps.sort(key=lambda s: -len(s[0]))
 
@@ -387,9 +463,8 @@ def worker_plan(job: dict[str, Any], settings: Settings, generator):
     # the client's fields (never a path) + the server's attachments (a file in the job folder)
     fields = {k: v for k, v in job["request"].items() if k not in SERVER_SIDE}
     attached = ServerAttachments.from_dict(job.get("attachments"))
-    audio = attached.style_audio and attached.style_audio_path(settings.jobs_dir / job["id"])
-    if audio is not None:
-        fields["style_audio"] = str(audio)
+    if attached.to_dict():
+        fields.update(attached.paths(settings.jobs_dir / job["id"]))
     request = GenerationRequest.from_dict({**fields, **weights(settings)})
     # the measured machine (the probe the worker cached when it loaded): the same guidance
     # layout and estimates as the plan the HTTP side made from the facts it published
@@ -402,9 +477,11 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
             checkpoint: Path, out_dir: Path, still_owned=lambda: True, previews=None):
     """Run one job with a loaded ``generator``: resume from ``checkpoint`` when it exists, save
     the state there after every step, then — only while ``still_owned()`` — write the audio
-    files, sidecars and ``latents.npy`` into ``out_dir`` (each atomically). Returns (plan,
-    outputs, timings). Raises what ``run`` raises (SamplingCancelled when ``cancel`` fired).
-    ``previews(plan)``: the ``on_sample`` hook for this plan (None: no previews)."""
+    files, sidecars, ``.lrc`` files and ``latents.npy`` into ``out_dir`` (each atomically).
+    A job with ``check``/``repair``/``takes`` is reviewed first (:mod:`rhythmflow.serve.review`)
+    and its takes written best first. Returns (plan, outputs, timings). Raises what ``run``
+    raises (SamplingCancelled when ``cancel`` fired). ``previews(plan)``: the ``on_sample``
+    hook for this plan (None: no previews)."""
     import numpy as np
 
     from rhythmflow import events
@@ -419,23 +496,41 @@ def execute(job: dict[str, Any], settings: Settings, generator, on_event, cancel
     # lost its lease must not write the state on its way out
     song = run(p, generator, on_event, cancel=cancel, resume_state=state, checkpoint=checkpoint,
                on_sample=previews(p) if previews is not None else None)
+    order, extra, takes = list(range(len(song))), [{} for _ in range(len(song))], None
+    if p.review.active:  # check / repair / takes: the takes come back best first
+        from rhythmflow.review import review_metadata
+        from rhythmflow.serve.review import run_review
+
+        song, items, order = run_review(p, settings, generator, song, on_event, cancel)
+        names = resolve_outputs(out_dir / "song", p.request.format, p.request.sample_format,
+                                len(order))
+        extra, takes = review_metadata(items, order, [n.name for n in names], song.seeds)
+        if p.review.takes <= 1:
+            takes = None
     if not still_owned():
         raise LostLease("the lease was taken over before the files were written")
+    from rhythmflow.review import write_sung_lrc
+    from rhythmflow.serve.review import output_entry
+
     r = p.request
     paths = resolve_outputs(out_dir / "song", r.format, r.sample_format, r.batch)
     on_event(events.StageStarted("write", f"writing {len(paths)} file(s)"))
     outputs = []
-    for i, path in enumerate(paths):
+    for k, path in enumerate(paths):
+        i = order[k]
         write_audio(path, song.audio[i], song.sample_rate, **p.write.audio_kwargs())
-        write_sidecar(path, dict(song.metadata, output=path.name, index=i, seed=song.seeds[i],
-                                 job=job["id"]))
-        outputs.append({"index": i, "file": path.name, "format": r.format,
-                        "seed": song.seeds[i]})
+        meta = dict(song.metadata, output=path.name, index=k, seed=song.seeds[i],
+                    job=job["id"], **extra[k], **({"takes": takes} if takes else {}))
+        if meta.get("lines"):  # the lines as sung, beside the song (an instrumental has none)
+            meta["lrc_file"] = write_sung_lrc(path, meta["lines"]).name
+        write_sidecar(path, meta)
+        outputs.append({"index": k, "file": path.name, "format": r.format,
+                        "seed": song.seeds[i], **output_entry(meta, p.frames)})
     buf = io.BytesIO()
-    np.save(buf, song.latents.float().numpy())
+    np.save(buf, song.latents[order].float().numpy())  # in the outputs' order
     atomic_write_bytes(out_dir / "latents.npy", buf.getvalue())
     on_event(events.Result("completed", outputs=tuple(o["file"] for o in outputs),
-                           seeds=tuple(song.seeds)))
+                           seeds=tuple(o["seed"] for o in outputs)))
     return p, outputs, dict(song.metadata.get("timings", {}))
 
 

@@ -102,12 +102,15 @@ def _positions(request: Request) -> dict[str, dict[str, Any]]:
 
 
 def _view(request: Request, job: dict[str, Any]) -> dict[str, Any]:
-    """A job as GET answers it: with its queue place and its webhook deliveries."""
+    """A job as GET answers it: with its queue place, its webhook deliveries and its
+    ``result`` (the lines as sung, their check, the repair, the takes)."""
+    from rhythmflow.serve.review import decorate
+
     store = request.app.state.store
     pos = _positions(request).get(job["id"]) if job["status"] == "queued" else None
     hooks = store.deliveries(job["id"]) if (job.get("options") or {}).get("webhook_url") \
         else None
-    return job_view(job, request.app.state.settings, pos, hooks)
+    return decorate(job_view(job, request.app.state.settings, pos, hooks), job)
 
 
 def _known(request: Request) -> dict[str, Any] | None:
@@ -210,6 +213,23 @@ def _json(raw: str | bytes) -> dict[str, Any]:
     return body
 
 
+def _reference(request: Request, body: dict[str, Any], attached: core.ServerAttachments,
+               folder: Path) -> tuple[dict, core.ServerAttachments]:
+    """``ref_job`` (a finished job this key can see) attached as the edit reference; 422
+    naming ``ref_job`` otherwise (:func:`core.attach_reference`)."""
+    def find(job_id: str) -> dict[str, Any] | None:
+        try:
+            return _job(request, job_id)
+        except ApiError:
+            return None
+
+    try:
+        return core.attach_reference(body, attached, folder, find,
+                                     request.app.state.settings.jobs_dir)
+    except core.RequestError as exc:
+        raise ApiError(422, str(exc), exc.field, None, exc.errors) from None
+
+
 def _validate(request: Request, body: dict[str, Any], attached: core.ServerAttachments,
               folder: Path) -> tuple[dict, dict]:
     settings = request.app.state.settings
@@ -252,6 +272,7 @@ async def submit(request: Request, response: Response) -> dict[str, Any]:
                 shutil.rmtree(folder, ignore_errors=True)
                 return _repeat(seen, fingerprint, response)
         body, opts = _options(request, body)
+        body, attached = await run_in_threadpool(_reference, request, body, attached, folder)
         req, plan = await run_in_threadpool(_validate, request, body, attached, folder)
         job, created = await run_in_threadpool(_insert, app, key, job_id, req, plan, attached,
                                                opts, (idem, fingerprint) if idem else None)
@@ -363,6 +384,7 @@ async def validate(request: Request) -> dict[str, Any]:
     try:
         body, attached = await _read_request(request, folder)
         body, _ = _options(request, body)
+        body, attached = await run_in_threadpool(_reference, request, body, attached, folder)
         _, plan = await run_in_threadpool(_validate, request, body, attached, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,7 +7,9 @@
   is alive;
 * the reconciliation: queued jobs of the table that no queue message names (a message lost
   with a Redis restart, or taken by a worker that died before claiming it) are enqueued again.
-  A duplicate message is harmless: a job is claimed once.
+  A duplicate message is harmless: a job is claimed once;
+* retention (``--keep-days``): finished jobs older than that lose their rows and files;
+* the webhook dispatcher (:mod:`rhythmflow.serve.webhooks`), in a thread of its own.
 
 Every step is guarded: a full disk or an unreachable queue is logged and tried again later.
 """
@@ -15,6 +17,7 @@ Every step is guarded: a full disk or an unreachable queue is logged and tried a
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import time
 from rhythmflow.serve.queue import JobQueue
 from rhythmflow.serve.settings import Settings
 from rhythmflow.serve.store import Store
+from rhythmflow.serve.webhooks import Dispatcher
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 30.0  # seconds a stopping worker gets to save its state and requeue its job
@@ -75,6 +79,20 @@ def recover(store: Store, queue: JobQueue, before: float | None = None) -> int:
     return len(missing)
 
 
+def expire(settings: Settings, store: Store) -> int:
+    """Remove the finished jobs older than ``settings.keep_days`` (rows, events, deliveries,
+    then their folders); returns how many."""
+    if settings.keep_days is None:
+        return 0
+    ids = store.expire(time.time() - settings.keep_days * 86400.0)
+    for job_id in ids:
+        shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
+    if ids:
+        log.info("removed %d job(s) finished more than %g day(s) ago", len(ids),
+                 settings.keep_days)
+    return len(ids)
+
+
 def reap(store: Store, queue: JobQueue) -> int:
     """Requeue the running jobs whose lease expired; returns how many."""
     jobs = store.reap()
@@ -98,15 +116,18 @@ class Supervisor:
         self._started_at = 0.0
         self._pause = 1.0
         self._next_start = 0.0
+        self.webhooks = Dispatcher(settings, store)
 
     def start(self) -> None:
         self._guarded("recovering queued jobs", recover, self.store, self.queue)
         if self.run_worker:
             self._start_worker()
         self._thread.start()
+        self.webhooks.start()
 
     def close(self) -> None:
         self._stop.set()
+        self.webhooks.close()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         if self.proc is not None:
@@ -143,7 +164,9 @@ class Supervisor:
 
     def _loop(self) -> None:
         s = self.settings
-        next_reap = next_reconcile = 0.0
+        next_reap = next_reconcile = next_expire = 0.0
+        # retention looks a few times per kept period, at most once a minute
+        expire_every = min(60.0, max(0.5, (s.keep_days or 1.0) * 86400.0 / 4))
         while not self._stop.wait(0.25):
             if self.run_worker:
                 self._watch_worker()
@@ -156,3 +179,6 @@ class Supervisor:
                 self._guarded("reconciling the queue with the job table", recover, self.store,
                               self.queue, time.time() - max(2.0, s.reconcile))
                 next_reconcile = now + s.reconcile
+            if s.keep_days is not None and now >= next_expire:
+                self._guarded("removing old jobs", expire, s, self.store)
+                next_expire = now + expire_every

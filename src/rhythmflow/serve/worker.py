@@ -75,6 +75,7 @@ class Worker:
         self._token: JobToken | None = None
         self._beat_thread: threading.Thread | None = None
         self._next_reap = 0.0
+        self.preview_cost: float | None = None  # seconds of one preview decode, measured
 
     # ---- model ------------------------------------------------------------------------
 
@@ -108,6 +109,12 @@ class Worker:
         runtime = {k: v for k, v in dataclasses.asdict(rt).items() if k != "reasons"}
         self.facts = {"config": gen.config.to_dict(), "runtime_class": self.runtime_class,
                       "runtime": runtime, "machine": machine.to_dict()}
+        from rhythmflow.serve.preview import measure
+
+        try:  # what the default previews are budgeted with (also warms the decoder up)
+            self.preview_cost = measure(gen.decode)
+        except Exception as exc:  # no previews is better than no worker
+            log.warning("measuring a preview decode failed (%s); previews only on request", exc)
         self.store.worker_beat(self.id, runtime_class=self.runtime_class, model=self.facts,
                                model_loaded=1)
         log.info("worker %s ready: %s", self.id, self.runtime_class)
@@ -153,9 +160,28 @@ class Worker:
         finally:
             self._token = None
 
+    def process_next(self, hint: str | None = None) -> str | None:
+        """Claim and run the job that should run next (priority, then age; see
+        :meth:`Store.claim_next`), whichever job id the queue message named (``hint``): a
+        message is a turn, the job table says whose. None when no job can run now."""
+        if self.generator is None:
+            self.load()
+        job = self.store.claim_next(self.id, self.settings.lease, self.runtime_class)
+        if job is None:
+            if hint is not None:
+                self._reroute(hint)
+            return None
+        token = self._token = JobToken(self.store, job["id"], self.id, self.stop)
+        log.info("job %s: attempt %d", job["id"], job["attempts"])
+        try:
+            return self._run(job, token)
+        finally:
+            self._token = None
+
     def _reroute(self, job_id: str) -> None:
         row = self.store.get(job_id)
-        if row and row["status"] == "queued" and row["runtime_class"] != self.runtime_class:
+        if row and row["status"] == "queued" and row["has_state"] and \
+                row["runtime_class"] not in (None, self.runtime_class):
             log.info("job %s resumes on %s only; put back on its queue", job_id,
                      row["runtime_class"])
             self.queue.enqueue(job_id, row["runtime_class"])
@@ -166,13 +192,35 @@ class Worker:
         job_id, folder = job["id"], self.job_dir(job["id"])
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint = folder / "state.pt"
+        last = {"step": None, "elapsed": 0.0}
 
         def on_event(event: Any) -> None:
             d, cols = _event_columns(event)
+            seconds = None
             if d["event"] == "sampling_step":
                 cols["has_state"] = int(d["step"] < d["total"])
-            if not self.store.progress(job_id, self.id, d, **cols):
+                seconds = (d["elapsed"] - last["elapsed"] if last["step"] == d["step"] - 1
+                           else d["sec_per_step"])
+                last.update(step=d["step"], elapsed=d["elapsed"])
+            if not self.store.progress(job_id, self.id, d, step_seconds=seconds, **cols):
                 token.lost.set()
+
+        def record(preview: dict[str, Any]) -> None:
+            if not self.store.progress(job_id, self.id, preview):
+                token.lost.set()
+
+        def previews(plan):
+            from rhythmflow.serve.preview import SECONDS, Previewer
+
+            every = (job.get("options") or {}).get("preview_every")
+            if every == 0:
+                return None
+            fps = plan.frames / plan.duration
+            expected = self.preview_cost
+            if expected is None and plan.estimate.decode:
+                expected = plan.estimate.decode * min(1.0, SECONDS / plan.duration)
+            return Previewer(every, folder / "previews", self.generator.decode,
+                             self.generator.vae.sample_rate, fps, record, expected)
 
         def owned() -> bool:
             row = self.store.get(job_id)
@@ -180,7 +228,8 @@ class Worker:
 
         try:
             plan, outputs, timings = core.execute(job, self.settings, self.generator, on_event,
-                                                  token, checkpoint, folder, still_owned=owned)
+                                                  token, checkpoint, folder, still_owned=owned,
+                                                  previews=previews)
         except core.LostLease:
             status, kw = None, {}
         except SamplingCancelled:
@@ -279,7 +328,7 @@ class Worker:
         if job_id is None:
             self.stop.wait(self.settings.poll)
             return False
-        return self.process(job_id) is not None
+        return self.process_next(job_id) is not None
 
 
 def _event_columns(event: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -8,6 +8,7 @@
 import { fmtSeconds, fmtWhen, planText } from "./format.js";
 import { api, askKey, session, streamEvents } from "./http.js";
 import { drawPeaks, readEmbeddingFile } from "./media.js";
+import { clearReview, renderReview } from "./review.js";
 
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
@@ -111,6 +112,9 @@ function buildRequest() {
     if (v !== undefined) req[key] = v;
   }
   req.format = $("format").value;
+  const takes = numberField("takes");
+  if (takes !== undefined && takes !== 1) req.takes = takes;
+  for (const key of ["check", "repair"]) if ($(key).checked) req[key] = true;
   return req;
 }
 
@@ -140,7 +144,8 @@ function requestBody() {
 const LYRICS_FIELDS = new Set(["lrc", "lyrics"]);
 const STYLE_FIELDS = new Set(["style_prompt", "style_embedding", "style_audio"]);
 const SETTINGS = { steps: "steps", cfg_strength: "cfg-strength", seed: "seed",
-                   duration: "duration", format: "format" };
+                   duration: "duration", format: "format", takes: "takes", check: "check",
+                   repair: "repair" };
 const STYLE_CONTROLS = { prompt: "style-prompt", audio: "style-audio", embedding: "style-embedding" };
 
 function issueLine(className, text, line) {
@@ -314,6 +319,7 @@ async function openJob(id) {
   stopWatching();
   state.jobId = id;
   state.lastSeq = 0;
+  resetPreview();
   $("job-warnings").textContent = "";
   $("job-empty").hidden = true;
   $("job-body").hidden = false;
@@ -336,7 +342,7 @@ function renderProgress(p, status) {
     bar.removeAttribute("value");   // indeterminate
   }
   const parts = [];
-  if (status === "queued") parts.push("Waiting in the queue");
+  if (status === "queued") parts.push(queueText(p));
   else if (status === "running" && p && p.cancelling) parts.push("Cancelling…");
   else if (status === "running" && p && p.stage && p.stage !== "sample") parts.push(`Stage: ${p.stage}`);
   if (Number.isFinite(total) && total > 0 && status !== "queued") parts.push(`Step ${step}/${total}`);
@@ -354,7 +360,9 @@ function renderJob(job) {
   const badge = $("job-status");
   badge.textContent = job.status;
   badge.className = `badge ${job.status}`;
-  renderProgress({ ...(job.progress || {}), cancelling: job.cancel_requested }, job.status);
+  renderProgress({ ...(job.progress || {}), cancelling: job.cancel_requested,
+                   queue_position: job.queue_position, estimated_start: job.estimated_start },
+                 job.status);
   const err = job.error && (job.error.message || job.error);
   $("job-error").textContent = job.status === "failed" && err ? String(err) : "";
   for (const w of (job.plan && job.plan.warnings) || []) addWarning(w);
@@ -363,9 +371,12 @@ function renderJob(job) {
   if (job.status === "completed" && state.shownResults !== job.id) {
     state.shownResults = job.id;
     renderResults(job);
+    // the lines' verdicts, "regenerate this line" (an edit job, opened here), the takes' scores
+    renderReview(job, { onSubmitted: (id) => openJob(id).then(() => loadHistory()) });
   } else if (job.status !== "completed" && state.shownResults !== null) {
     state.shownResults = null;
     $("results").textContent = "";
+    clearReview();
   }
 }
 
@@ -384,6 +395,12 @@ function applyEvent(id, ev) {
     setBadge("running");
   } else if (type === "warning" && ev.message) {
     addWarning(ev.message);
+  } else if (type === "preview" && ev.url) {
+    showPreview(ev).catch(() => {});
+  } else if (type === "status" && ev.status === "queued" && Number.isFinite(ev.queue_position)) {
+    setBadge("queued");
+    renderProgress({ queue_position: ev.queue_position, estimated_start: ev.estimated_start },
+                   "queued");
   } else if (type === "status") {
     // The stream replays a job's whole log (a resumed job's earlier "cancelled" too), so a
     // final status only ends the watch when the job itself says it is over.
@@ -395,6 +412,45 @@ function applyEvent(id, ev) {
       });
     }
   }
+}
+
+function queueText(p) {
+  // "Waiting in the queue · 3rd · starts in ~2 min"
+  const parts = ["Waiting in the queue"];
+  if (p && Number.isFinite(p.queue_position)) {
+    parts.push(p.queue_position === 1 ? "next" : `position ${p.queue_position}`);
+  }
+  if (p && Number.isFinite(p.estimated_start)) parts.push(`starts in ~${fmtSeconds(p.estimated_start)}`);
+  return parts.join(" · ");
+}
+
+function resetPreview() {
+  const audio = $("preview");
+  audio.pause();
+  audio.removeAttribute("src");
+  audio.load();
+  state.previewStep = 0;
+  $("preview-box").hidden = true;
+}
+
+async function showPreview(ev) {
+  // the newest preview replaces the one shown (and keeps playing if one was)
+  if (!(ev.step > (state.previewStep || 0))) return;
+  state.previewStep = ev.step;
+  const audio = $("preview");
+  const playing = !audio.paused && !audio.ended;
+  const url = String(ev.url).replace(/^\//, "");   // relative: the page may live under a prefix
+  if (session.key) {   // <audio> cannot send the key: play a copy fetched with it
+    const blob = await (await api(url, { raw: true })).blob();
+    if (state.previewStep !== ev.step) return;
+    if (audio.src.startsWith("blob:")) URL.revokeObjectURL(audio.src);
+    audio.src = URL.createObjectURL(blob);
+  } else {
+    audio.src = url;
+  }
+  $("preview-text").textContent = `Preview at step ${ev.step} (${fmtSeconds(ev.seconds || 0)} excerpt)`;
+  $("preview-box").hidden = false;
+  if (playing) audio.play().catch(() => {});
 }
 
 function addWarning(message) {
@@ -431,7 +487,8 @@ async function refreshJob(id) {
 function watch(id) {
   state.stream = streamEvents(`api/jobs/${encodeURIComponent(id)}/events`,
     (ev, seq) => {
-      if (seq && seq <= state.lastSeq) return;   // shown already (the stream after a resume)
+      // shown already (the stream after a resume); a queue place carries no id of its own
+      if (seq && seq <= state.lastSeq && !("queue_position" in ev)) return;
       if (seq) state.lastSeq = seq;
       applyEvent(id, ev);
     },
@@ -610,7 +667,8 @@ function init() {
   for (const el of document.querySelectorAll("input[name=lyrics-mode], input[name=style-mode]")) {
     el.addEventListener("change", () => { syncModes(); scheduleValidate(); });
   }
-  for (const id of ["style-prompt", "steps", "cfg-strength", "seed", "duration", "format", "style-audio"]) {
+  for (const id of ["style-prompt", "steps", "cfg-strength", "seed", "duration", "format", "style-audio",
+                    "takes", "check", "repair"]) {
     $(id).addEventListener("input", scheduleValidate);
     $(id).addEventListener("change", scheduleValidate);
   }

@@ -113,7 +113,7 @@ export function streamEvents(url, onEvent, onFail) {
     const es = new EventSource(url);
     // events are named by type ("event: SampleEvent"); unnamed ones arrive as "message"
     for (const type of ["message", "status", "stage_started", "stage_finished", "sampling_step",
-                        "decode_chunk", "warning", "result"]) {
+                        "decode_chunk", "warning", "result", "preview"]) {
       es.addEventListener(type, (m) => deliver(m.data, type, m.lastEventId));
     }
     es.onerror = fail;
