@@ -77,25 +77,25 @@ def load_keys(path: str | Path) -> tuple[ApiKey, ...]:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UsageError(f"--keys {path}: cannot read it ({exc.strerror})") from None
+        raise UsageError(f"keys file {path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"--keys {path}: not valid TOML: {exc}") from None
+        raise UsageError(f"keys file {path}: not valid TOML: {exc}") from None
     tables = data.get("keys")
     if not isinstance(tables, list) or not tables:
-        raise UsageError(f"--keys {path}: no [[keys]] table; `rhythmflow keys add NAME` prints "
+        raise UsageError(f"keys file {path}: no [[keys]] table; `rhythmflow keys add NAME` prints "
                          "one")
     keys = []
     for t in tables:
         unknown = sorted(set(t) - set(FIELDS))
         if unknown:
-            raise UsageError(f"--keys {path}: unknown field {unknown[0]!r}; known: "
+            raise UsageError(f"keys file {path}: unknown field {unknown[0]!r}; known: "
                              + ", ".join(FIELDS))
         if "name" not in t or "key_sha256" not in t:
-            raise UsageError(f"--keys {path}: every [[keys]] needs name and key_sha256")
+            raise UsageError(f"keys file {path}: every [[keys]] needs name and key_sha256")
         keys.append(ApiKey(**t))
     names = [k.name for k in keys]
     if len(set(names)) != len(names):
-        raise UsageError(f"--keys {path}: a name appears twice")
+        raise UsageError(f"keys file {path}: a name appears twice")
     return tuple(keys)
 
 

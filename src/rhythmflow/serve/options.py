@@ -107,14 +107,14 @@ def check_webhook_url(url: Any, settings: Settings) -> None:
         raise OptionError("webhook_url: a URL (text, at most 2048 characters)", "webhook_url")
     host, port = _host_port(url)
     if not settings.webhook_allow:
-        raise OptionError("webhook_url: this server sends no webhooks (it was started without "
-                          "--webhook-allow HOST)", "webhook_url")
+        raise OptionError("webhook_url: this server sends no webhooks (its operator allowed no "
+                          "webhook hosts)", "webhook_url")
     for entry in settings.webhook_allow:
         allowed_host, allowed_port = _allowed(entry)
         if _same_host(host, allowed_host) and allowed_port in (None, port):
             return
     raise OptionError(f"webhook_url: the host {host}:{port} is not one this server posts to "
-                      "(--webhook-allow)", "webhook_url")
+                      "(not in the operator's webhook allow-list)", "webhook_url")
 
 
 def _same_host(a: str, b: str) -> bool:

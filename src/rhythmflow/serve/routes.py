@@ -539,14 +539,14 @@ def preview(request: Request, job_id: str, name: str) -> FileResponse:
     return FileResponse(path, media_type="audio/ogg")
 
 
-@top.get("/metrics", summary="Prometheus metrics (an admin key, or --metrics-public)")
+@top.get("/metrics", summary="Prometheus metrics (an admin key, unless the server made them public)")
 def metrics(request: Request) -> Response:
     from rhythmflow.serve.metrics import exposition
 
     s = request.app.state.settings
     if not s.metrics_public and not require_key(request).admin:
-        raise ApiError(403, "/metrics needs an admin key (or a server started with "
-                       "--metrics-public)")
+        raise ApiError(403, "/metrics needs an admin key (unless the server's operator made "
+                       "the metrics public)")
     text, media = exposition(request.app.state.store, request.app.state.queue, s)
     return Response(text, media_type=media)
 
