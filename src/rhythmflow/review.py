@@ -12,6 +12,10 @@ every frame outside the mask from the reference, so those latents stay bit-ident
 re-sampled lines are checked again; each line keeps the better of its best take so far and the
 new one (its own frames: its region and the margin frames no other failing line owns), so a line
 never gets worse. Rounds stop when every line passes or after ``repair_rounds``.
+
+The files beside a reviewed song (``<stem>.lrc``, ``<stem>.latents.npy``, the sidecar's
+``check``/``repair``/``takes``) are written by :func:`write_sung_lrc`, :func:`write_latents`
+and :func:`review_metadata`, for the CLI and the service alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,3 +216,60 @@ def _score_styles(p: Plan, gen, audio: torch.Tensor, items: list[ItemReview], en
             item.style_score = style_score(audio[i], gen.vae.sample_rate, style, encoder)
     except AssetError as exc:  # MuQ-MuLan not installed (DependencyError) or not fetched
         emit(on_event, events.Warning(f"takes are not scored by style: {exc}"))
+
+
+# ---- what is written beside a reviewed song (CLI and service alike) --------------------------
+
+
+def review_metadata(items: list[ItemReview], order: list[int], outputs: list,
+                    seeds: list) -> tuple[list[dict], list[dict]]:
+    """(per output: its ``check``/``repair`` sidecar entries; the ``takes`` table best first).
+    ``outputs``: the files in writing order (best first), each named as the table shows it."""
+    per_output = []
+    for k in range(len(outputs)):
+        item = items[order[k]]
+        entry: dict[str, Any] = {}
+        if item.check is not None:
+            entry["check"] = item.check.to_dict()
+        if item.repair is not None:
+            entry["repair"] = item.repair
+        if item.seconds:
+            entry["review_seconds"] = item.seconds
+        per_output.append(entry)
+    takes = [{"file": str(outputs[k]), "seed": seeds[order[k]],
+              "style_score": None if items[order[k]].style_score is None
+              else round(items[order[k]].style_score, 4),
+              "per": None if items[order[k]].per is None else round(items[order[k]].per, 4)}
+             for k in range(len(outputs))]
+    return per_output, takes
+
+
+def latents_path(output) -> Path:
+    """``<stem>.latents.npy`` beside ``output``."""
+    return Path(output).with_suffix(".latents.npy")
+
+
+def write_latents(output, latents: torch.Tensor) -> Path:
+    """``<stem>.latents.npy`` beside ``output``: the song's latents [n, 64] float32, which
+    ``rhythmflow repair`` edits (kept frames stay bit-identical)."""
+    import io
+
+    from rhythmflow.audio.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, latents.float().cpu().numpy())
+    return atomic_write_bytes(latents_path(output), buf.getvalue())
+
+
+def write_sung_lrc(output, lines: list[dict], source=None) -> Path:
+    """Write ``<stem>.lrc`` beside ``output``: the lines the song was conditioned on, one per
+    line (after any drop), as the sidecar's ``lines`` number them. Where that is the ``--lrc``
+    file itself (``source``), ``<stem>.sung.lrc`` instead: the user's file is never replaced."""
+    from rhythmflow.audio.io import atomic_write_bytes
+    from rhythmflow.lyrics.check import sung_lrc
+
+    target = Path(output).with_suffix(".lrc")
+    if source is not None and target.resolve() == Path(source).resolve():
+        target = target.with_suffix(".sung.lrc")
+    text = sung_lrc([SungLine.from_dict(x) for x in lines])
+    return atomic_write_bytes(target, text.encode("utf-8"))

@@ -100,28 +100,6 @@ def review_song(args: argparse.Namespace, p, gen, song, view, cancel) -> tuple[A
     return song, items, order
 
 
-def review_metadata(items: list, order: list[int], outputs: list[Path],
-                    seeds: list) -> tuple[list[dict], list[dict]]:
-    """(per output: its ``check``/``repair`` sidecar entries; the ``takes`` table best first)."""
-    per_output = []
-    for k in range(len(outputs)):
-        item = items[order[k]]
-        entry: dict[str, Any] = {}
-        if item.check is not None:
-            entry["check"] = item.check.to_dict()
-        if item.repair is not None:
-            entry["repair"] = item.repair
-        if item.seconds:
-            entry["review_seconds"] = item.seconds
-        per_output.append(entry)
-    takes = [{"file": str(outputs[k]), "seed": seeds[order[k]],
-              "style_score": None if items[order[k]].style_score is None
-              else round(items[order[k]].style_score, 4),
-              "per": None if items[order[k]].per is None else round(items[order[k]].per, 4)}
-             for k in range(len(outputs))]
-    return per_output, takes
-
-
 def print_takes(takes: list[dict]) -> None:
     log.info("takes, best first:\n%s", "\n".join(
         f"{k + 1:>3}. seed {t['seed']:<12} style {_num(t['style_score'])}  PER "
@@ -130,21 +108,3 @@ def print_takes(takes: list[dict]) -> None:
 
 def _num(x: float | None) -> str:
     return "  -  " if x is None else f"{x:5.3f}"
-
-
-def write_latents(output: Path, latents) -> Path:
-    """``<stem>.latents.npy`` beside ``output``: the song's latents [n, 64] float32, which
-    ``rhythmflow repair`` edits (kept frames stay bit-identical)."""
-    import io
-
-    import numpy as np
-
-    from rhythmflow.audio.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.save(buf, latents.float().cpu().numpy())
-    return atomic_write_bytes(latents_path(output), buf.getvalue())
-
-
-def latents_path(output: Path) -> Path:
-    return Path(output).with_suffix(".latents.npy")

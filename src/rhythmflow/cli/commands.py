@@ -12,7 +12,7 @@ from pathlib import Path
 from rhythmflow import errors, events
 from rhythmflow.audio.io import write_audio, write_sidecar
 from rhythmflow.cli.console import ProgressView
-from rhythmflow.cli.lrc import read_text, write_sung_lrc
+from rhythmflow.cli.lrc import read_text
 from rhythmflow.request import GenerationRequest
 
 log = logging.getLogger("rhythmflow")
@@ -168,7 +168,8 @@ def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: Progres
     its latents and the check / repair / takes entries)."""
     order, extra, takes = list(range(len(outputs))), [{} for _ in outputs], None
     if reviewed is not None:
-        from rhythmflow.cli.check import print_takes, review_metadata, write_latents
+        from rhythmflow.cli.check import print_takes
+        from rhythmflow.review import review_metadata, write_latents
 
         items, order = reviewed
         extra, takes = review_metadata(items, order, outputs, song.seeds)
@@ -188,6 +189,8 @@ def _write(args: argparse.Namespace, p, song, outputs: list[Path], view: Progres
 
             meta["autotime"] = write_autotimed(path, p.autotime, args.lyrics)
         elif meta["lines"]:  # an instrumental has none
+            from rhythmflow.review import write_sung_lrc
+
             meta["lrc_file"] = str(write_sung_lrc(path, meta["lines"], args.lrc))
         write_sidecar(path, meta)
         if view.mode == "json":  # stdout stays one JSON object per line

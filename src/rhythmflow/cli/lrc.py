@@ -134,17 +134,3 @@ def read_text(path: Path, what: str) -> str:
         raise errors.UsageError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise errors.UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def write_sung_lrc(output: Path, lines: list[dict], source: Path | None = None) -> Path:
-    """Write ``<stem>.lrc`` beside ``output``: the lines the song was conditioned on, one per
-    line (after any drop), as the sidecar's ``lines`` number them. Where that is the ``--lrc``
-    file itself (``source``), ``<stem>.sung.lrc`` instead: the user's file is never replaced."""
-    from rhythmflow.audio.io import atomic_write_bytes
-    from rhythmflow.lyrics.check import SungLine, sung_lrc
-
-    target = lrc_path(output)
-    if source is not None and target.resolve() == Path(source).resolve():
-        target = target.with_suffix(".sung.lrc")
-    text = sung_lrc([SungLine.from_dict(x) for x in lines])
-    return atomic_write_bytes(target, text.encode("utf-8"))

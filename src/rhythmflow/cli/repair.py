@@ -53,12 +53,12 @@ def repair_file(args: argparse.Namespace) -> int:
     import torch
 
     from rhythmflow.audio.io import write_audio, write_sidecar
-    from rhythmflow.cli.check import latents_path, review_song, write_latents
-    from rhythmflow.cli.lrc import write_sung_lrc
+    from rhythmflow.cli.check import review_song
     from rhythmflow.lyrics.resources import LyricsAssets
     from rhythmflow.pipeline import Song, SongGenerator
     from rhythmflow.planner.core import Machine, plan
     from rhythmflow.request import GenerationRequest
+    from rhythmflow.review import latents_path, write_latents, write_sung_lrc
 
     meta = _sidecar(args.song)
     _check_lrc_matches(args.lrc, meta["lines"])
