@@ -138,7 +138,7 @@ def test_the_webhook_allow_list(tmp_path, url, ok):
 
 def test_no_allow_list_no_webhooks_and_options_are_checked(tmp_path):
     s = Settings(data_dir=tmp_path)
-    with pytest.raises(options.OptionError, match="--webhook-allow"):
+    with pytest.raises(options.OptionError, match="allowed no webhook hosts"):
         options.split({"webhook_url": "http://h/x"}, s)
     with pytest.raises(options.OptionError) as e:
         options.split({"preview_every": -1}, s)
