@@ -73,17 +73,9 @@ class RequestError(UsageError):
 
 
 def weights(settings: Settings) -> dict[str, Any]:
-    """The request fields the service decides: its weights and runtime."""
-    model = None if settings.checkpoint else settings.model or "base"  # what workers load
-    return {"model": model, "model_config": _str(settings.model_config),
-            "checkpoint": _str(settings.checkpoint), "vae": _str(settings.vae),
-            "quantize": settings.quantize, "device": settings.device, "dtype": settings.dtype,
-            "vae_dtype": settings.vae_dtype, "threads": settings.threads, "estimate": False,
-            "asr_command": settings.asr_command, "asr_model": _str(settings.asr_model)}
+    """The request fields the service decides (:meth:`Settings.weights`)."""
+    return settings.weights()
 
-
-def _str(p: Path | None) -> str | None:
-    return None if p is None else str(p)
 
 
 def facts(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, Any] | None:

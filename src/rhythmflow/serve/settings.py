@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rhythmflow.errors import UsageError
 from rhythmflow.request import MAX_STEPS
@@ -150,10 +151,24 @@ class Settings:
     def loopback(self) -> bool:
         return self.host in LOOPBACK
 
+    def weights(self) -> dict[str, Any]:
+        """The request fields the service decides — its weights, runtime and recogniser: the
+        one statement of what every plan and every worker of this service uses."""
+        def text(p: Path | None) -> str | None:
+            return None if p is None else str(p)
+
+        model = None if self.checkpoint else self.model or "base"
+        return {"model": model, "model_config": text(self.model_config),
+                "checkpoint": text(self.checkpoint), "vae": text(self.vae),
+                "quantize": self.quantize, "device": self.device, "dtype": self.dtype,
+                "vae_dtype": self.vae_dtype, "threads": self.threads, "estimate": False,
+                "asr_command": self.asr_command, "asr_model": text(self.asr_model)}
+
     @property
     def model_name(self) -> str:
-        """The model the workers load: the checkpoint path, the --model name, else "base"."""
-        return str(self.checkpoint) if self.checkpoint else (self.model or "base")
+        """The model the workers load: the checkpoint path, else the model name."""
+        w = self.weights()
+        return w["checkpoint"] or w["model"]
 
     def worker_args(self) -> list[str]:
         """The ``rhythmflow worker`` arguments that load the same weights from the same queue."""
