@@ -131,23 +131,26 @@ def test_float64_model_matches_golden_too(io, golden_config):
 
 
 def test_doubled_batch_equals_separate_forwards(io):
-    """Conditioning.cat: one forward on [cond; uncond] rows equals two forwards."""
+    """Conditioning.cat: one forward on [cond; uncond] rows equals two forwards (any batch the
+    set stores, an edit case where it has one)."""
     from rhythmflow.model import Conditioning
 
     model = load_checkpoint(GOLDEN / CHECKPOINTS[0])
+    mode = "edit" if "cond_edit" in io and "fwd_edit_cond" in io else "gen"
     kw = dict(
-        cond=io["cond_edit"],
+        cond=io[f"cond_{mode}"],
         text=io["text"],
         start_time=io["start_time"],
         song_duration=io["song_duration"],
     )
     c = model.prepare(style=io["style_prompt"], **kw)
     u = model.prepare(style=io["negative_style_prompt"], drop_audio_cond=True, drop_text=True, **kw)
+    b = io["x"].shape[0]
     with torch.no_grad():
         both = model(io["x"].repeat(2, 1, 1), io["time"], Conditioning.cat([c, u]))
-        assert_close(both[:1], model(io["x"], io["time"], c), 1e-6)
-        assert_close(both[1:], model(io["x"], io["time"], u), 1e-6)
-        assert_close(both[:1], io["fwd_edit_cond"])
+        assert_close(both[:b], model(io["x"], io["time"], c), 1e-6)
+        assert_close(both[b:], model(io["x"], io["time"], u), 1e-6)
+        assert_close(both[:b], io[f"fwd_{mode}_cond"])
 
 
 @pytest.mark.parametrize("manifest", sorted(GOLDEN.glob("full_keys_*.json")), ids=lambda p: p.stem)
