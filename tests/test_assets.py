@@ -136,7 +136,7 @@ def test_offline_missing_fails_fast_without_network(tmp_path, no_network):
         "assets_dir=DIR",  # the library's words; the command line shows its flag
     ):
         assert part in msg
-    from rhythmflow.cli.commands import in_flags
+    from rhythmflow.cli.flags import in_flags
 
     assert "--assets-dir DIR" in in_flags(msg)
     with pytest.raises(AssetError) as err:

@@ -70,7 +70,7 @@ def test_lrc_too_many_lyrics_warns_naming_the_dropped_lines(tmp_path) -> None:
     kept = [x.text for x in parse_lrc(proc.stdout)]
     assert 0 < len(kept) < len(lines) and kept == lines[: len(kept)]
     assert f"line {len(kept) + 1} " in proc.stderr and f"line {len(lines)} " in proc.stderr
-    suggested = int(re.search(r"pass --duration (\d+)", proc.stderr).group(1))
+    suggested = int(re.search(r"set --duration (\d+)", proc.stderr).group(1))
     assert "were dropped" in proc.stderr and 95 < suggested <= 285
 
 

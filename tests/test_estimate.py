@@ -40,7 +40,7 @@ def test_memory_estimate_components():
 
 
 def test_refuse_names_the_settings_that_help():
-    from rhythmflow.cli.commands import in_flags
+    from rhythmflow.cli.flags import in_flags
 
     m = estimate_memory(BASE, 2048, batch=2)
     small = type(m)(m.weights, m.conditioning, m.activations, m.vae, m.total, available=GB)

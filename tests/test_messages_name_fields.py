@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from rhythmflow.cli.commands import in_flags
+from rhythmflow.cli.flags import in_flags
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rhythmflow"
 #: front ends: the command line, and the parts of serve that are its command line

@@ -134,7 +134,7 @@ def test_sigkill_mid_write_leaves_a_temp_that_the_next_run_removes(files, tmp_pa
     alive = tmp_path / f".other.wav.{os.getpid()}-abcd{TEMP_SUFFIX}"  # a running writer's temp
     alive.write_bytes(b"in progress")
     assert main(base_args(files, tmp_path / "next.wav", "--progress", "none")) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "next.json", "next.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "next.json", "next.lrc", "next.wav"]
 
 
 def test_old_temp_of_a_live_pid_is_stale_too(tmp_path):

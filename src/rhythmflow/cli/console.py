@@ -12,6 +12,7 @@ import time
 from typing import TextIO
 
 from rhythmflow import events
+from rhythmflow.cli.flags import in_flags
 
 log = logging.getLogger("rhythmflow")
 
@@ -41,7 +42,7 @@ class ProgressView:
         if isinstance(event, events.Warning):
             if not self.quiet:
                 self._end_bar()
-                log.warning("warning: %s", event.message)
+                log.warning("warning: %s", in_flags(event.message))
             return
         if self.mode == "none":
             return

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rhythmflow import errors
+from rhythmflow.cli.flags import in_flags
 
 if TYPE_CHECKING:
     from rhythmflow.lyrics.autotime import AutotimeResult
@@ -86,7 +87,7 @@ def run_lrc(args: argparse.Namespace) -> int:
         offline=True if args.offline else None,
     )
     for message in result.warnings:
-        log.warning("warning: %s", message)
+        log.warning("warning: %s", in_flags(message))
     if result.last_line_rule and result.lines:
         log.warning(
             "note: the 95 s model drops the last LRC line; pass --keep-last-line to "

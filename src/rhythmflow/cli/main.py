@@ -321,7 +321,7 @@ def _in_flags(exc: errors.RhythmflowError) -> str:
     """The error message in the command line's words: library messages name request fields (a
     leading ``field:`` and ``field=value`` settings); here each becomes its flag
     (``batch=1`` → ``--batch 1``). Only the CLI knows flags."""
-    from rhythmflow.cli.commands import in_flags
+    from rhythmflow.cli.flags import in_flags
 
     return in_flags(str(exc), getattr(exc, "field", None))
 
