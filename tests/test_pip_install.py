@@ -246,3 +246,26 @@ def test_footprint(installed):
     (installed["tmp"] / "footprint.json").write_text(json.dumps(report, indent=1))
     print("\nfootprint:", json.dumps(report, indent=1))
     assert sizes["mulan,chinese,serve"] <= FOOTPRINT_LIMIT, report
+
+
+def test_generate_with_a_text_style_prompt(installed, tiny_files, assets_dir):
+    """pip alone, the system espeak-ng hidden, with assets present: `generate --style-prompt`
+    runs rhythmflow's own MuQ-MuLan (the tiny repos in the official layout) to the song."""
+    import shutil
+
+    from tests.test_mulan_own import PROMPT, build_repos
+
+    _run([installed["python"], "-m", "pip", "install", "-q", f"{installed['wheel']}[mulan]"],
+         env=installed["env"])
+    assets = installed["tmp"] / "assets-with-mulan"
+    shutil.copytree(assets_dir, assets)
+    build_repos(assets)
+    out = installed["tmp"] / "prompted.wav"
+    done = _run([installed["bin"] / "rhythmflow", "generate", "--lrc", tiny_files["lrc"],
+                 "--style-prompt", PROMPT, "--checkpoint", tiny_files["ckpt"],
+                 "--vae", tiny_files["vae"], "--assets-dir", assets, "--offline",
+                 "--steps", "2", "--seed", "5", "--progress", "none", "--skip-estimate",
+                 "-o", out], env=installed["env"], cwd=installed["tmp"])
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert out.stat().st_size > 44, done.stderr
+    assert meta["request"]["style_prompt"] == PROMPT
