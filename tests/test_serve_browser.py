@@ -131,17 +131,23 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
+def open_page(browser, url: str):
+    """A page at ``url`` (1100 × 900, every wait bounded by WAIT_MS); on the way out, no
+    JavaScript error may have happened on it."""
     ctx = browser.new_context(viewport={"width": 1100, "height": 900})
     pg = ctx.new_page()
     pg.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server.url)
+    pg.goto(url)
     yield pg
     ctx.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, server):
+    yield from open_page(browser, server.url)
 
 
 def choose_style(page, files) -> None:

@@ -3,29 +3,15 @@ driven by Playwright against a real ``rhythmflow serve`` on 127.0.0.1. Bounded w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.servekit import Service, build_files, wait_for
+from tests.test_serve_browser import BROWSER_ARGS, CHROMIUM, WAIT_MS, sync_api
 
 pytestmark = pytest.mark.slow
 
-try:
-    from playwright import sync_api
-except ImportError:  # a failure, never a skip: the README's test command installs it
-    pytest.fail("playwright is missing: pip install -e '.[serve-test]' (scripts/setup.sh test)",
-                pytrace=False)
-CHROMIUM = Path("/usr/bin/chromium")
-WAIT_MS = 90_000
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--autoplay-policy=no-user-gesture-required"]
-
 
 def test_the_page_shows_the_queue_place_and_plays_a_preview(tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.fail("Debian chromium is missing: apt-get install chromium", pytrace=False)
     svc = Service(build_files(tmp_path / "files"), tmp_path)
     try:
         svc.serve("--no-worker")

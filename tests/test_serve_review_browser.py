@@ -15,6 +15,7 @@ from tests.test_serve_browser import (
     Server,
     api_json,
     fill_song,
+    open_page,
     serve_args,
     sync_api,
     wait_status,
@@ -43,15 +44,7 @@ def reviewing(files, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture
 def page(browser, reviewing):  # noqa: F811
-    ctx = browser.new_context(viewport={"width": 1100, "height": 900})
-    pg = ctx.new_page()
-    pg.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(reviewing.url)
-    yield pg
-    ctx.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
+    yield from open_page(browser, reviewing.url)
 
 
 def job_id(page) -> str:
