@@ -112,3 +112,33 @@ def test_song_dtype_script_compares_the_three_precisions_on_tiny_assets(tmp_path
     assert 0 < rows["float32"]["audio_rel_rms"] < rows["bfloat16"]["audio_rel_rms"] < 0.5
     assert res["machine"]["cpu"] in proc.stdout and res["isa_class"] in proc.stdout
     assert "audio rel. RMS" in proc.stdout and " torchscript |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_review_script_times_the_check_and_one_repair_round_on_tiny_assets(tmp_path):
+    """benchmarks/review.py on tiny assets: the initial generation, the check as shipped (a
+    random Whisper decodes to its cap), the review's check at a set transcript length, and one
+    repair round of the scripted failing line with its parts, side by side."""
+    import json
+    import re
+
+    out = tmp_path / "review.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "review.py"), "--tiny", "--no-probe",
+         "--tokens", "3", "--capped-windows", "2", "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())
+    ini, chk, rc, rp = res["initial"], res["check"], res["review_check"], res["repair"]
+    assert (ini["frames"], ini["steps"], ini["lines"]) == (2048, 2, 20)
+    # a random Whisper never says end-of-text: every window runs to the cap (16 - 4 prompt)
+    assert (chk["windows"], chk["lines"], chk["cap"], chk["all_to_cap"]) == (2, 20, 12, True)
+    assert chk["decoder_calls"] == [12, 12] and chk["extrapolated"]
+    assert (rc["windows"], rc["decoder_calls"], rc["max_tokens"]) == (20, [4, 4], 4)
+    assert rp["rounds"] == 1 and rp["passed"] and rp["decodes"] == 1
+    assert rp["round"]["lines"] == [res["bad_line"]] == rp["round"]["kept"] == [10]
+    assert rp["recheck_windows"] == 1 and 0 < rp["resample"] < rp["seconds"]
+    assert res["machine"]["cpu"] in proc.stdout and res["isa_class"] in proc.stdout
+    for what in ("one repair round", "re-sampling (edit mask)", "VAE decode", "re-check"):
+        assert re.search(rf"\|\s+{re.escape(what)} \|", proc.stdout), what
