@@ -52,8 +52,8 @@ from pathlib import Path
 
 import torch
 
-from common import machine, table
-from song_dtype import build_files, isa_class
+from common import table
+from song_dtype import build_files, isa_class, start_run
 
 #: 21 timed lines over the 95 s song, one every 4.4 s (short sung lines, a few words each); the
 #: last is dropped as the original drops it (no ``keep_last_line``): 20 lines are sung.
@@ -93,44 +93,30 @@ def build_whisper(folder: Path, tiny: bool) -> dict:
     """A random Whisper in ``folder`` in the layout :class:`WhisperRecognizer` loads
     (``WhisperProcessor`` + ``WhisperForConditionalGeneration.save_pretrained``, as
     tests/test_lyrics_check_whisper.py builds its tiny one). Returns its facts."""
-    from transformers import (
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizer,
-    )
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
+    from rhythmflow.testing import save_whisper_processor
+
+    pieces: list[str] = []
     if not tiny:  # pad to whisper's 50257 BPE ids with word-like pieces (" ab", " ac", …)
         k = 0
-        while len(vocab) < BPE_IDS:
+        while 256 + len(pieces) < BPE_IDS:
             word, n = "", k
             while True:
                 word, n = chr(97 + n % 26) + word, n // 26
                 if not n:
                     break
             if len(word) > 1:
-                vocab["Ġ" + word] = len(vocab)
+                pieces.append("Ġ" + word)
             k += 1
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    eot = "<|endoftext|>"
-    tok = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                           unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot)
     langs = [f"<|{c}|>" for c in LANGUAGES if c != "yue"]  # yue came with large-v3
     specials = ["<|startoftranscript|>", *langs, *TASKS]
     if not tiny:
         specials += [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
     else:
         specials = ["<|startoftranscript|>", "<|en|>", "<|zh|>", *TASKS]
-    tok.add_special_tokens({"additional_special_tokens": specials})
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80),
-                     tokenizer=tok).save_pretrained(folder)
+    tok = save_whisper_processor(folder, specials, pieces)
     sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
     ids = dict(decoder_start_token_id=sot, eos_token_id=tok.eos_token_id,
                bos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
@@ -240,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RHYTHMFLOW_ASSETS_DIR", str(ASSETS))
     from rhythmflow import (
         GenerationRequest,
-        Machine,
         SongGenerator,
-        configure_process,
         events,
         plan,
         run,
@@ -252,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     from rhythmflow.lyrics.check import SungLine, check_audio, lines_of_lrc
     from rhythmflow.review import review, write_sung_lrc
 
-    host = Machine.detect(measure=not a.no_probe)
-    configure_process(host.cores)  # threads and malloc as the CLI sets them
-    m = machine()
-    cpu_line = (f"CPU: {m['cpu']} ({isa_class(m['isa'])}), {m['cores']} cores, "
-                f"{torch.get_num_threads()} threads, torch {m['torch']}; "
-                f"ISA: {' '.join(m['isa'])}")
-    print(cpu_line, flush=True)
+    host, m, cpu_line = start_run(measure=not a.no_probe)
     res: dict = {"machine": m, "isa_class": isa_class(m["isa"]), "tiny": a.tiny,
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     t_all = time.perf_counter()

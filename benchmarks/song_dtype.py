@@ -52,6 +52,22 @@ LRC = ("[00:00.50]Hold the light\n[00:02.00]Over the water\n[00:10.00]Every road
        "[00:30.00]Sing it again\n[00:55.00]Under the morning sky\n[01:20.00]Home again\n")
 
 
+def start_run(*, measure: bool):
+    """What a full-size benchmark does first: the machine probe (unless not ``measure``), the
+    process settings the CLI makes, and the CPU line it prints; returns (the detected Machine,
+    machine(), the line)."""
+    from rhythmflow import Machine, configure_process
+
+    host = Machine.detect(measure=measure)
+    configure_process(host.cores)  # threads and malloc as the CLI sets them
+    m = machine()
+    cpu_line = (f"CPU: {m['cpu']} ({isa_class(m['isa'])}), {m['cores']} cores, "
+                f"{torch.get_num_threads()} threads, torch {m['torch']}; "
+                f"ISA: {' '.join(m['isa'])}")
+    print(cpu_line, flush=True)
+    return host, m, cpu_line
+
+
 def isa_class(isa: list[str]) -> str:
     """The CPU's arithmetic class as the policies see it: AMX, AVX-512 (BF16), AVX2-only."""
     f = set(isa)
@@ -138,15 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not 1 <= a.frames <= 2048:
         p.error(f"--frames {a.frames}: choose 1-2048 (2048 = a 95 s song)")
-    from rhythmflow import Machine, configure_process
 
-    host = Machine.detect(measure=not a.no_probe)
-    configure_process(host.cores)  # threads and malloc as the CLI sets them
-    m = machine()
-    cpu_line = (f"CPU: {m['cpu']} ({isa_class(m['isa'])}), {m['cores']} cores, "
-                f"{torch.get_num_threads()} threads, torch {m['torch']}; "
-                f"ISA: {' '.join(m['isa'])}")
-    print(cpu_line, flush=True)
+    host, m, cpu_line = start_run(measure=not a.no_probe)
     res: dict = {"machine": m, "isa_class": isa_class(m["isa"]), "frames": a.frames,
                  "steps": a.steps, "seed": a.seed, "tiny": a.tiny,
                  "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": []}

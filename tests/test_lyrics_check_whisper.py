@@ -24,25 +24,11 @@ def build_tiny_whisper(folder, *, say: str | None = None, seed: int = 0):
     """A 1-layer Whisper with a byte-level tokenizer in ``folder``. ``say``: a token the decoder
     always predicts (its final norm outputs that token's embedding), else random weights."""
     import torch
-    from transformers import (
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizer,
-    )
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(bytes_to_unicode().values())
-    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    eot = "<|endoftext|>"
-    tok = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                           unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot)
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80),
-                     tokenizer=tok).save_pretrained(folder)
+    from rhythmflow.testing import save_whisper_processor
+
+    tok = save_whisper_processor(folder, SPECIALS)
     sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
     cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, encoder_layers=1, decoder_layers=1,
                         d_model=16, encoder_attention_heads=2, decoder_attention_heads=2,

@@ -163,3 +163,32 @@ def build_decode_only(path: str | Path) -> Path:
         model = DecodeOnly().eval()
     _script(model).save(str(path))
     return Path(path)
+
+
+# --- a Whisper tokenizer and processor for random Whispers (the lyric check's tests) --------
+
+def save_whisper_processor(folder: str | os.PathLike, specials: list[str],
+                           pieces: list[str] | tuple[str, ...] = ()):
+    """A byte-level Whisper tokenizer (256 byte tokens, then ``pieces``, no merges) with
+    ``specials`` after ``<|endoftext|>``, and an 80-mel feature extractor, saved in ``folder``
+    as ``WhisperProcessor.save_pretrained`` writes them (what rhythmflow's recogniser loads).
+    Returns the tokenizer. Needs ``transformers``."""
+    import json
+
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    for piece in pieces:
+        vocab.setdefault(piece, len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    eot = "<|endoftext|>"
+    tok = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                           unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot)
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80),
+                     tokenizer=tok).save_pretrained(folder)
+    return tok
